@@ -1,0 +1,312 @@
+//! Configuration: layered TOML files and environment variables, parsed into a typed, validated
+//! [`Config`] before anything opens a file or binds a port.
+//!
+//! Layers, later wins: `/usr/lib/confab/confab.toml` → `/etc/confab/confab.toml` → `./confab.toml`
+//! (or only the file given with `--config` / `CONFAB_CONFIG`) → environment. The LiveKit names users
+//! already keep in `.env` files are accepted (`LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`, `LIVEKIT_URL`,
+//! `TOKEN_EXPIRY_SECONDS`) beside ours (`CONFAB_*`). Every problem is collected and reported at once,
+//! each with the key or variable that caused it.
+
+mod reader;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reader::Reader;
+
+/// Files read when no `--config` is given, lowest priority first. Missing ones are skipped.
+pub const DEFAULT_FILES: &[&str] = &[
+    "/usr/lib/confab/confab.toml",
+    "/etc/confab/confab.toml",
+    "confab.toml",
+];
+
+/// Default ports. HTTPS/WebSocket uses LiveKit's 7880 so an existing `LIVEKIT_URL` keeps working;
+/// the appliance's `/etc/confab/confab.toml` sets 443 and 80.
+pub const DEFAULT_HTTPS_PORT: u16 = 7880;
+pub const DEFAULT_HTTP_PORT: u16 = 7879;
+pub const DEFAULT_TCP_PORT: u16 = 7881;
+pub const DEFAULT_UDP_PORT: u16 = 7882;
+/// LiveKit's default token lifetime (6 h).
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
+/// LiveKit refuses API secrets shorter than this; so do we.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The validated configuration. Built only by [`Config::load`] / [`Config::from_layers`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub log_level: String,
+    /// URL clients use to reach this server (`LIVEKIT_URL`), if set.
+    pub public_url: Option<String>,
+    pub http: HttpConfig,
+    pub rtc: RtcConfig,
+    pub auth: AuthConfig,
+    pub update: UpdateConfig,
+    /// Where the settings came from (files and environment variables), for the startup log.
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub bind: IpAddr,
+    pub https_port: u16,
+    /// Plain-HTTP port that only redirects to HTTPS (and serves `/ca.crt` and health); `None` = off.
+    pub http_port: Option<u16>,
+    pub tls: TlsSource,
+    /// How long shutdown waits for open connections before closing them.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// A local CA and leaf certificate generated and kept in `<state_dir>/tls/`.
+    LocalCa,
+    /// Certificate chain and private key in PEM files supplied by the operator.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct RtcConfig {
+    pub udp_port: u16,
+    pub tcp_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// API key → secret pairs given by the operator. Empty means: use (or generate) the device's
+    /// own pair in the state directory.
+    pub keys: BTreeMap<String, Secret>,
+    pub token_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpdateConfig {
+    pub url: Option<String>,
+    pub check: bool,
+}
+
+/// A secret string that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One problem with the configuration: where it is (key or variable) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// All problems found, reported together.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Environment variables as a map, so tests can pass their own instead of the process's.
+pub type Env = BTreeMap<String, String>;
+
+/// The process environment, keeping only the variables confab reads.
+pub fn process_env() -> Env {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("CONFAB_") || reader::LIVEKIT_VARS.contains(&k.as_str()))
+        .collect()
+}
+
+impl Config {
+    /// Reads `explicit` (only that file) or the [`DEFAULT_FILES`] that exist, then `env`.
+    pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigErrors> {
+        let mut layers = Vec::new();
+        let mut errors = Vec::new();
+        let paths: Vec<PathBuf> = match explicit {
+            Some(p) => vec![p.to_path_buf()],
+            None => DEFAULT_FILES
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| p.exists())
+                .collect(),
+        };
+        for path in paths {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => layers.push((path.display().to_string(), text)),
+                Err(e) => errors.push(ConfigError {
+                    key: path.display().to_string(),
+                    message: format!("cannot read config file: {e}"),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Config::from_layers(&layers, env)
+    }
+
+    /// Parses `(origin, toml text)` layers, lowest priority first, then `env`.
+    pub fn from_layers(layers: &[(String, String)], env: &Env) -> Result<Config, ConfigErrors> {
+        let mut r = Reader::new(env);
+        for (origin, text) in layers {
+            r.add_file(origin, text);
+        }
+        let config = Config::read(&mut r);
+        r.finish(config)
+    }
+
+    fn read(r: &mut Reader) -> Config {
+        let state_dir = r.path("state_dir", &["CONFAB_STATE_DIR"]);
+        let log_level = r.log_level("log_level", &["CONFAB_LOG_LEVEL"]);
+        let public_url = r.url(
+            "public_url",
+            &["CONFAB_PUBLIC_URL", "LIVEKIT_URL"],
+            &["https", "wss", "http", "ws"],
+        );
+
+        let bind = r.ip("http.bind", &["CONFAB_BIND"]);
+        let https_port = r.port("http.https_port", &["CONFAB_HTTPS_PORT"], false);
+        let http_port = r.port("http.http_port", &["CONFAB_HTTP_PORT"], true);
+        let cert = r.path("http.tls_cert", &["CONFAB_TLS_CERT"]);
+        let key = r.path("http.tls_key", &["CONFAB_TLS_KEY"]);
+        let grace = r.seconds(
+            "http.shutdown_grace_seconds",
+            &["CONFAB_SHUTDOWN_GRACE_SECONDS"],
+            1..=300,
+        );
+        let udp_port = r.port("rtc.udp_port", &["CONFAB_UDP_PORT"], false);
+        let tcp_port = r.port("rtc.tcp_port", &["CONFAB_TCP_PORT"], false);
+        let keys = r.api_keys();
+        let token_ttl = r.seconds(
+            "auth.token_ttl_seconds",
+            &["TOKEN_EXPIRY_SECONDS", "CONFAB_TOKEN_TTL_SECONDS"],
+            60..=30 * 86_400,
+        );
+        let update_url = r.url("update.url", &["CONFAB_UPDATE_URL"], &["https", "file"]);
+        let update_check = r.update_check();
+
+        let https_port = https_port.unwrap_or(DEFAULT_HTTPS_PORT);
+        let http_port = match http_port {
+            Some(0) => None,
+            Some(p) => Some(p),
+            None => Some(DEFAULT_HTTP_PORT),
+        };
+        let udp_port = udp_port.unwrap_or(DEFAULT_UDP_PORT);
+        let tcp_port = tcp_port.unwrap_or(DEFAULT_TCP_PORT);
+        r.check_distinct_tcp_ports(&[
+            ("http.https_port", Some(https_port)),
+            ("http.http_port", http_port),
+            ("rtc.tcp_port", Some(tcp_port)),
+        ]);
+        let tls = match (cert, key) {
+            (None, None) => TlsSource::LocalCa,
+            (Some(cert), Some(key)) => {
+                r.check_file_exists("http.tls_cert", &cert);
+                r.check_file_exists("http.tls_key", &key);
+                TlsSource::Files { cert, key }
+            }
+            (Some(_), None) => {
+                r.error("http.tls_key", "is required when http.tls_cert is set");
+                TlsSource::LocalCa
+            }
+            (None, Some(_)) => {
+                r.error("http.tls_cert", "is required when http.tls_key is set");
+                TlsSource::LocalCa
+            }
+        };
+
+        Config {
+            state_dir: state_dir.unwrap_or_else(|| PathBuf::from("data")),
+            log_level: log_level.unwrap_or_else(|| "info".to_string()),
+            public_url,
+            http: HttpConfig {
+                bind: bind.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+                https_port,
+                http_port,
+                tls,
+                shutdown_grace: grace.unwrap_or(Duration::from_secs(10)),
+            },
+            rtc: RtcConfig { udp_port, tcp_port },
+            auth: AuthConfig {
+                keys,
+                token_ttl: token_ttl.unwrap_or(DEFAULT_TOKEN_TTL),
+            },
+            update: UpdateConfig {
+                url: update_url,
+                check: update_check.unwrap_or(true),
+            },
+            sources: r.sources(),
+        }
+    }
+
+    /// The effective configuration as one log-friendly line, secrets left out.
+    pub fn summary(&self) -> String {
+        let tls = match &self.http.tls {
+            TlsSource::LocalCa => "local-ca".to_string(),
+            TlsSource::Files { cert, .. } => format!("files({})", cert.display()),
+        };
+        let keys: Vec<&str> = self.auth.keys.keys().map(String::as_str).collect();
+        format!(
+            "state_dir={} log_level={} public_url={} bind={} https_port={} http_port={} tls={} \
+             udp_port={} tcp_port={} api_keys=[{}] token_ttl={}s update_url={} update_check={} sources=[{}]",
+            self.state_dir.display(),
+            self.log_level,
+            self.public_url.as_deref().unwrap_or("-"),
+            self.http.bind,
+            self.http.https_port,
+            self.http
+                .http_port
+                .map_or_else(|| "off".to_string(), |p| p.to_string()),
+            tls,
+            self.rtc.udp_port,
+            self.rtc.tcp_port,
+            if keys.is_empty() {
+                "device".to_string()
+            } else {
+                keys.join(",")
+            },
+            self.auth.token_ttl.as_secs(),
+            self.update.url.as_deref().unwrap_or("-"),
+            self.update.check,
+            self.sources.join(", "),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

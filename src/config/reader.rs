@@ -1,0 +1,433 @@
+//! The collecting reader behind [`super::Config`]: flattens TOML layers into dotted keys that
+//! remember their file, looks each setting up in the environment first, and records every problem
+//! instead of stopping at the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Config, ConfigError, ConfigErrors, Env, Secret, MIN_SECRET_LEN};
+
+/// LiveKit-named variables we accept, besides every `CONFAB_*`.
+pub const LIVEKIT_VARS: &[&str] = &[
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+    "LIVEKIT_URL",
+    "TOKEN_EXPIRY_SECONDS",
+];
+
+/// Every `CONFAB_*` variable we read; any other `CONFAB_*` is reported as unknown (a typo).
+const CONFAB_VARS: &[&str] = &[
+    "CONFAB_CONFIG",
+    "CONFAB_STATE_DIR",
+    "CONFAB_LOG_LEVEL",
+    "CONFAB_PUBLIC_URL",
+    "CONFAB_BIND",
+    "CONFAB_HTTPS_PORT",
+    "CONFAB_HTTP_PORT",
+    "CONFAB_TLS_CERT",
+    "CONFAB_TLS_KEY",
+    "CONFAB_SHUTDOWN_GRACE_SECONDS",
+    "CONFAB_UDP_PORT",
+    "CONFAB_TCP_PORT",
+    "CONFAB_TOKEN_TTL_SECONDS",
+    "CONFAB_UPDATE_URL",
+    "CONFAB_DISABLE_UPDATE_CHECK",
+];
+
+/// A value found for a setting, with where it came from.
+enum Found {
+    Env(&'static str, String),
+    File(toml::Value, String),
+}
+
+impl Found {
+    /// How an error names this value: the variable, or the key and its file.
+    fn label(&self, key: &str) -> String {
+        match self {
+            Found::Env(var, _) => var.to_string(),
+            Found::File(_, origin) => format!("{key} (in {origin})"),
+        }
+    }
+}
+
+pub struct Reader<'a> {
+    env: &'a Env,
+    /// Dotted key → (value, file it came from); later files replaced earlier ones.
+    values: BTreeMap<String, (toml::Value, String)>,
+    used: BTreeSet<String>,
+    files: Vec<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(env: &'a Env) -> Self {
+        Reader {
+            env,
+            values: BTreeMap::new(),
+            used: BTreeSet::new(),
+            files: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn add_file(&mut self, origin: &str, text: &str) {
+        self.files.push(origin.to_string());
+        match text.parse::<toml::Table>() {
+            Ok(table) => flatten("", table, origin, &mut self.values),
+            Err(e) => self.errors.push(ConfigError {
+                key: origin.to_string(),
+                message: format!("not valid TOML: {}", e.message()),
+            }),
+        }
+    }
+
+    pub fn error(&mut self, key: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub fn sources(&self) -> Vec<String> {
+        let mut s = self.files.clone();
+        s.extend(
+            self.env
+                .keys()
+                .filter(|k| *k != "CONFAB_CONFIG")
+                .map(|k| format!("${k}")),
+        );
+        s
+    }
+
+    /// Reports unknown keys and variables, then returns the config or every error.
+    pub fn finish(mut self, config: Config) -> Result<Config, ConfigErrors> {
+        let unknown: Vec<String> = self
+            .values
+            .keys()
+            .filter(|k| !self.used.contains(*k) && !k.starts_with("keys."))
+            .cloned()
+            .collect();
+        for key in unknown {
+            let origin = self.values[&key].1.clone();
+            self.error(&format!("{key} (in {origin})"), "unknown setting");
+        }
+        let unknown_vars: Vec<String> = self
+            .env
+            .keys()
+            .filter(|k| k.starts_with("CONFAB_") && !CONFAB_VARS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for var in unknown_vars {
+            self.error(&var, "unknown environment variable");
+        }
+        if self.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    fn find(&mut self, key: &str, vars: &[&'static str]) -> Option<Found> {
+        self.used.insert(key.to_string());
+        for var in vars {
+            if let Some(v) = self.env.get(*var) {
+                return Some(Found::Env(var, v.clone()));
+            }
+        }
+        self.values
+            .get(key)
+            .map(|(v, origin)| Found::File(v.clone(), origin.clone()))
+    }
+
+    /// Looks a setting up and converts it; a failed conversion is recorded and yields `None`.
+    fn get<T>(
+        &mut self,
+        key: &str,
+        vars: &[&'static str],
+        from_str: impl Fn(&str) -> Result<T, String>,
+        from_toml: impl Fn(&toml::Value) -> Result<T, String>,
+    ) -> Option<T> {
+        let found = self.find(key, vars)?;
+        let result = match &found {
+            Found::Env(_, s) => from_str(s),
+            Found::File(v, _) => from_toml(v),
+        };
+        match result {
+            Ok(v) => Some(v),
+            Err(message) => {
+                let label = found.label(key);
+                self.error(&label, message);
+                None
+            }
+        }
+    }
+
+    pub fn string(&mut self, key: &str, vars: &[&'static str]) -> Option<String> {
+        self.get(key, vars, |s| Ok(s.to_string()), toml_string)
+    }
+
+    pub fn path(&mut self, key: &str, vars: &[&'static str]) -> Option<PathBuf> {
+        self.get(key, vars, non_empty_path, |v| {
+            toml_string(v).and_then(|s| non_empty_path(&s))
+        })
+    }
+
+    pub fn u64_in(
+        &mut self,
+        key: &str,
+        vars: &[&'static str],
+        range: RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let check = |n: u64| {
+            if range.contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!(
+                    "must be between {} and {}, got {n}",
+                    range.start(),
+                    range.end()
+                ))
+            }
+        };
+        self.get(
+            key,
+            vars,
+            |s| {
+                s.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("expected a whole number, got {s:?}"))
+                    .and_then(check)
+            },
+            |v| match v {
+                toml::Value::Integer(i) if *i >= 0 => check(*i as u64),
+                toml::Value::Integer(i) => Err(format!("must not be negative, got {i}")),
+                other => Err(format!("expected a whole number, got {}", other.type_str())),
+            },
+        )
+    }
+
+    pub fn port(&mut self, key: &str, vars: &[&'static str], zero_disables: bool) -> Option<u16> {
+        let min = if zero_disables { 0 } else { 1 };
+        self.u64_in(key, vars, min..=65_535).map(|p| p as u16)
+    }
+
+    pub fn seconds(
+        &mut self,
+        key: &str,
+        vars: &[&'static str],
+        range: RangeInclusive<u64>,
+    ) -> Option<Duration> {
+        self.u64_in(key, vars, range).map(Duration::from_secs)
+    }
+
+    pub fn ip(&mut self, key: &str, vars: &[&'static str]) -> Option<IpAddr> {
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| format!("expected an IP address such as 0.0.0.0 or ::, got {s:?}"))
+        };
+        self.get(key, vars, parse, |v| toml_string(v).and_then(|s| parse(&s)))
+    }
+
+    pub fn log_level(&mut self, key: &str, vars: &[&'static str]) -> Option<String> {
+        let check = |s: &str| {
+            tracing_subscriber::EnvFilter::builder()
+                .parse(s)
+                .map(|_| s.to_string())
+                .map_err(|e| {
+                    format!("not a log level or filter ({e}); try info, debug or confab=debug")
+                })
+        };
+        self.get(key, vars, check, |v| toml_string(v).and_then(|s| check(&s)))
+    }
+
+    pub fn url(&mut self, key: &str, vars: &[&'static str], schemes: &[&str]) -> Option<String> {
+        let check = |s: &str| check_url(s, schemes);
+        self.get(key, vars, check, |v| toml_string(v).and_then(|s| check(&s)))
+    }
+
+    pub fn bool(&mut self, key: &str, vars: &[&'static str]) -> Option<bool> {
+        self.get(key, vars, parse_bool, |v| match v {
+            toml::Value::Boolean(b) => Ok(*b),
+            other => Err(format!("expected true or false, got {}", other.type_str())),
+        })
+    }
+
+    /// `update.check` in files; `CONFAB_DISABLE_UPDATE_CHECK=true` (inverted) in the environment.
+    pub fn update_check(&mut self) -> Option<bool> {
+        let disabled = self.get(
+            "update.check",
+            &["CONFAB_DISABLE_UPDATE_CHECK"],
+            parse_bool,
+            |_| Err(String::new()),
+        );
+        let from_env = self.env.contains_key("CONFAB_DISABLE_UPDATE_CHECK");
+        if from_env {
+            return disabled.map(|d| !d);
+        }
+        self.bool("update.check", &[])
+    }
+
+    /// The `[keys]` table (`key = "secret"`, as LiveKit's `keys:`) or the LiveKit variable pair.
+    pub fn api_keys(&mut self) -> BTreeMap<String, Secret> {
+        let mut keys = BTreeMap::new();
+        let env_key = self.env.get("LIVEKIT_API_KEY").cloned();
+        let env_secret = self.env.get("LIVEKIT_API_SECRET").cloned();
+        match (env_key, env_secret) {
+            (Some(k), Some(s)) => {
+                self.check_key_pair("LIVEKIT_API_KEY", &k, "LIVEKIT_API_SECRET", &s);
+                keys.insert(k, Secret::new(s));
+                return keys;
+            }
+            (Some(_), None) => self.error(
+                "LIVEKIT_API_SECRET",
+                "is required when LIVEKIT_API_KEY is set",
+            ),
+            (None, Some(_)) => self.error(
+                "LIVEKIT_API_KEY",
+                "is required when LIVEKIT_API_SECRET is set",
+            ),
+            (None, None) => {}
+        }
+        let entries: Vec<(String, toml::Value, String)> = self
+            .values
+            .iter()
+            .filter_map(|(k, (v, o))| {
+                k.strip_prefix("keys.")
+                    .map(|name| (name.to_string(), v.clone(), o.clone()))
+            })
+            .collect();
+        for (name, value, origin) in entries {
+            let label = format!("keys.{name} (in {origin})");
+            match value {
+                toml::Value::String(secret) => {
+                    self.check_key_pair(&label, &name, &label, &secret);
+                    keys.insert(name, Secret::new(secret));
+                }
+                other => self.error(
+                    &label,
+                    format!("expected the secret as a string, got {}", other.type_str()),
+                ),
+            }
+        }
+        keys
+    }
+
+    fn check_key_pair(&mut self, key_label: &str, key: &str, secret_label: &str, secret: &str) {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            self.error(
+                key_label,
+                "an API key must be non-empty letters, digits, '_' or '-'",
+            );
+        }
+        if secret.chars().count() < MIN_SECRET_LEN {
+            // Never echo the secret itself.
+            self.error(
+                secret_label,
+                format!("the API secret must be at least {MIN_SECRET_LEN} characters"),
+            );
+        }
+    }
+
+    pub fn check_distinct_tcp_ports(&mut self, ports: &[(&str, Option<u16>)]) {
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                if let (Some(pa), Some(pb)) = (pa, pb) {
+                    if pa == pb {
+                        self.error(
+                            a,
+                            format!("port {pa} is also used by {b}; each TCP port must differ"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn check_file_exists(&mut self, key: &str, path: &Path) {
+        if let Err(e) = std::fs::metadata(path) {
+            self.error(key, format!("cannot read {}: {e}", path.display()));
+        }
+    }
+}
+
+fn flatten(
+    prefix: &str,
+    table: toml::Table,
+    origin: &str,
+    out: &mut BTreeMap<String, (toml::Value, String)>,
+) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, origin, out),
+            other => {
+                out.insert(key, (other, origin.to_string()));
+            }
+        }
+    }
+}
+
+fn toml_string(v: &toml::Value) -> Result<String, String> {
+    match v {
+        toml::Value::String(s) => Ok(s.clone()),
+        other => Err(format!("expected a string, got {}", other.type_str())),
+    }
+}
+
+fn non_empty_path(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".to_string())
+    } else {
+        Ok(PathBuf::from(s))
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("expected true or false, got {s:?}")),
+    }
+}
+
+fn check_url(s: &str, schemes: &[&str]) -> Result<String, String> {
+    if let Some(path) = s.strip_prefix("file://") {
+        return if schemes.contains(&"file") && path.starts_with('/') {
+            Ok(s.to_string())
+        } else if schemes.contains(&"file") {
+            Err(format!("a file:// URL needs an absolute path, got {s:?}"))
+        } else {
+            Err(format!("file:// URLs are not accepted here, got {s:?}"))
+        };
+    }
+    let uri: hyper::Uri = s
+        .parse()
+        .map_err(|e| format!("not a valid URL ({e}): {s:?}"))?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    if !schemes.contains(&scheme) {
+        return Err(format!(
+            "URL must start with {}, got {s:?}",
+            schemes
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
+    }
+    if scheme != "file" && uri.host().is_none_or(str::is_empty) {
+        return Err(format!("URL has no host: {s:?}"));
+    }
+    Ok(s.to_string())
+}

@@ -1,0 +1,146 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Env {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn layer(origin: &str, text: &str) -> (String, String) {
+    (origin.to_string(), text.to_string())
+}
+
+#[test]
+fn defaults_are_dev_mode() {
+    let c = Config::from_layers(&[], &Env::new()).unwrap();
+    assert_eq!(c.state_dir, PathBuf::from("data"));
+    assert_eq!(c.http.https_port, DEFAULT_HTTPS_PORT);
+    assert_eq!(c.http.http_port, Some(DEFAULT_HTTP_PORT));
+    assert_eq!(c.http.tls, TlsSource::LocalCa);
+    assert!(
+        c.auth.keys.is_empty(),
+        "no built-in key: the device makes its own"
+    );
+    assert_eq!(c.auth.token_ttl, DEFAULT_TOKEN_TTL);
+    assert!(c.update.check);
+}
+
+#[test]
+fn later_layers_and_env_win() {
+    let base = layer(
+        "/etc/confab/confab.toml",
+        "state_dir = \"/var/lib/confab\"\n[http]\nhttps_port = 443\nhttp_port = 80\n",
+    );
+    let local = layer("confab.toml", "[http]\nhttps_port = 8443\n");
+    let e = env(&[
+        ("CONFAB_HTTP_PORT", "0"),
+        ("TOKEN_EXPIRY_SECONDS", "600"),
+        ("LIVEKIT_URL", "wss://meet.example.org"),
+        ("CONFAB_DISABLE_UPDATE_CHECK", "true"),
+    ]);
+    let c = Config::from_layers(&[base, local], &e).unwrap();
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/confab"));
+    assert_eq!(c.http.https_port, 8443);
+    assert_eq!(c.http.http_port, None, "0 turns the redirect port off");
+    assert_eq!(c.auth.token_ttl, Duration::from_secs(600));
+    assert_eq!(c.public_url.as_deref(), Some("wss://meet.example.org"));
+    assert!(!c.update.check);
+}
+
+#[test]
+fn livekit_key_pair_from_env() {
+    let secret = "s".repeat(40);
+    let e = env(&[
+        ("LIVEKIT_API_KEY", "APIabc"),
+        ("LIVEKIT_API_SECRET", &secret),
+    ]);
+    let c = Config::from_layers(&[], &e).unwrap();
+    assert_eq!(c.auth.keys["APIabc"].expose(), secret);
+    assert!(
+        !format!("{c:?}").contains(&secret),
+        "Debug must not print secrets"
+    );
+    assert!(
+        !c.summary().contains(&secret),
+        "summary must not print secrets"
+    );
+    assert!(c.summary().contains("APIabc"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_key() {
+    let file = layer(
+        "bad.toml",
+        "log_level = \"loud[\"\n[http]\nhttps_port = 70000\nhtps_port = 1\ntls_cert = \"/nonexistent/cert.pem\"\n\
+         [rtc]\nudp_port = \"x\"\n[keys]\nAPIshort = \"tooshort\"\n",
+    );
+    let e = env(&[
+        ("CONFAB_TCP_PORT", "abc"),
+        ("CONFAB_UPDATE_URL", "ftp://x"),
+        ("CONFAB_HTTPS_PROT", "1"),
+        ("LIVEKIT_API_KEY", "k"),
+    ]);
+    let errs = Config::from_layers(&[file], &e).unwrap_err().0;
+    let text = ConfigErrors(errs.clone()).to_string();
+    for needle in [
+        "http.https_port (in bad.toml): must be between 1 and 65535, got 70000",
+        "http.htps_port (in bad.toml): unknown setting",
+        "http.tls_key: is required when http.tls_cert is set",
+        "rtc.udp_port (in bad.toml): expected a whole number, got string",
+        "CONFAB_TCP_PORT: expected a whole number",
+        "CONFAB_UPDATE_URL: URL must start with https:// or file://",
+        "CONFAB_HTTPS_PROT: unknown environment variable",
+        "LIVEKIT_API_SECRET: is required when LIVEKIT_API_KEY is set",
+        "log_level (in bad.toml): not a log level",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(errs.len() >= 9, "{text}");
+    assert!(!text.contains("tooshort"), "secrets are never echoed");
+}
+
+#[test]
+fn short_secret_in_file_is_rejected_without_echo() {
+    let file = layer("c.toml", "[keys]\nAPIx = \"abc\"\n");
+    let text = Config::from_layers(&[file], &Env::new())
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("keys.APIx (in c.toml): the API secret must be at least 32"));
+    assert!(!text.contains("\"abc\""));
+}
+
+#[test]
+fn clashing_tcp_ports_are_rejected() {
+    let e = env(&[("CONFAB_HTTPS_PORT", "7881")]);
+    let text = Config::from_layers(&[], &e).unwrap_err().to_string();
+    assert!(
+        text.contains("port 7881 is also used by rtc.tcp_port"),
+        "{text}"
+    );
+}
+
+#[test]
+fn invalid_toml_names_the_file() {
+    let text = Config::from_layers(&[layer("broken.toml", "[http\n")], &Env::new())
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("broken.toml: not valid TOML"), "{text}");
+}
+
+#[test]
+fn update_url_accepts_https_and_absolute_file_urls() {
+    for ok in [
+        "https://updates.example.org/confab",
+        "file:///media/usb/confab",
+    ] {
+        let c = Config::from_layers(&[], &env(&[("CONFAB_UPDATE_URL", ok)])).unwrap();
+        assert_eq!(c.update.url.as_deref(), Some(ok));
+    }
+    let text = Config::from_layers(&[], &env(&[("CONFAB_UPDATE_URL", "file://relative")]))
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("absolute path"), "{text}");
+}

@@ -1,0 +1,10 @@
+//! confab: a self-hosted, LiveKit-compatible video-conferencing appliance in one static binary.
+//!
+//! Modules mirror the architecture (`docs/architecture.md`): `config` is validated before anything
+//! binds; `state` keeps sled; `tls` makes or loads certificates; `auth` mints and checks tokens;
+//! `api` serves HTTP; `media` owns the media sockets and their thread; `systemd` is every
+//! sd_notify call and the log setup; `cli` is the command line.
+
+pub mod config;
+pub mod state;
+pub mod version;

@@ -1,0 +1,281 @@
+//! Persistent state in sled, behind the small [`Store`] trait, with a schema version and ordered,
+//! additive, idempotent migrations applied at start.
+//!
+//! sled is single-process: only `confab serve` opens the database. Things other commands must read
+//! while the daemon runs (API keys, TLS files) live as plain files in the state directory instead.
+
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use migrations::{Migration, MIGRATIONS};
+
+/// Name of the sled directory inside the state directory.
+pub const DB_DIR: &str = "state";
+/// Copy of the database taken at the last successful start, kept beside it for recovery (sled
+/// rewrites damaged files while it tries to recover them, so the damaged copy is no backup).
+pub const BACKUP_DIR: &str = "state.last-good";
+const META: &str = "meta";
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    #[error(
+        "the state database at {path} is damaged ({detail}). confab will not start and will not \
+         create a new one in its place. To recover: stop confab, move {path} aside, and copy {backup} \
+         (taken at the last successful start) or your own backup of that directory to {path}. To start \
+         with empty state instead, move {path} away (rooms and settings are then lost)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        backup: PathBuf,
+        detail: String,
+    },
+    #[error(
+        "the state database at {path} is in use by another process (is confab already running?): {detail}"
+    )]
+    Locked { path: PathBuf, detail: String },
+    #[error(
+        "the state database at {path} has schema version {found}, but this confab understands only up \
+         to {supported}: it was written by a newer confab. Run that version, or restore a backup made \
+         with this one"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("cannot use the state database at {path}: {detail}")]
+    Io { path: PathBuf, detail: String },
+    #[error("migration {version} ({name}) failed: {detail}")]
+    Migration {
+        version: u32,
+        name: &'static str,
+        detail: String,
+    },
+}
+
+/// What the rest of the daemon may do with state: named trees of byte keys and values.
+pub trait Store: Send + Sync {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StateError>;
+    fn remove(&self, tree: &str, key: &[u8]) -> Result<(), StateError>;
+    /// All entries of a tree in key order.
+    fn entries(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StateError>;
+    /// False once a write or flush has failed (disk full, I/O error); feeds `/api/health/ready`.
+    fn healthy(&self) -> bool;
+    fn schema_version(&self) -> u32;
+}
+
+/// The sled-backed [`Store`].
+pub struct SledStore {
+    db: sled::Db,
+    path: PathBuf,
+    schema_version: u32,
+    failed: AtomicBool,
+}
+
+impl SledStore {
+    /// Opens (or creates, if the directory does not exist yet) the database in `state_dir` and
+    /// brings it to the newest schema.
+    pub fn open(state_dir: &Path) -> Result<SledStore, StateError> {
+        Self::open_with(state_dir, MIGRATIONS)
+    }
+
+    /// As [`SledStore::open`], with an explicit migration list (tests use a prefix of it to make
+    /// databases "written by an older confab").
+    pub fn open_with(state_dir: &Path, migrations: &[Migration]) -> Result<SledStore, StateError> {
+        let path = state_dir.join(DB_DIR);
+        let existed = dir_has_entries(&path)?;
+        if existed && !path.join("conf").exists() {
+            return Err(corrupt(&path, "its 'conf' file is missing"));
+        }
+        let db = open_sled(&path)?;
+        let meta = tree(&db, &path, META)?;
+        let stored = match meta.get(SCHEMA_KEY) {
+            Ok(Some(v)) => Some(
+                decode_version(&v)
+                    .ok_or_else(|| corrupt(&path, "the schema version record is unreadable"))?,
+            ),
+            Ok(None) => None,
+            Err(e) => return Err(classify(&path, e)),
+        };
+        if existed && stored.is_none() {
+            return Err(corrupt(&path, "it has no schema version record"));
+        }
+        let current = stored.unwrap_or(0);
+        let supported = migrations.last().map_or(0, |m| m.version);
+        if current > supported {
+            return Err(StateError::NewerSchema {
+                path,
+                found: current,
+                supported,
+            });
+        }
+        let schema_version = migrations::apply(&db, &meta, current, migrations)?;
+        db.flush().map_err(|e| classify(&path, e))?;
+        snapshot(&path, &backup_path(&path))?;
+        Ok(SledStore {
+            db,
+            path,
+            schema_version,
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn tree(&self, name: &str) -> Result<sled::Tree, StateError> {
+        tree(&self.db, &self.path, name).inspect_err(|_| self.failed.store(true, Ordering::Relaxed))
+    }
+
+    /// Records a failed operation so readiness reports it.
+    fn track<T>(&self, r: sled::Result<T>) -> Result<T, StateError> {
+        r.map_err(|e| {
+            self.failed.store(true, Ordering::Relaxed);
+            classify(&self.path, e)
+        })
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let t = self.tree(tree)?;
+        self.track(t.get(key)).map(|v| v.map(|iv| iv.to_vec()))
+    }
+
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let t = self.tree(tree)?;
+        self.track(t.insert(key, value)).map(drop)
+    }
+
+    fn remove(&self, tree: &str, key: &[u8]) -> Result<(), StateError> {
+        let t = self.tree(tree)?;
+        self.track(t.remove(key)).map(drop)
+    }
+
+    fn entries(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let t = self.tree(tree)?;
+        t.iter()
+            .map(|r| self.track(r).map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect()
+    }
+
+    fn flush(&self) -> Result<(), StateError> {
+        self.track(self.db.flush()).map(drop)
+    }
+
+    fn healthy(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed)
+    }
+
+    fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+fn backup_path(db_path: &Path) -> PathBuf {
+    db_path.with_file_name(BACKUP_DIR)
+}
+
+fn corrupt(db_path: &Path, detail: impl Into<String>) -> StateError {
+    StateError::Corrupt {
+        path: db_path.to_path_buf(),
+        backup: backup_path(db_path),
+        detail: detail.into(),
+    }
+}
+
+/// Copies the (flushed, not yet shared) database files to `backup`: into a temporary directory
+/// first, then renamed over the old copy, so a crash leaves either the old or the new backup.
+fn snapshot(db_path: &Path, backup: &Path) -> Result<(), StateError> {
+    let io = |e: std::io::Error| StateError::Io {
+        path: backup.to_path_buf(),
+        detail: format!("cannot write the start-up backup: {e}"),
+    };
+    let tmp = backup.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io)?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io)?;
+    for entry in std::fs::read_dir(db_path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry.file_type().map_err(io)?.is_file() {
+            std::fs::copy(entry.path(), tmp.join(entry.file_name())).map_err(io)?;
+            std::fs::File::open(tmp.join(entry.file_name()))
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+        }
+    }
+    if backup.exists() {
+        std::fs::remove_dir_all(backup).map_err(io)?;
+    }
+    std::fs::rename(&tmp, backup).map_err(io)
+}
+
+fn dir_has_entries(path: &Path) -> Result<bool, StateError> {
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+fn open_sled(path: &Path) -> Result<sled::Db, StateError> {
+    // sled 0.34 may panic instead of returning an error on some damaged files. A damaged file is
+    // input we do not control, so contain that here and report it as corruption.
+    let p = path.to_path_buf();
+    let result = std::panic::catch_unwind(move || sled::Config::new().path(p).open());
+    match result {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(classify(path, e)),
+        Err(panic) => Err(corrupt(path, panic_text(&panic))),
+    }
+}
+
+fn tree(db: &sled::Db, path: &Path, name: &str) -> Result<sled::Tree, StateError> {
+    db.open_tree(name).map_err(|e| classify(path, e))
+}
+
+fn classify(path: &Path, e: sled::Error) -> StateError {
+    let path = path.to_path_buf();
+    match e {
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
+            corrupt(&path, e.to_string())
+        }
+        sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+            StateError::Locked {
+                path,
+                detail: e.to_string(),
+            }
+        }
+        other => StateError::Io {
+            path,
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the database engine failed while reading it".to_string())
+}
+
+fn decode_version(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests;
