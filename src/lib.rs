@@ -5,6 +5,8 @@
 //! `api` serves HTTP; `media` owns the media sockets and their thread; `systemd` is every
 //! sd_notify call and the log setup; `cli` is the command line.
 
+pub mod auth;
 pub mod config;
 pub mod state;
+pub mod tls;
 pub mod version;

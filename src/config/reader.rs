@@ -165,10 +165,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn string(&mut self, key: &str, vars: &[&'static str]) -> Option<String> {
-        self.get(key, vars, |s| Ok(s.to_string()), toml_string)
-    }
-
     pub fn path(&mut self, key: &str, vars: &[&'static str]) -> Option<PathBuf> {
         self.get(key, vars, non_empty_path, |v| {
             toml_string(v).and_then(|s| non_empty_path(&s))

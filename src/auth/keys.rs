@@ -1,0 +1,167 @@
+//! API key/secret pairs: the operator's (config) or the device's own (generated once, kept in
+//! `<state_dir>/keys.toml`, mode 0600, written atomically).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, Secret, MIN_SECRET_LEN};
+
+pub const KEYS_FILE: &str = "keys.toml";
+
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    keys: BTreeMap<String, Secret>,
+}
+
+/// What `load` found or did, so the caller can tell the user once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysOrigin {
+    Config,
+    DeviceFile(PathBuf),
+    Generated(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeysError {
+    #[error("cannot read API keys from {path}: {detail}")]
+    Read { path: PathBuf, detail: String },
+    #[error("cannot store the generated API keys in {path}: {detail}")]
+    Write { path: PathBuf, detail: String },
+}
+
+impl ApiKeys {
+    pub fn from_map(keys: BTreeMap<String, Secret>) -> Self {
+        ApiKeys { keys }
+    }
+
+    pub fn secret(&self, key: &str) -> Option<&Secret> {
+        self.keys.get(key)
+    }
+
+    /// The key used when confab signs tokens itself (first in order).
+    pub fn primary(&self) -> Option<(&str, &Secret)> {
+        self.keys.iter().next().map(|(k, s)| (k.as_str(), s))
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.keys.keys().map(String::as_str).collect()
+    }
+
+    /// Configured keys if any; else the device's keys file, generating it when `create` is set.
+    pub fn load(config: &Config, create: bool) -> Result<(ApiKeys, KeysOrigin), KeysError> {
+        if !config.auth.keys.is_empty() {
+            return Ok((
+                ApiKeys::from_map(config.auth.keys.clone()),
+                KeysOrigin::Config,
+            ));
+        }
+        let path = config.state_dir.join(KEYS_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((parse(&path, &text)?, KeysOrigin::DeviceFile(path))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                let keys = generate();
+                write_atomic(&path, &keys)?;
+                Ok((keys, KeysOrigin::Generated(path)))
+            }
+            Err(e) => Err(KeysError::Read {
+                path,
+                detail: if e.kind() == std::io::ErrorKind::NotFound {
+                    "no keys yet: start `confab serve` once to generate them, or set \
+                     LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+                        .to_string()
+                } else {
+                    e.to_string()
+                },
+            }),
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeysFile {
+    keys: BTreeMap<String, String>,
+}
+
+fn parse(path: &Path, text: &str) -> Result<ApiKeys, KeysError> {
+    let bad = |detail: String| KeysError::Read {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let file: KeysFile = toml::from_str(text).map_err(|e| bad(e.message().to_string()))?;
+    if file.keys.is_empty() {
+        return Err(bad("the [keys] table is empty".to_string()));
+    }
+    if file.keys.values().any(|s| s.len() < MIN_SECRET_LEN) {
+        return Err(bad(format!(
+            "a secret is shorter than {MIN_SECRET_LEN} characters"
+        )));
+    }
+    Ok(ApiKeys::from_map(
+        file.keys
+            .into_iter()
+            .map(|(k, s)| (k, Secret::new(s)))
+            .collect(),
+    ))
+}
+
+const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// `n` characters from the OS random source, uniformly over [A-Za-z0-9] (rejection sampling).
+pub fn random_token(n: usize) -> String {
+    let mut out = String::with_capacity(n);
+    let mut buf = [0u8; 64];
+    while out.len() < n {
+        if getrandom::fill(&mut buf).is_err() {
+            // The OS random source failing is not something to continue past with weak secrets.
+            panic!("the operating system's random number source failed");
+        }
+        for b in buf {
+            // 248 = 4 * 62: keep only bytes that map without bias.
+            if b < 248 && out.len() < n {
+                out.push(ALPHABET[(b % 62) as usize] as char);
+            }
+        }
+    }
+    out
+}
+
+fn generate() -> ApiKeys {
+    let key = format!("API{}", random_token(12));
+    let secret = random_token(48);
+    ApiKeys::from_map([(key, Secret::new(secret))].into_iter().collect())
+}
+
+fn write_atomic(path: &Path, keys: &ApiKeys) -> Result<(), KeysError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: std::io::Error| KeysError::Write {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let file = KeysFile {
+        keys: keys
+            .keys
+            .iter()
+            .map(|(k, s)| (k.clone(), s.expose().to_string()))
+            .collect(),
+    };
+    let text = format!(
+        "# confab API key and secret for this device (LiveKit-compatible). Keep this file private.\n{}",
+        toml::to_string(&file).map_err(|e| err(std::io::Error::other(e.to_string())))?
+    );
+    let tmp = path.with_extension("toml.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
