@@ -5,8 +5,13 @@
 //! `api` serves HTTP; `media` owns the media sockets and their thread; `systemd` is every
 //! sd_notify call and the log setup; `cli` is the command line.
 
+pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod media;
+pub mod net;
 pub mod state;
+pub mod systemd;
 pub mod tls;
 pub mod version;

@@ -1,0 +1,231 @@
+//! HTTP routes: health (`/api/health`, `/ready`, `/live`), `/api/status` for `confab status`, the
+//! local CA certificate at `/ca.crt`, and a landing page. The plain-HTTP port serves only `/ca.crt`
+//! and health, and redirects everything else to HTTPS.
+
+pub mod client;
+mod health;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::auth::{self, ApiKeys};
+
+pub use health::{Check, Readiness};
+
+pub type Body = Full<Bytes>;
+
+/// Everything a request handler may read. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+pub struct AppInner {
+    pub readiness: Readiness,
+    pub keys: ApiKeys,
+    pub ca_pem: Option<String>,
+    pub https_port: u16,
+    pub started: Instant,
+}
+
+impl App {
+    pub fn new(inner: AppInner) -> App {
+        App(Arc::new(inner))
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.0.readiness
+    }
+
+    pub fn uptime_seconds(&self) -> u64 {
+        self.0.started.elapsed().as_secs()
+    }
+
+    /// Answers one request. `tls` tells whether it came in over HTTPS.
+    pub fn handle<B>(&self, req: &Request<B>, tls: bool) -> Response<Body> {
+        let path = req.uri().path();
+        let always = matches!(
+            path,
+            "/ca.crt" | "/api/health" | "/api/health/ready" | "/api/health/live"
+        );
+        if !tls && !always {
+            return self.redirect_to_https(req);
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method not allowed"}),
+            );
+        }
+        match path {
+            "/api/health" => json_response(
+                StatusCode::OK,
+                &json!({
+                    "status": "ok",
+                    "timestamp": unix_millis(),
+                    "version": crate::version::VERSION,
+                    "commit": crate::version::COMMIT,
+                }),
+            ),
+            "/api/health/live" => json_response(StatusCode::OK, &json!({"status": "alive"})),
+            "/api/health/ready" => self.ready(),
+            "/ca.crt" => self.ca_certificate(),
+            "/api/status" => self.status(req),
+            "/" => landing_page(),
+            _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
+        }
+    }
+
+    fn ready(&self) -> Response<Body> {
+        let checks = self.0.readiness.checks();
+        let failing: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+        let map: serde_json::Map<String, serde_json::Value> = checks
+            .iter()
+            .map(|c| (c.name.to_string(), json!({"ok": c.ok, "detail": c.detail})))
+            .collect();
+        if failing.is_empty() {
+            json_response(StatusCode::OK, &json!({"status": "ready", "checks": map}))
+        } else {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not ready", "failing": failing, "checks": map}),
+            )
+        }
+    }
+
+    fn ca_certificate(&self) -> Response<Body> {
+        match &self.0.ca_pem {
+            Some(pem) => {
+                let mut r = Response::new(Body::new(Bytes::from(pem.clone())));
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-x509-ca-cert"),
+                );
+                h.insert(
+                    header::CONTENT_DISPOSITION,
+                    HeaderValue::from_static("attachment; filename=\"confab-ca.crt\""),
+                );
+                r
+            }
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "this server uses a configured certificate, not a local CA"}),
+            ),
+        }
+    }
+
+    fn status<B>(&self, req: &Request<B>) -> Response<Body> {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let claims = match auth::bearer(header).map(|t| auth::verify(&self.0.keys, t)) {
+            None => Err(auth::AuthError::Missing),
+            Some(r) => r,
+        };
+        match claims {
+            Ok(c) if c.may_list_rooms() => {}
+            Ok(_) => {
+                return json_response(
+                    StatusCode::FORBIDDEN,
+                    &json!({"error": "token lacks the roomList or roomAdmin grant"}),
+                )
+            }
+            Err(e) => {
+                return json_response(StatusCode::UNAUTHORIZED, &json!({"error": e.to_string()}))
+            }
+        }
+        json_response(StatusCode::OK, &self.status_json())
+    }
+
+    /// What `confab status` prints. Rooms and participants come with the SFU; updates with the
+    /// update agent.
+    pub fn status_json(&self) -> serde_json::Value {
+        json!({
+            "version": crate::version::VERSION,
+            "commit": crate::version::COMMIT,
+            "build_date": crate::version::BUILD_DATE,
+            "uptime_seconds": self.uptime_seconds(),
+            "rooms": 0,
+            "participants": 0,
+            "update": "not available yet",
+            "ready": self.0.readiness.checks().iter().all(|c| c.ok),
+        })
+    }
+
+    fn redirect_to_https<B>(&self, req: &Request<B>) -> Response<Body> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
+            .map(|a| a.host().to_string())
+            .unwrap_or_else(|| "localhost".to_string());
+        let port = match self.0.https_port {
+            443 => String::new(),
+            p => format!(":{p}"),
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let location = format!("https://{host}{port}{path}");
+        let mut r = Response::new(Body::new(Bytes::from(format!(
+            "This confab server only speaks HTTPS: {location}\n"
+        ))));
+        *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Body::new(Bytes::from(value.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn landing_page() -> Response<Body> {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>confab</title></head><body style=\"font-family:system-ui;max-width:40rem;margin:3rem auto\">\
+         <h1>confab is running</h1><p>Version {}.</p>\
+         <p>The meeting app arrives in a coming release. Until then LiveKit clients and SDKs can \
+         connect to this server.</p>\
+         <p><a href=\"/ca.crt\">Download this device's certificate authority</a> so your \
+         browser trusts it, and check <a href=\"/api/health/ready\">readiness</a>.</p></body></html>",
+        crate::version::long()
+    );
+    let mut r = Response::new(Body::new(Bytes::from(html)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+//! The HTTPS listener (HTTP/1.1 and HTTP/2 over rustls) and the plain-HTTP redirect listener, with
+//! graceful shutdown: stop accepting, let open requests finish within the grace period, close.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use super::App;
+use crate::config::Config;
+use crate::media::{bind_with_fallback, MediaError};
+
+/// A TLS handshake that has not finished by then is dropped (slowloris protection).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Listeners {
+    pub https: TcpListener,
+    pub http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the HTTPS port and, if configured, the redirect port.
+    pub fn bind(config: &Config) -> Result<Listeners, MediaError> {
+        let bind = config.http.bind;
+        let https = bind_tcp(bind, config.http.https_port, "HTTPS port (http.https_port)")?;
+        let http = match config.http.http_port {
+            Some(p) => Some(bind_tcp(bind, p, "HTTP redirect port (http.http_port)")?),
+            None => None,
+        };
+        Ok(Listeners { https, http })
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.local_addr().ok()
+    }
+}
+
+fn bind_tcp(
+    bind: std::net::IpAddr,
+    port: u16,
+    what: &'static str,
+) -> Result<TcpListener, MediaError> {
+    let std_listener = bind_with_fallback(bind, port, what, std::net::TcpListener::bind)?;
+    let to_err = |source| MediaError::Bind {
+        what,
+        addr: std::net::SocketAddr::new(bind, port),
+        source,
+    };
+    std_listener.set_nonblocking(true).map_err(to_err)?;
+    TcpListener::from_std(std_listener).map_err(to_err)
+}
+
+/// Serves until `shutdown` turns true, then drains for at most `grace`.
+pub async fn serve(
+    listeners: Listeners,
+    tls: Arc<rustls::ServerConfig>,
+    app: App,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(Builder::new(TokioExecutor::new()));
+    let Listeners { https, http } = listeners;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = https.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let watcher = graceful.watcher();
+                    let (acceptor, builder, app) = (acceptor.clone(), builder.clone(), app.clone());
+                    tokio::spawn(async move {
+                        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                        };
+                        let service = service_fn(move |req: Request<Incoming>| {
+                            let resp = app.handle(&req, true);
+                            async move { Ok::<_, Infallible>(resp) }
+                        });
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => accept_error(e).await,
+            },
+            accepted = accept_opt(&http) => match accepted {
+                Ok((stream, peer)) => {
+                    let watcher = graceful.watcher();
+                    let (builder, app) = (builder.clone(), app.clone());
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req: Request<Incoming>| {
+                            let resp = app.handle(&req, false);
+                            async move { Ok::<_, Infallible>(resp) }
+                        });
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            debug!(%peer, error = %e, "HTTP connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => accept_error(e).await,
+            },
+        }
+    }
+    drop(https);
+    drop(http);
+    let open = graceful.count();
+    info!(
+        open_connections = open,
+        grace_ms = grace.as_millis() as u64,
+        "stopped accepting; draining"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("grace period over; closing the remaining connections");
+    }
+}
+
+async fn accept_opt(
+    listener: &Option<TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Accept errors (out of file descriptors, aborted connections) must not end the server; back off
+/// briefly so a persistent one does not spin.
+async fn accept_error(e: std::io::Error) {
+    warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}

@@ -1,0 +1,205 @@
+//! `confab serve`: validate → open state → keys → TLS → bind every port → READY=1 → serve →
+//! on SIGTERM/SIGINT drain and exit 0. Nothing binds before everything before it succeeded.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::api::server::{self, Listeners};
+use crate::api::{App, AppInner, Readiness};
+use crate::auth::{ApiKeys, KeysOrigin};
+use crate::config::Config;
+use crate::media::MediaDriver;
+use crate::state::{SledStore, Store};
+use crate::{systemd, tls, version};
+
+/// How often the `STATUS=` line and the state probe refresh.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+pub fn run(config: Config) -> ExitCode {
+    systemd::init_logging(&config.log_level);
+    info!(version = %version::long(), "confab starting");
+    info!(config = %config.summary(), "effective configuration");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("confab-io")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return startup_failed(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(serve(config))
+}
+
+fn startup_failed(message: impl std::fmt::Display) -> ExitCode {
+    error!("{message}");
+    // Also on stderr when logs go to the journal, so `confab serve` by hand always shows it.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        eprintln!("confab: {message}");
+    }
+    ExitCode::FAILURE
+}
+
+async fn serve(config: Config) -> ExitCode {
+    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
+        return startup_failed(format!(
+            "cannot create the state directory {}: {e}",
+            config.state_dir.display()
+        ));
+    }
+    let store: Arc<SledStore> = match SledStore::open(&config.state_dir) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return startup_failed(e),
+    };
+    info!(path = %store.path().display(), schema = store.schema_version(), "state open");
+    let keys = match ApiKeys::load(&config, true) {
+        Ok((keys, origin)) => {
+            announce_keys(&keys, &origin);
+            keys
+        }
+        Err(e) => return startup_failed(e),
+    };
+    let tls = match tls::load(&config) {
+        Ok(t) => t,
+        Err(e) => return startup_failed(e),
+    };
+    info!(tls = %tls.summary, "TLS ready");
+
+    // Bind everything; the first failure stops start-up with a message naming the port.
+    let listeners = match Listeners::bind(&config) {
+        Ok(l) => l,
+        Err(e) => return startup_failed(e),
+    };
+    let mut media =
+        match MediaDriver::start(config.http.bind, config.rtc.udp_port, config.rtc.tcp_port) {
+            Ok(m) => m,
+            Err(e) => return startup_failed(e),
+        };
+
+    let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeat.clone());
+    readiness.tls_loaded.store(true, Ordering::Relaxed);
+    let app = App::new(AppInner {
+        readiness,
+        keys,
+        ca_pem: tls.ca_pem.clone(),
+        https_port: config.http.https_port,
+        started: Instant::now(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(
+        listeners,
+        tls.server_config.clone(),
+        app.clone(),
+        stop_rx,
+        config.http.shutdown_grace,
+    ));
+    let watchdog = systemd::spawn_watchdog(media.heartbeat.clone());
+    let status_task = tokio::spawn(status_loop(app.clone(), store.clone()));
+
+    let url = format!("https://localhost:{}/", config.http.https_port);
+    systemd::ready(&status_line(&app));
+    info!(%url, ca = %config.state_dir.join("tls").join(tls::CA_CERT_FILE).display(), "confab is ready");
+
+    let signal_name = wait_for_signal().await;
+    info!(signal = signal_name, "shutting down");
+    app.readiness().draining.store(true, Ordering::Relaxed);
+    systemd::stopping();
+    let _ = stop_tx.send(true);
+    if let Err(e) = server.await {
+        warn!(error = %e, "HTTP server task ended abnormally");
+    }
+    status_task.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    media.stop();
+    match store.flush() {
+        Ok(()) => info!("state flushed; goodbye"),
+        Err(e) => {
+            error!(error = %e, "could not flush state at shutdown");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Tells the user about the API key once: the secret goes to an interactive terminal only, never
+/// into logs (under systemd the journal would keep it).
+fn announce_keys(keys: &ApiKeys, origin: &KeysOrigin) {
+    let Some((key, secret)) = keys.primary() else {
+        return;
+    };
+    match origin {
+        KeysOrigin::Generated(path) => {
+            info!(api_key = key, path = %path.display(), "generated this device's API key and secret");
+            if std::io::stdout().is_terminal() {
+                println!(
+                    "\nNew API key for this device (stored in {}):\n  LIVEKIT_API_KEY={key}\n  LIVEKIT_API_SECRET={}\n",
+                    path.display(),
+                    secret.expose()
+                );
+            }
+        }
+        KeysOrigin::DeviceFile(path) => {
+            info!(api_key = key, path = %path.display(), "using this device's API key")
+        }
+        KeysOrigin::Config => {
+            info!(api_keys = %keys.names().join(","), "using configured API keys")
+        }
+    }
+}
+
+fn status_line(app: &App) -> String {
+    let status = app.status_json();
+    format!(
+        "confab {} · {} rooms · {} participants · update: {}",
+        version::VERSION,
+        status["rooms"],
+        status["participants"],
+        status["update"].as_str().unwrap_or("-")
+    )
+}
+
+/// Refreshes `STATUS=` and probes the state database (a small write + flush), so a full disk
+/// shows up in readiness.
+async fn status_loop(app: App, store: Arc<SledStore>) {
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            store.put("meta", b"last_alive", &now.to_be_bytes())?;
+            store.flush()
+        })
+        .await;
+        if let Ok(Err(e)) = probe {
+            error!(error = %e, "state probe failed");
+        }
+        systemd::status(&status_line(&app));
+    }
+}
+
+async fn wait_for_signal() -> &'static str {
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops confab");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
