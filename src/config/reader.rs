@@ -254,15 +254,16 @@ impl<'a> Reader<'a> {
 
     /// `update.check` in files; `CONFAB_DISABLE_UPDATE_CHECK=true` (inverted) in the environment.
     pub fn update_check(&mut self) -> Option<bool> {
-        let disabled = self.get(
-            "update.check",
-            &["CONFAB_DISABLE_UPDATE_CHECK"],
-            parse_bool,
-            |_| Err(String::new()),
-        );
-        let from_env = self.env.contains_key("CONFAB_DISABLE_UPDATE_CHECK");
-        if from_env {
-            return disabled.map(|d| !d);
+        const VAR: &str = "CONFAB_DISABLE_UPDATE_CHECK";
+        if let Some(value) = self.env.get(VAR).cloned() {
+            self.used.insert("update.check".to_string());
+            return match parse_bool(&value) {
+                Ok(disabled) => Some(!disabled),
+                Err(message) => {
+                    self.error(VAR, message);
+                    None
+                }
+            };
         }
         self.bool("update.check", &[])
     }

@@ -57,13 +57,16 @@ pub enum StateError {
     },
 }
 
+/// A tree's entries as (key, value) pairs in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What the rest of the daemon may do with state: named trees of byte keys and values.
 pub trait Store: Send + Sync {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StateError>;
     fn remove(&self, tree: &str, key: &[u8]) -> Result<(), StateError>;
     /// All entries of a tree in key order.
-    fn entries(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    fn entries(&self, tree: &str) -> Result<Entries, StateError>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StateError>;
     /// False once a write or flush has failed (disk full, I/O error); feeds `/api/health/ready`.
@@ -160,7 +163,7 @@ impl Store for SledStore {
         self.track(t.remove(key)).map(drop)
     }
 
-    fn entries(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    fn entries(&self, tree: &str) -> Result<Entries, StateError> {
         let t = self.tree(tree)?;
         t.iter()
             .map(|r| self.track(r).map(|(k, v)| (k.to_vec(), v.to_vec())))

@@ -1,0 +1,192 @@
+//! Runs the real `confab` binary for integration tests: a temporary state directory, free
+//! loopback ports, and a guard that stops the process when the test ends.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_confab");
+
+/// Four distinct free ports (https, http, udp, tcp) on 127.0.0.1.
+pub fn free_ports() -> [u16; 4] {
+    loop {
+        let tcp: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = [
+            tcp[0].local_addr().unwrap().port(),
+            tcp[1].local_addr().unwrap().port(),
+            udp.local_addr().unwrap().port(),
+            tcp[2].local_addr().unwrap().port(),
+        ];
+        // The UDP port must also be free for TCP-less use; distinctness is what matters here.
+        if p[2] != p[0] && p[2] != p[1] && p[2] != p[3] {
+            return p;
+        }
+    }
+}
+
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub https: u16,
+    pub http: u16,
+    pub udp: u16,
+    pub tcp: u16,
+    pub stderr_path: PathBuf,
+}
+
+/// The environment a test daemon runs with: only what we set (no inherited CONFAB_* or LIVEKIT_*).
+pub fn base_command(dir: &Path, ports: [u16; 4]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CONFAB_STATE_DIR", dir.join("data"))
+        .env("CONFAB_BIND", "127.0.0.1")
+        .env("CONFAB_HTTPS_PORT", ports[0].to_string())
+        .env("CONFAB_HTTP_PORT", ports[1].to_string())
+        .env("CONFAB_UDP_PORT", ports[2].to_string())
+        .env("CONFAB_TCP_PORT", ports[3].to_string())
+        .env("CONFAB_LOG_LEVEL", "info")
+        .current_dir(dir);
+    cmd
+}
+
+impl Daemon {
+    /// Starts `confab serve` in `dir` and waits until it is live.
+    pub fn start(dir: &Path) -> Daemon {
+        Self::start_with(dir, free_ports(), |_| {})
+    }
+
+    pub fn start_with(dir: &Path, ports: [u16; 4], customize: impl FnOnce(&mut Command)) -> Daemon {
+        let stderr_path = dir.join(format!("stderr-{}.log", ports[0]));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = base_command(dir, ports);
+        cmd.arg("serve").stdout(Stdio::null()).stderr(stderr);
+        customize(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            https: ports[0],
+            http: ports[1],
+            udp: ports[2],
+            tcp: ports[3],
+            stderr_path,
+        };
+        d.wait_live();
+        d
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("data/tls/ca.crt")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.https)
+    }
+
+    fn wait_live(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.ca().exists() {
+                let out = curl(&[
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    "--cacert",
+                    self.ca().to_str().unwrap(),
+                    &self.url("/api/health/live"),
+                ]);
+                if out.status.success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "confab exited during start-up ({status}):\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("confab did not become live within 30 s:\n{}", self.stderr());
+    }
+
+    pub fn stderr(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.stderr_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its status and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return (status, start.elapsed());
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                panic!("confab did not exit within {limit:?}:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait; asserts a clean exit.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let (status, _) = self.wait_exit(Duration::from_secs(20));
+        assert!(status.success(), "exit status {status}:\n{}", self.stderr());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn curl(args: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args(args)
+        .output()
+        .expect("curl must be installed (scripts/install-deps.sh installs it)")
+}
+
+/// Runs the binary to completion with the test environment.
+pub fn run(
+    dir: &Path,
+    ports: [u16; 4],
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = base_command(dir, ports);
+    cmd.args(args);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
