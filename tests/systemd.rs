@@ -91,3 +91,20 @@ fn no_watchdog_pings_without_watchdog_usec() {
     assert!(!seen.iter().any(|m| m.contains("WATCHDOG=1")), "{seen:?}");
     d.stop();
 }
+
+#[test]
+fn journald_requested_but_absent_falls_back_to_stderr() {
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        // With a real journald the logs go there; the QEMU image test covers that case.
+        eprintln!("journald is running here; fallback not exercised");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_with(dir.path(), free_ports(), |cmd| {
+        cmd.env("JOURNAL_STREAM", "8:12345");
+    });
+    d.stop();
+    let log = d.stderr();
+    assert!(log.contains("journald unavailable"), "{log}");
+    assert!(log.contains("confab is ready"), "{log}");
+}
