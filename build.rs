@@ -11,6 +11,8 @@ fn main() {
     // Re-stamp when HEAD moves; harmless when .git is absent.
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
+    // ...and when the work tree's staged state changes, so the "-dirty" mark stays true.
+    println!("cargo:rerun-if-changed=.git/index");
 
     let sha = std::env::var("CONFAB_GIT_SHA")
         .ok()
