@@ -16,10 +16,18 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test"
-cargo test --locked
+results=$(mktemp)
+cargo test --locked 2>&1 | tee "$results"
+passed=$(grep -o 'test result: [a-zA-Z]*\. [0-9]* passed; [0-9]* failed' "$results" | awk '{p+=$4; f+=$6} END {print p+0}')
+failed=$(grep -o 'test result: [a-zA-Z]*\. [0-9]* passed; [0-9]* failed' "$results" | awk '{p+=$4; f+=$6} END {print f+0}')
+rm -f "$results"
 
 step "benchmark: health endpoint latency (quick mode)"
 CONFAB_BENCH_QUICK=1 cargo bench --locked --bench health_latency
 
 step "static aarch64 build, run under qemu-aarch64-static"
 scripts/build-static.sh aarch64
+
+# One closing line for the whole suite (cargo prints one per test binary).
+echo
+echo "tests: $passed passed, $failed failed"
