@@ -85,8 +85,50 @@ pub struct AuthConfig {
 
 #[derive(Debug, Clone)]
 pub struct UpdateConfig {
+    /// Where releases are published: `https://…/` or `file:///…/` (a directory holding
+    /// `manifest.json`, `manifest.json.minisig` and the artifacts it names).
     pub url: Option<String>,
     pub check: bool,
+    pub check_interval: Duration,
+    /// This device's board; a release must name the same `compatible` string.
+    pub board: String,
+    pub bootloader: BootloaderKind,
+    /// The EFI system partition (systemd-boot).
+    pub esp_dir: PathBuf,
+    /// The Raspberry Pi's first FAT partition, holding `autoboot.txt`.
+    pub boot_dir: PathBuf,
+    /// Directory where the slots appear by partition label (`root-a`, `root-b`).
+    pub slot_dir: PathBuf,
+    /// minisign public keys a release may be signed with (current and next, for rotation).
+    pub trusted_keys: Vec<PathBuf>,
+    /// The update agent's own state (atomic writes; not sled).
+    pub state_file: PathBuf,
+    /// Extra CA certificate (PEM) to trust for an HTTPS update server, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The update agent's API socket.
+    pub socket: PathBuf,
+}
+
+/// Which bootloader the device boots with; chosen once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootloaderKind {
+    /// No A/B slots (development, containers): updates are reported but not installed.
+    None,
+    SystemdBoot,
+    RpiTryboot,
+    /// A named fake over plain files, for tests.
+    Fake,
+}
+
+impl BootloaderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BootloaderKind::None => "none",
+            BootloaderKind::SystemdBoot => "systemd-boot",
+            BootloaderKind::RpiTryboot => "rpi-tryboot",
+            BootloaderKind::Fake => "fake",
+        }
+    }
 }
 
 /// A secret string that never prints itself.
@@ -219,6 +261,29 @@ impl Config {
         );
         let update_url = r.url("update.url", &["CONFAB_UPDATE_URL"], &["https", "file"]);
         let update_check = r.update_check();
+        let check_interval = r.seconds(
+            "update.check_interval_seconds",
+            &["CONFAB_UPDATE_CHECK_INTERVAL_SECONDS"],
+            60..=7 * 86_400,
+        );
+        let board = r.word("update.board", &["CONFAB_BOARD"]);
+        let bootloader = r.choice(
+            "update.bootloader",
+            &["CONFAB_BOOTLOADER"],
+            &[
+                ("none", BootloaderKind::None),
+                ("systemd-boot", BootloaderKind::SystemdBoot),
+                ("rpi-tryboot", BootloaderKind::RpiTryboot),
+                ("fake", BootloaderKind::Fake),
+            ],
+        );
+        let esp_dir = r.path("update.esp_dir", &["CONFAB_ESP_DIR"]);
+        let boot_dir = r.path("update.boot_dir", &["CONFAB_BOOT_DIR"]);
+        let slot_dir = r.path("update.slot_dir", &["CONFAB_SLOT_DIR"]);
+        let trusted_keys = r.path_list("update.trusted_keys", &["CONFAB_UPDATE_KEYS"]);
+        let update_state = r.path("update.state_file", &["CONFAB_UPDATE_STATE_FILE"]);
+        let update_ca = r.path("update.ca_file", &["CONFAB_UPDATE_CA"]);
+        let update_socket = r.path("update.socket", &["CONFAB_UPDATE_SOCKET"]);
 
         let https_port = https_port.unwrap_or(DEFAULT_HTTPS_PORT);
         let http_port = match http_port {
@@ -250,8 +315,24 @@ impl Config {
             }
         };
 
+        let state_dir = state_dir.unwrap_or_else(|| PathBuf::from("data"));
         Config {
-            state_dir: state_dir.unwrap_or_else(|| PathBuf::from("data")),
+            update: UpdateConfig {
+                url: update_url,
+                check: update_check.unwrap_or(true),
+                check_interval: check_interval.unwrap_or(Duration::from_secs(3600)),
+                board: board.unwrap_or_else(|| "dev".to_string()),
+                bootloader: bootloader.unwrap_or(BootloaderKind::None),
+                esp_dir: esp_dir.unwrap_or_else(|| PathBuf::from("/efi")),
+                boot_dir: boot_dir.unwrap_or_else(|| PathBuf::from("/boot/firmware")),
+                slot_dir: slot_dir.unwrap_or_else(|| PathBuf::from("/dev/disk/by-partlabel")),
+                trusted_keys: trusted_keys
+                    .unwrap_or_else(|| vec![PathBuf::from("/usr/lib/confab/keys/release.pub")]),
+                state_file: update_state.unwrap_or_else(|| state_dir.join("update-state.json")),
+                ca_file: update_ca,
+                socket: update_socket.unwrap_or_else(|| PathBuf::from("/run/confab/update.sock")),
+            },
+            state_dir,
             log_level: log_level.unwrap_or_else(|| "info".to_string()),
             public_url,
             http: HttpConfig {
@@ -266,10 +347,6 @@ impl Config {
                 keys,
                 token_ttl: token_ttl.unwrap_or(DEFAULT_TOKEN_TTL),
             },
-            update: UpdateConfig {
-                url: update_url,
-                check: update_check.unwrap_or(true),
-            },
             sources: r.sources(),
         }
     }
@@ -283,7 +360,7 @@ impl Config {
         let keys: Vec<&str> = self.auth.keys.keys().map(String::as_str).collect();
         format!(
             "state_dir={} log_level={} public_url={} bind={} https_port={} http_port={} tls={} \
-             udp_port={} tcp_port={} api_keys=[{}] token_ttl={}s update_url={} update_check={} sources=[{}]",
+             udp_port={} tcp_port={} api_keys=[{}] token_ttl={}s update_url={} update_check={} board={} bootloader={} sources=[{}]",
             self.state_dir.display(),
             self.log_level,
             self.public_url.as_deref().unwrap_or("-"),
@@ -303,6 +380,8 @@ impl Config {
             self.auth.token_ttl.as_secs(),
             self.update.url.as_deref().unwrap_or("-"),
             self.update.check,
+            self.update.board,
+            self.update.bootloader.name(),
             self.sources.join(", "),
         )
     }

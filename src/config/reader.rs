@@ -35,6 +35,16 @@ const CONFAB_VARS: &[&str] = &[
     "CONFAB_TOKEN_TTL_SECONDS",
     "CONFAB_UPDATE_URL",
     "CONFAB_DISABLE_UPDATE_CHECK",
+    "CONFAB_UPDATE_CHECK_INTERVAL_SECONDS",
+    "CONFAB_BOARD",
+    "CONFAB_BOOTLOADER",
+    "CONFAB_ESP_DIR",
+    "CONFAB_BOOT_DIR",
+    "CONFAB_SLOT_DIR",
+    "CONFAB_UPDATE_KEYS",
+    "CONFAB_UPDATE_STATE_FILE",
+    "CONFAB_UPDATE_CA",
+    "CONFAB_UPDATE_SOCKET",
 ];
 
 /// A value found for a setting, with where it came from.
@@ -169,6 +179,70 @@ impl<'a> Reader<'a> {
         self.get(key, vars, non_empty_path, |v| {
             toml_string(v).and_then(|s| non_empty_path(&s))
         })
+    }
+
+    /// A list of paths: a TOML array of strings, or a `:`-separated variable.
+    pub fn path_list(&mut self, key: &str, vars: &[&'static str]) -> Option<Vec<PathBuf>> {
+        let split = |s: &str| {
+            let list: Vec<PathBuf> = s
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect();
+            if list.is_empty() {
+                Err("expected at least one path".to_string())
+            } else {
+                Ok(list)
+            }
+        };
+        self.get(key, vars, split, |v| match v {
+            toml::Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .map(|i| toml_string(i).and_then(|s| non_empty_path(&s)))
+                .collect(),
+            toml::Value::Array(_) => Err("expected at least one path".to_string()),
+            other => Err(format!(
+                "expected a list of paths, got {}",
+                other.type_str()
+            )),
+        })
+    }
+
+    /// A name made of letters, digits, '-', '_' and '.' (board names, identifiers).
+    pub fn word(&mut self, key: &str, vars: &[&'static str]) -> Option<String> {
+        let check = |s: &str| {
+            if !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                Ok(s.to_string())
+            } else {
+                Err(format!(
+                    "expected letters, digits, '-', '_' or '.', got {s:?}"
+                ))
+            }
+        };
+        self.get(key, vars, check, |v| toml_string(v).and_then(|s| check(&s)))
+    }
+
+    /// One of a fixed set of names.
+    pub fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        vars: &[&'static str],
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let pick = |s: &str| {
+            options
+                .iter()
+                .find(|(name, _)| *name == s.trim())
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                    format!("expected one of {}, got {s:?}", names.join(", "))
+                })
+        };
+        self.get(key, vars, pick, |v| toml_string(v).and_then(|s| pick(&s)))
     }
 
     pub fn u64_in(

@@ -144,3 +144,29 @@ fn update_url_accepts_https_and_absolute_file_urls() {
         .to_string();
     assert!(text.contains("absolute path"), "{text}");
 }
+
+#[test]
+fn update_settings_parse_and_reject_bad_values() {
+    let file = layer(
+        "c.toml",
+        "[update]\nboard = \"generic-efi-arm64\"\nbootloader = \"systemd-boot\"\n\
+         trusted_keys = [\"/usr/lib/confab/keys/a.pub\", \"/usr/lib/confab/keys/b.pub\"]\n",
+    );
+    let c = Config::from_layers(&[file], &Env::new()).unwrap();
+    assert_eq!(c.update.board, "generic-efi-arm64");
+    assert_eq!(c.update.bootloader, BootloaderKind::SystemdBoot);
+    assert_eq!(c.update.trusted_keys.len(), 2);
+    assert_eq!(c.update.state_file, PathBuf::from("data/update-state.json"));
+
+    let e = env(&[
+        ("CONFAB_BOOTLOADER", "grub"),
+        ("CONFAB_BOARD", "pi 4"),
+        ("CONFAB_UPDATE_KEYS", "/k/one.pub:/k/two.pub"),
+    ]);
+    let text = Config::from_layers(&[], &e).unwrap_err().to_string();
+    assert!(
+        text.contains("CONFAB_BOOTLOADER: expected one of none, systemd-boot, rpi-tryboot, fake"),
+        "{text}"
+    );
+    assert!(text.contains("CONFAB_BOARD: expected letters"), "{text}");
+}
