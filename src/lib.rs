@@ -14,4 +14,5 @@ pub mod net;
 pub mod state;
 pub mod systemd;
 pub mod tls;
+pub mod update;
 pub mod version;
