@@ -3,6 +3,7 @@
 mod serve;
 mod status;
 mod token;
+mod update;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Ask the running server for its version, uptime and rooms.
     Status(status::StatusArgs),
+    /// Check for, install and commit signed A/B updates.
+    Update(update::UpdateArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve => with_config(cli.config, serve::run),
         Command::Token(args) => with_config(cli.config, |c| token::run(c, args)),
         Command::Status(args) => with_config(cli.config, |c| status::run(c, args)),
+        Command::Update(args) => with_config(cli.config, |c| update::run(c, args)),
     }
 }
 

@@ -1,0 +1,141 @@
+//! The update agent's own state file: last check, last install, last commit. JSON, written
+//! atomically (temporary file, fsync, rename, fsync of the directory), so a power cut leaves the
+//! old or the new file, never a torn one.
+
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{CheckReport, UpdateError};
+use crate::update::manifest::Manifest;
+use crate::update::verify::Verified;
+use crate::update::Slot;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentState {
+    #[serde(default)]
+    pub last_check: Option<CheckRecord>,
+    #[serde(default)]
+    pub last_install: Option<InstallRecord>,
+    #[serde(default)]
+    pub committed: Option<Committed>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckRecord {
+    pub at_unix: u64,
+    pub available: Option<String>,
+    pub newer: bool,
+    pub notes_url: Option<String>,
+    pub error: Option<String>,
+}
+
+impl CheckRecord {
+    pub fn now(result: &Result<CheckReport, UpdateError>) -> CheckRecord {
+        match result {
+            Ok(r) => CheckRecord {
+                at_unix: now(),
+                available: Some(r.available.clone()),
+                newer: r.newer,
+                notes_url: r.notes_url.clone(),
+                error: None,
+            },
+            Err(e) => CheckRecord {
+                at_unix: now(),
+                available: None,
+                newer: false,
+                notes_url: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstallRecord {
+    pub at_unix: u64,
+    pub version: String,
+    pub slot: Slot,
+    pub seconds: u64,
+    pub result: String,
+}
+
+impl InstallRecord {
+    pub fn new(release: &Verified<Manifest>, slot: Slot, started: Instant, result: &str) -> Self {
+        InstallRecord {
+            at_unix: now(),
+            version: release.version.to_string(),
+            slot,
+            seconds: started.elapsed().as_secs(),
+            result: result.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Committed {
+    pub at_unix: u64,
+    pub slot: Slot,
+    pub version: String,
+}
+
+impl Committed {
+    pub fn now(slot: Slot, version: &str) -> Self {
+        Committed {
+            at_unix: now(),
+            slot,
+            version: version.to_string(),
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The state, or the default when the file does not exist yet. A damaged file is an error (it
+/// is never silently replaced).
+pub fn load(path: &Path) -> Result<AgentState, UpdateError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| UpdateError::State {
+            path: path.to_path_buf(),
+            detail: format!("unreadable ({e}); move it aside to start afresh"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AgentState::default()),
+        Err(e) => Err(UpdateError::State {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Loads, changes and saves the state atomically.
+pub fn update(path: &Path, change: impl FnOnce(&mut AgentState)) -> Result<(), UpdateError> {
+    let mut state = load(path)?;
+    change(&mut state);
+    save(path, &state)
+}
+
+fn save(path: &Path, state: &AgentState) -> Result<(), UpdateError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| UpdateError::State {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(&json).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    super::slot::sync_dir(dir).map_err(err)
+}
