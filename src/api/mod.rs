@@ -31,6 +31,9 @@ pub struct AppInner {
     pub ca_pem: Option<String>,
     pub https_port: u16,
     pub started: Instant,
+    /// The update agent's state file (read-only here) and whether this device has A/B slots.
+    pub update_state: std::path::PathBuf,
+    pub has_slots: bool,
 }
 
 impl App {
@@ -144,8 +147,7 @@ impl App {
         json_response(StatusCode::OK, &self.status_json())
     }
 
-    /// What `confab status` prints. Rooms and participants come with the SFU; updates with the
-    /// update agent.
+    /// What `confab status` prints. Rooms and participants come with the SFU.
     pub fn status_json(&self) -> serde_json::Value {
         json!({
             "version": crate::version::VERSION,
@@ -154,7 +156,7 @@ impl App {
             "uptime_seconds": self.uptime_seconds(),
             "rooms": 0,
             "participants": 0,
-            "update": "not available yet",
+            "update": crate::update::agent::state::summary(&self.0.update_state, self.0.has_slots),
             "ready": self.0.readiness.checks().iter().all(|c| c.ok),
         })
     }

@@ -25,6 +25,8 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
         https_port: 7880,
         started: Instant::now(),
+        update_state: dir.path().join("update-state.json"),
+        has_slots: false,
     });
     (app, dir)
 }

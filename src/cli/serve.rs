@@ -90,6 +90,8 @@ async fn serve(config: Config) -> ExitCode {
         ca_pem: tls.ca_pem.clone(),
         https_port: config.http.https_port,
         started: Instant::now(),
+        update_state: config.update.state_file.clone(),
+        has_slots: config.update.bootloader != crate::config::BootloaderKind::None,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(

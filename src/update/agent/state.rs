@@ -139,3 +139,88 @@ fn save(path: &Path, state: &AgentState) -> Result<(), UpdateError> {
     std::fs::rename(&tmp, path).map_err(err)?;
     super::slot::sync_dir(dir).map_err(err)
 }
+
+/// One short phrase for `STATUS=`, `confab status` and the admin overview.
+pub fn summary(path: &Path, has_slots: bool) -> String {
+    let state = match load(path) {
+        Ok(s) => s,
+        Err(_) => return "state file unreadable".to_string(),
+    };
+    if let Some(install) = &state.last_install {
+        let committed = state
+            .committed
+            .as_ref()
+            .is_some_and(|c| c.version == install.version);
+        if !committed && install.at_unix >= state.last_check.as_ref().map_or(0, |c| c.at_unix) {
+            return format!("v{} {}", install.version, install.result);
+        }
+    }
+    // Compare with the version running now: a check made by the previous version may be stale.
+    let running = super::running_version();
+    let newer = |c: &CheckRecord| {
+        c.available
+            .as_deref()
+            .and_then(|v| semver::Version::parse(v).ok())
+            .is_some_and(|v| v > running)
+    };
+    match (&state.last_check, has_slots) {
+        (Some(c), _) if newer(c) => format!("v{} available", c.available.as_deref().unwrap_or("?")),
+        (Some(c), _) if c.error.is_none() => "up to date".to_string(),
+        (Some(_), _) => "last check failed".to_string(),
+        (None, true) => "not checked yet".to_string(),
+        (None, false) => "not available (no A/B slots)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn summary_says_what_matters_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        assert_eq!(summary(&path, false), "not available (no A/B slots)");
+        assert_eq!(summary(&path, true), "not checked yet");
+        update(&path, |s| {
+            s.last_check = Some(CheckRecord {
+                at_unix: 10,
+                available: Some("0.3.0".into()),
+                newer: true,
+                notes_url: None,
+                error: None,
+            })
+        })
+        .unwrap();
+        assert_eq!(summary(&path, true), "v0.3.0 available");
+        update(&path, |s| {
+            s.last_install = Some(InstallRecord {
+                at_unix: 20,
+                version: "0.3.0".into(),
+                slot: Slot::B,
+                seconds: 9,
+                result: "installed; reboot to try it".into(),
+            })
+        })
+        .unwrap();
+        assert_eq!(summary(&path, true), "v0.3.0 installed; reboot to try it");
+        update(&path, |s| {
+            s.committed = Some(Committed::now(Slot::B, "0.3.0"))
+        })
+        .unwrap();
+        assert_eq!(summary(&path, true), "v0.3.0 available");
+        // A check that found the running version (or older) is "up to date".
+        update(&path, |s| {
+            s.last_check.as_mut().unwrap().available = Some(crate::version::VERSION.into())
+        })
+        .unwrap();
+        assert_eq!(summary(&path, true), "up to date");
+        std::fs::write(&path, b"{broken").unwrap();
+        assert_eq!(summary(&path, true), "state file unreadable");
+        assert!(
+            update(&path, |_| {}).is_err(),
+            "a damaged state file is never overwritten"
+        );
+    }
+}
