@@ -226,8 +226,7 @@ pub async fn apply(
                 s.last_install = Some(record.clone())
             })?;
         }
-        execute(config, &source, bootloader.as_mut(), &step, &report).await?;
-        plan.step_done();
+        execute_next(config, &source, bootloader.as_mut(), &mut plan, &report).await?;
     }
     let record = InstallRecord::new(
         &release,
@@ -245,8 +244,24 @@ pub async fn apply(
     Ok(record)
 }
 
-/// Performs one step of an install.
-pub async fn execute(
+/// Performs the plan's current step and advances it. Taking the plan (which only a verified
+/// release can produce) rather than a bare step keeps slot writes behind the signature check.
+pub async fn execute_next(
+    config: &Config,
+    source: &Source,
+    bootloader: &mut dyn Bootloader,
+    plan: &mut InstallPlan,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(), UpdateError> {
+    let Some(step) = plan.next_step().cloned() else {
+        return Ok(());
+    };
+    execute(config, source, bootloader, &step, progress).await?;
+    plan.step_done();
+    Ok(())
+}
+
+async fn execute(
     config: &Config,
     source: &Source,
     bootloader: &mut dyn Bootloader,

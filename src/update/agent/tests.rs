@@ -223,16 +223,14 @@ fn power_cut_after_any_step_still_boots_a_good_slot() {
         let mut plan = InstallPlan::new(&release, Slot::A, SlotHealth::Good, false).unwrap();
         let mut bootloader = open_bootloader(&dev.config).unwrap().unwrap();
         for _ in 0..cut_after {
-            let step = plan.next_step().cloned().unwrap();
-            rt.block_on(execute(
+            rt.block_on(execute_next(
                 &dev.config,
                 &source,
                 bootloader.as_mut(),
-                &step,
+                &mut plan,
                 &|_, _| {},
             ))
             .unwrap();
-            plan.step_done();
         }
         // Power cut: everything in memory is gone; only files remain.
         drop(bootloader);
