@@ -74,6 +74,39 @@ fn release(out: &Path, key: &Path, version: &str, image: &[u8]) {
         .args(["--out", out.to_str().unwrap()]));
 }
 
+/// A signed release of `version` holding `image`, with the key pair that signed it.
+struct Signed {
+    _keys: tempfile::TempDir,
+    pubkey: PathBuf,
+    dir: PathBuf,
+}
+
+fn signed_release(version: &str, image: &[u8]) -> Signed {
+    let keys = tempfile::tempdir().unwrap();
+    let (pubkey, key) = keypair(keys.path());
+    let dir = keys.path().join("release");
+    release(&dir, &key, version, image);
+    Signed {
+        _keys: keys,
+        pubkey,
+        dir,
+    }
+}
+
+/// `apply` from the release directory, expected to fail; returns the message.
+fn apply_error(config: &Config, rel: &Path, allow_downgrade: bool) -> String {
+    runtime()
+        .block_on(apply(
+            config,
+            Some(rel.to_str().unwrap()),
+            allow_downgrade,
+            false,
+            &no_progress(),
+        ))
+        .unwrap_err()
+        .to_string()
+}
+
 /// A device: two slot files, the fake bootloader (booted A at the running version), a data file.
 struct Device {
     _dir: tempfile::TempDir,
@@ -149,12 +182,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn apply_installs_into_the_inactive_slot_and_arms_one_trial() {
-    let keys = tempfile::tempdir().unwrap();
-    let (pubkey, key) = keypair(keys.path());
-    let rel = keys.path().join("release");
     let image = bytes(3 << 20, 42);
-    release(&rel, &key, "99.0.0", &image);
-    let dev = Device::new(&pubkey);
+    let signed = signed_release("99.0.0", &image);
+    let (pubkey, rel) = (&signed.pubkey, &signed.dir);
+    let dev = Device::new(pubkey);
     let rt = runtime();
 
     let report = rt
@@ -197,14 +228,12 @@ fn apply_installs_into_the_inactive_slot_and_arms_one_trial() {
 
 #[test]
 fn power_cut_after_any_step_still_boots_a_good_slot() {
-    let keys = tempfile::tempdir().unwrap();
-    let (pubkey, key) = keypair(keys.path());
-    let rel = keys.path().join("release");
     let image = bytes(3 << 20, 43);
-    release(&rel, &key, "99.0.0", &image);
+    let signed = signed_release("99.0.0", &image);
+    let (pubkey, rel) = (&signed.pubkey, &signed.dir);
     let rt = runtime();
     let steps = {
-        let dev = Device::new(&pubkey);
+        let dev = Device::new(pubkey);
         let source = Source::new(&format!("file://{}", rel.display()), None).unwrap();
         let release = rt
             .block_on(fetch_release(&dev.config, &source, false))
@@ -215,7 +244,7 @@ fn power_cut_after_any_step_still_boots_a_good_slot() {
             .len()
     };
     for cut_after in 0..=steps {
-        let dev = Device::new(&pubkey);
+        let dev = Device::new(pubkey);
         let source = Source::new(&format!("file://{}", rel.display()), None).unwrap();
         let release = rt
             .block_on(fetch_release(&dev.config, &source, false))
@@ -246,25 +275,14 @@ fn power_cut_after_any_step_still_boots_a_good_slot() {
 
 #[test]
 fn power_cut_in_the_middle_of_writing_the_image_boots_the_old_slot() {
-    let keys = tempfile::tempdir().unwrap();
-    let (pubkey, key) = keypair(keys.path());
-    let rel = keys.path().join("release");
     let image = bytes(3 << 20, 44);
-    release(&rel, &key, "99.0.0", &image);
+    let signed = signed_release("99.0.0", &image);
+    let (pubkey, rel) = (&signed.pubkey, &signed.dir);
     // The medium holds only half the image: the write stops part-way, as a power cut would.
     let full = std::fs::read(rel.join("root.img")).unwrap();
     std::fs::write(rel.join("root.img"), &full[..full.len() / 2]).unwrap();
-    let dev = Device::new(&pubkey);
-    let err = runtime()
-        .block_on(apply(
-            &dev.config,
-            Some(rel.to_str().unwrap()),
-            false,
-            false,
-            &no_progress(),
-        ))
-        .unwrap_err()
-        .to_string();
+    let dev = Device::new(pubkey);
+    let err = apply_error(&dev.config, rel, false);
     assert!(err.contains("ended after"), "{err}");
     assert_eq!(dev.boots_a_good_slot(&image), Slot::A);
     assert_eq!(dev.boots_a_good_slot(&image), Slot::A);
@@ -272,25 +290,14 @@ fn power_cut_in_the_middle_of_writing_the_image_boots_the_old_slot() {
 
 #[test]
 fn flipped_byte_in_the_image_is_refused_before_switching() {
-    let keys = tempfile::tempdir().unwrap();
-    let (pubkey, key) = keypair(keys.path());
-    let rel = keys.path().join("release");
     let image = bytes(3 << 20, 45);
-    release(&rel, &key, "99.0.0", &image);
+    let signed = signed_release("99.0.0", &image);
+    let (pubkey, rel) = (&signed.pubkey, &signed.dir);
     let mut tampered = std::fs::read(rel.join("root.img")).unwrap();
     tampered[1_000_000] ^= 0x01;
     std::fs::write(rel.join("root.img"), &tampered).unwrap();
-    let dev = Device::new(&pubkey);
-    let err = runtime()
-        .block_on(apply(
-            &dev.config,
-            Some(rel.to_str().unwrap()),
-            false,
-            false,
-            &no_progress(),
-        ))
-        .unwrap_err()
-        .to_string();
+    let dev = Device::new(pubkey);
+    let err = apply_error(&dev.config, rel, false);
     assert!(err.contains("SHA-256"), "{err}");
     let s = status(&dev.config).unwrap();
     assert_eq!(
@@ -302,61 +309,25 @@ fn flipped_byte_in_the_image_is_refused_before_switching() {
 
 #[test]
 fn image_larger_than_the_slot_is_refused() {
-    let keys = tempfile::tempdir().unwrap();
-    let (pubkey, key) = keypair(keys.path());
-    let rel = keys.path().join("release");
     let image = bytes((SLOT_SIZE + 4096) as usize, 46);
-    release(&rel, &key, "99.0.0", &image);
-    let dev = Device::new(&pubkey);
-    let err = runtime()
-        .block_on(apply(
-            &dev.config,
-            Some(rel.to_str().unwrap()),
-            false,
-            false,
-            &no_progress(),
-        ))
-        .unwrap_err()
-        .to_string();
+    let signed = signed_release("99.0.0", &image);
+    let (pubkey, rel) = (&signed.pubkey, &signed.dir);
+    let dev = Device::new(pubkey);
+    let err = apply_error(&dev.config, rel, false);
     assert!(err.contains("holds only"), "{err}");
     assert_eq!(dev.boots_a_good_slot(&image), Slot::A);
 }
 
 #[test]
 fn downgrade_and_wrong_board_are_refused_with_reasons() {
-    let keys = tempfile::tempdir().unwrap();
-    let (pubkey, key) = keypair(keys.path());
-    let old = keys.path().join("old");
-    release(&old, &key, "0.0.1", &bytes(1 << 20, 47));
-    let dev = Device::new(&pubkey);
-    let rt = runtime();
-    let err = rt
-        .block_on(apply(
-            &dev.config,
-            Some(old.to_str().unwrap()),
-            false,
-            false,
-            &no_progress(),
-        ))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.to_lowercase().contains("downgrade") || err.contains("older"),
-        "{err}"
-    );
+    let signed = signed_release("0.0.1", &bytes(1 << 20, 47));
+    let dev = Device::new(&signed.pubkey);
+    let err = apply_error(&dev.config, &signed.dir, false);
+    assert!(err.contains("refusing to downgrade"), "{err}");
     let mut other = dev.config.clone();
     other.update.board = "another-board".into();
-    let err = rt
-        .block_on(apply(
-            &other,
-            Some(old.to_str().unwrap()),
-            true,
-            false,
-            &no_progress(),
-        ))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("another-board"), "{err}");
+    let err = apply_error(&other, &signed.dir, true);
+    assert!(err.contains("this device is another-board"), "{err}");
 }
 
 #[test]
@@ -509,18 +480,16 @@ fn serve_release(
 
 #[test]
 fn https_download_resumes_after_the_connection_drops() {
-    let keys = tempfile::tempdir().unwrap();
-    let (pubkey, key) = keypair(keys.path());
-    let rel = keys.path().join("release");
     let image = bytes(3 << 20, 48);
-    release(&rel, &key, "99.0.0", &image);
+    let signed = signed_release("99.0.0", &image);
+    let (pubkey, rel) = (&signed.pubkey, &signed.dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let server = serve_release(&rt, rel.clone(), true);
-    let mut dev = Device::new(&pubkey);
+    let mut dev = Device::new(pubkey);
     dev.config.update.url = Some(format!("https://localhost:{}/", server.port));
     dev.config.update.ca_file = Some(server.ca.clone());
     let record = rt
@@ -536,17 +505,15 @@ fn https_download_resumes_after_the_connection_drops() {
 
 #[test]
 fn https_server_with_an_untrusted_certificate_is_refused() {
-    let keys = tempfile::tempdir().unwrap();
-    let (pubkey, key) = keypair(keys.path());
-    let rel = keys.path().join("release");
-    release(&rel, &key, "99.0.0", &bytes(1 << 20, 49));
+    let signed = signed_release("99.0.0", &bytes(1 << 20, 49));
+    let (pubkey, rel) = (&signed.pubkey, signed.dir.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let server = serve_release(&rt, rel, false);
-    let mut dev = Device::new(&pubkey);
+    let mut dev = Device::new(pubkey);
     dev.config.update.url = Some(format!("https://localhost:{}/", server.port));
     // No extra CA: the system roots do not know the test CA.
     let err = rt
