@@ -73,9 +73,9 @@ pub fn run(config: Config, args: StatusArgs) -> ExitCode {
     ));
     let (status, body) = match result {
         Ok(r) => r,
-        Err(client::ClientError::Connect { addr, source }) => {
+        Err(client::ClientError::Connect { target, source }) => {
             return super::fail(format!(
-                "confab is not running (nothing answers on {addr}: {source})"
+                "confab is not running (nothing answers on {target}: {source})"
             ))
         }
         Err(e) => return super::fail(e),

@@ -4,16 +4,13 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{header, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use crate::api::client;
 
 /// Debian's bundle of public CAs (package ca-certificates), present on the appliance.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -138,33 +135,19 @@ impl Source {
 }
 
 fn connector(extra_ca: Option<&Path>) -> Result<TlsConnector, FetchError> {
-    let mut roots = rustls::RootCertStore::empty();
     let mut files: Vec<&Path> = Vec::new();
     if Path::new(SYSTEM_CA_BUNDLE).exists() {
         files.push(Path::new(SYSTEM_CA_BUNDLE));
     }
-    if let Some(ca) = extra_ca {
-        files.push(ca);
-    }
-    for file in files {
-        let bytes = std::fs::read(file)
-            .map_err(|e| FetchError::Trust(format!("{}: {e}", file.display())))?;
-        for cert in CertificateDer::pem_slice_iter(&bytes).flatten() {
-            // Individual odd certificates in a system bundle are skipped, not fatal.
-            let _ = roots.add(cert);
-        }
-    }
-    if roots.is_empty() {
+    files.extend(extra_ca);
+    if files.is_empty() {
         return Err(FetchError::Trust(format!(
             "no CA certificates found ({SYSTEM_CA_BUNDLE} missing and no update.ca_file)"
         )));
     }
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError::Trust(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    let roots =
+        client::roots_from_pem_files(&files).map_err(|e| FetchError::Trust(e.to_string()))?;
+    client::connector(roots).map_err(|e| FetchError::Trust(e.to_string()))
 }
 
 fn stream_file(path: &Path, offset: u64, sink: &mut dyn Sink) -> Result<(), FetchError> {
@@ -199,23 +182,12 @@ async fn stream_https(
         .map_err(|e| FetchError::BadUrl(url.clone(), format!("{e}")))?;
     let host = uri.host().unwrap_or_default().to_string();
     let port = uri.port_u16().unwrap_or(443);
-    let connect_err = |detail: String| FetchError::Connect {
-        host: format!("{host}:{port}"),
-        detail,
-    };
-    let tcp = tokio::time::timeout(STALL_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+    let mut sender = client::connect(connector, &host, port, &host)
         .await
-        .map_err(|_| connect_err("timed out".into()))?
-        .map_err(|e| connect_err(e.to_string()))?;
-    let server_name = ServerName::try_from(host.clone()).map_err(|e| connect_err(e.to_string()))?;
-    let tls = tokio::time::timeout(STALL_TIMEOUT, connector.connect(server_name, tcp))
-        .await
-        .map_err(|_| connect_err("TLS handshake timed out".into()))?
-        .map_err(|e| connect_err(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| connect_err(e.to_string()))?;
-    tokio::spawn(conn);
+        .map_err(|e| FetchError::Connect {
+            host: format!("{host}:{port}"),
+            detail: e.to_string(),
+        })?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let mut req = Request::get(path)
         .header(
