@@ -25,13 +25,19 @@ fn collect(
     }
 }
 
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`.
+fn notify_socket(dir: &std::path::Path) -> (UnixDatagram, std::path::PathBuf) {
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    (sock, path)
+}
+
 #[test]
 fn notifies_ready_status_watchdog_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (sock, sock_path) = notify_socket(dir.path());
     let mut d = Daemon::start_with(dir.path(), free_ports(), |cmd| {
         cmd.env("NOTIFY_SOCKET", &sock_path)
             // 1 s watchdog: confab must ping about every 500 ms.
@@ -78,10 +84,7 @@ fn notifies_ready_status_watchdog_and_stopping() {
 #[test]
 fn no_watchdog_pings_without_watchdog_usec() {
     let dir = tempfile::tempdir().unwrap();
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (sock, sock_path) = notify_socket(dir.path());
     let mut d = Daemon::start_with(dir.path(), free_ports(), |cmd| {
         cmd.env("NOTIFY_SOCKET", &sock_path);
     });
