@@ -61,7 +61,7 @@ impl ApiKeys {
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok((parse(&path, &text)?, KeysOrigin::DeviceFile(path))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                let keys = generate();
+                let keys = generate(&path)?;
                 write_atomic(&path, &keys)?;
                 Ok((keys, KeysOrigin::Generated(path)))
             }
@@ -109,14 +109,11 @@ fn parse(path: &Path, text: &str) -> Result<ApiKeys, KeysError> {
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// `n` characters from the OS random source, uniformly over [A-Za-z0-9] (rejection sampling).
-pub fn random_token(n: usize) -> String {
+pub fn random_token(n: usize) -> Result<String, getrandom::Error> {
     let mut out = String::with_capacity(n);
     let mut buf = [0u8; 64];
     while out.len() < n {
-        if getrandom::fill(&mut buf).is_err() {
-            // The OS random source failing is not something to continue past with weak secrets.
-            panic!("the operating system's random number source failed");
-        }
+        getrandom::fill(&mut buf)?;
         for b in buf {
             // 248 = 4 * 62: keep only bytes that map without bias.
             if b < 248 && out.len() < n {
@@ -124,13 +121,19 @@ pub fn random_token(n: usize) -> String {
             }
         }
     }
-    out
+    Ok(out)
 }
 
-fn generate() -> ApiKeys {
-    let key = format!("API{}", random_token(12));
-    let secret = random_token(48);
-    ApiKeys::from_map([(key, Secret::new(secret))].into_iter().collect())
+fn generate(path: &Path) -> Result<ApiKeys, KeysError> {
+    let rng = |e: getrandom::Error| KeysError::Write {
+        path: path.to_path_buf(),
+        detail: format!("the operating system's random number source failed: {e}"),
+    };
+    let key = format!("API{}", random_token(12).map_err(rng)?);
+    let secret = random_token(48).map_err(rng)?;
+    Ok(ApiKeys::from_map(
+        [(key, Secret::new(secret))].into_iter().collect(),
+    ))
 }
 
 fn write_atomic(path: &Path, keys: &ApiKeys) -> Result<(), KeysError> {
