@@ -254,6 +254,19 @@ fn update_commands_from_the_command_line() {
         "{text}"
     );
 
+    // The manifest file itself, or a relative path, names the same release.
+    let out = common::run(
+        d,
+        ports,
+        &["update", "check", "--from", "./rel/manifest.json"],
+        &env,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Update available: v99.1.0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // This development install has no A/B slots: apply says so and changes nothing.
     let out = common::run(
         d,

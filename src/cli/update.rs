@@ -21,7 +21,7 @@ pub struct UpdateArgs {
 enum UpdateCommand {
     /// Look for a newer signed release (update.url, or --from).
     Check {
-        /// Release location: https://…/, file:///…/ or a directory.
+        /// Release location: https://…/, file:///…/, a directory, or its manifest.json.
         #[arg(long, value_name = "URL|DIR")]
         from: Option<String>,
         #[arg(long)]

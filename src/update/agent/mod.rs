@@ -121,9 +121,16 @@ fn source(config: &Config, from: Option<&str>) -> Result<Source, UpdateError> {
         .map(str::to_string)
         .or_else(|| config.update.url.clone())
         .ok_or(UpdateError::NoSource)?;
-    // A plain directory path given with --from is a file source.
-    let url = if url.starts_with('/') {
-        format!("file://{url}")
+    // A plain path given with --from is a file source: the release directory, or its manifest.
+    let url = if url.starts_with('/') || url.starts_with('.') {
+        let path = std::path::Path::new(&url);
+        let dir = if path.is_file() {
+            path.parent().unwrap_or(path)
+        } else {
+            path
+        };
+        let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        format!("file://{}", absolute.display())
     } else {
         url
     };
