@@ -10,6 +10,7 @@ command -v make >/dev/null || need_apt+=(make)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v git >/dev/null || need_apt+=(git)
 command -v minisign >/dev/null || need_apt+=(minisign)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -22,6 +22,9 @@ passed=$(grep -o 'test result: [a-zA-Z]*\. [0-9]* passed; [0-9]* failed' "$resul
 failed=$(grep -o 'test result: [a-zA-Z]*\. [0-9]* passed; [0-9]* failed' "$results" | awk '{p+=$4; f+=$6} END {print f+0}')
 rm -f "$results"
 
+step "systemd units: verify, sandbox exposure"
+scripts/check-units.sh
+
 step "benchmark: health endpoint latency (quick mode)"
 CONFAB_BENCH_QUICK=1 cargo bench --locked --bench health_latency
 
