@@ -390,3 +390,103 @@ fn version_names_semver_commit_and_date() {
         assert!(date.starts_with("20") && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-');
     }
 }
+
+#[test]
+fn rtc_validate_answers_like_livekit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let mut d = Daemon::start_with(dir.path(), ports, |_| {});
+    let ca = d.ca();
+    let ca = ca.to_str().unwrap().to_string();
+    let validate = |path_and_query: &str| {
+        let out = curl(&[
+            "-sS",
+            "--cacert",
+            &ca,
+            "-w",
+            "\n%{http_code}",
+            &d.url(path_and_query),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let out = run(
+        dir.path(),
+        ports,
+        &["token", "--identity", "alice", "--room", "standup"],
+        &[],
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        validate(&format!("/rtc/validate?access_token={token}&room=standup")),
+        ("200".into(), "success".into())
+    );
+
+    // Signed with another secret under the device's key id.
+    let keys: toml::Table = std::fs::read_to_string(dir.path().join("data/keys.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let key = keys["keys"]
+        .as_table()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let sign = |claims: serde_json::Value, secret: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = sign(
+        serde_json::json!({"iss": key, "sub": "mallory", "exp": now + 600, "video": {"roomJoin": true, "room": "standup"}}),
+        &"x".repeat(40),
+    );
+    let (code, body) = validate(&format!("/rtc/validate?access_token={forged}"));
+    assert_eq!(code, "401");
+    assert!(body.contains("signature"), "{body}");
+    let secret = keys["keys"][&key].as_str().unwrap();
+    let expired = sign(
+        serde_json::json!({"iss": key, "sub": "alice", "exp": now - 3600, "video": {"roomJoin": true, "room": "standup"}}),
+        secret,
+    );
+    let (code, body) = validate(&format!("/rtc/validate?access_token={expired}"));
+    assert_eq!(
+        (code.as_str(), body.contains("expired")),
+        ("401", true),
+        "{body}"
+    );
+    let admin_only = run(
+        dir.path(),
+        ports,
+        &["token", "--identity", "ops", "--admin"],
+        &[],
+    );
+    let admin_only = String::from_utf8_lossy(&admin_only.stdout)
+        .trim()
+        .to_string();
+    let (code, body) = validate(&format!("/rtc/validate?access_token={admin_only}"));
+    assert_eq!(
+        (code.as_str(), body.contains("roomJoin")),
+        ("401", true),
+        "{body}"
+    );
+    let (code, _) = validate("/rtc/validate");
+    assert_eq!(code, "401");
+
+    // Until single-PC signalling exists, its URLs say 404 without the "room does not exist"
+    // wording, so livekit-client falls back to /rtc.
+    let (code, body) = validate(&format!("/rtc/v1/validate?access_token={token}"));
+    assert_eq!(code, "404");
+    assert!(!body.contains("requested room does not exist"));
+    d.stop();
+}

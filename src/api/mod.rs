@@ -79,6 +79,13 @@ impl App {
             "/api/health/ready" => self.ready(),
             "/ca.crt" => self.ca_certificate(),
             "/api/status" => self.status(req),
+            "/rtc/validate" => self.validate_join(req),
+            // Single-PC signalling is not implemented yet: a plain 404 makes livekit-client
+            // fall back to /rtc.
+            "/rtc/v1" | "/rtc/v1/validate" => text_response(
+                StatusCode::NOT_FOUND,
+                "single peer connection signalling is not supported by this server",
+            ),
             "/" => landing_page(),
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
         }
@@ -98,6 +105,17 @@ impl App {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"status": "not ready", "failing": failing, "checks": map}),
             )
+        }
+    }
+
+    fn validate_join<B>(&self, req: &Request<B>) -> Response<Body> {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match crate::signal::validate_join(&self.0.keys, req.uri().query(), authorization) {
+            Ok(_) => text_response(StatusCode::OK, "success"),
+            Err(refusal) => text_response(refusal.status, &refusal.reason),
         }
     }
 
@@ -206,6 +224,16 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+pub fn text_response(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(Body::new(Bytes::from(text.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 

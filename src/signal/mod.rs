@@ -1,0 +1,172 @@
+//! LiveKit signalling over HTTP and WebSocket. So far: `/rtc/validate`, which livekit-client
+//! calls when a connection attempt fails, to show the user why. It answers `200 success` or an
+//! error status with the reason as text, as LiveKit does: 401 for a missing, invalid or expired
+//! token or one without `roomJoin`, 400 for a token without identity. The WebSocket endpoints
+//! (`/rtc`, `/rtc/v1`) come with the SFU; until `/rtc/v1` exists its URLs answer 404 without
+//! "requested room does not exist", which makes the client fall back to `/rtc`.
+
+use std::borrow::Cow;
+
+use hyper::StatusCode;
+
+use crate::auth::{self, ApiKeys, Claims};
+
+/// A token that may join: who, and which room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinGrant {
+    pub identity: String,
+    pub room: String,
+    pub claims: Claims,
+}
+
+/// Why a join is refused: the HTTP status and the text the client shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub reason: String,
+}
+
+fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        reason: reason.into(),
+    }
+}
+
+/// The value of `name` in a URL query string, decoded.
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// Checks a join request: the token from `access_token` or `Authorization: Bearer`, its
+/// signature and times, the `roomJoin` grant and the room.
+pub fn validate_join(
+    keys: &ApiKeys,
+    query: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<JoinGrant, Refusal> {
+    let token = query_param(query, "access_token")
+        .map(Cow::into_owned)
+        .or_else(|| auth::bearer(authorization).map(str::to_string))
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "no access token given"))?;
+    let claims = auth::verify(keys, &token)
+        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}")))?;
+    if claims.video.room_join != Some(true) {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "permission denied: the token does not grant roomJoin",
+        ));
+    }
+    let room = match (claims.video.room.as_deref(), query_param(query, "room")) {
+        (Some(granted), Some(asked)) if granted != asked => {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                format!("permission denied: the token is for room {granted:?}, not {asked:?}"),
+            ))
+        }
+        (Some(granted), _) if !granted.is_empty() => granted.to_string(),
+        _ => {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "permission denied: the token names no room",
+            ))
+        }
+    };
+    if claims.sub.is_empty() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "identity cannot be empty"));
+    }
+    Ok(JoinGrant {
+        identity: claims.sub.clone(),
+        room,
+        claims,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::{mint, TokenRequest, VideoGrant};
+    use crate::config::Secret;
+
+    fn keys() -> ApiKeys {
+        ApiKeys::from_map(
+            [("APIk".to_string(), Secret::new("s".repeat(40)))]
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    fn token(identity: &str, video: VideoGrant) -> String {
+        mint(
+            &keys(),
+            "APIk",
+            &TokenRequest {
+                identity: identity.into(),
+                ttl: Duration::from_secs(600),
+                video,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn join(room: &str) -> VideoGrant {
+        VideoGrant {
+            room_join: Some(true),
+            room: Some(room.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_good_token_joins_its_room() {
+        let t = token("alice", join("standup"));
+        let q = format!("access_token={t}&auto_subscribe=1&protocol=16");
+        let g = validate_join(&keys(), Some(&q), None).unwrap();
+        assert_eq!((g.identity.as_str(), g.room.as_str()), ("alice", "standup"));
+        // The same token in the Authorization header.
+        let g = validate_join(&keys(), None, Some(&format!("Bearer {t}"))).unwrap();
+        assert_eq!(g.room, "standup");
+    }
+
+    #[test]
+    fn refusals_carry_livekit_statuses_and_reasons() {
+        let status = |q: Option<&str>| validate_join(&keys(), q, None).unwrap_err();
+        assert_eq!(status(None).status, StatusCode::UNAUTHORIZED);
+        let r = status(Some("access_token=garbage"));
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(r.reason.starts_with("invalid token"), "{}", r.reason);
+        let no_join = token(
+            "bob",
+            VideoGrant {
+                room_list: Some(true),
+                ..Default::default()
+            },
+        );
+        let r = status(Some(&format!("access_token={no_join}")));
+        assert!(r.reason.contains("roomJoin"), "{}", r.reason);
+        let t = token("bob", join("standup"));
+        let r = status(Some(&format!("access_token={t}&room=other")));
+        assert!(r.reason.contains("not \"other\""), "{}", r.reason);
+        let anonymous = token("", join("standup"));
+        assert_eq!(
+            status(Some(&format!("access_token={anonymous}"))).status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            query_param(Some("a=1&room=tea%20time"), "room").as_deref(),
+            Some("tea time")
+        );
+        assert_eq!(query_param(Some("a=1"), "room"), None);
+        assert_eq!(query_param(None, "room"), None);
+    }
+}
