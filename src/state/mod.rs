@@ -70,6 +70,8 @@ pub trait Store: Send + Sync {
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StateError>;
     /// False once a write or flush has failed (disk full, I/O error); feeds `/api/health/ready`.
+    /// It stays false: sled refuses every later write after an I/O error, so only a restart
+    /// (once the disk is fixed) brings the store back.
     fn healthy(&self) -> bool;
     fn schema_version(&self) -> u32;
 }
