@@ -47,6 +47,9 @@ const CONFAB_VARS: &[&str] = &[
     "CONFAB_UPDATE_SOCKET",
 ];
 
+/// Build-time inputs of `build.rs`; `cargo run` also passes them to the program. Not settings.
+const BUILD_VARS: &[&str] = &["CONFAB_GIT_SHA", "CONFAB_BUILD_DATE"];
+
 /// A value found for a setting, with where it came from.
 enum Found {
     Env(&'static str, String),
@@ -127,7 +130,11 @@ impl<'a> Reader<'a> {
         let unknown_vars: Vec<String> = self
             .env
             .keys()
-            .filter(|k| k.starts_with("CONFAB_") && !CONFAB_VARS.contains(&k.as_str()))
+            .filter(|k| {
+                k.starts_with("CONFAB_")
+                    && !CONFAB_VARS.contains(&k.as_str())
+                    && !BUILD_VARS.contains(&k.as_str())
+            })
             .cloned()
             .collect();
         for var in unknown_vars {

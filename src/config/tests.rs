@@ -170,3 +170,13 @@ fn update_settings_parse_and_reject_bad_values() {
     );
     assert!(text.contains("CONFAB_BOARD: expected letters"), "{text}");
 }
+
+#[test]
+fn build_stamp_variables_from_cargo_run_are_not_settings() {
+    // `cargo run` passes build.rs's rustc-env values to the program.
+    let e = env(&[
+        ("CONFAB_GIT_SHA", "abc123"),
+        ("CONFAB_BUILD_DATE", "2026-11-23"),
+    ]);
+    assert!(Config::from_layers(&[], &e).is_ok());
+}
