@@ -32,17 +32,8 @@ fn serves_health_over_https_trusted_by_the_local_ca() {
     assert!(health["commit"].as_str().is_some_and(|c| !c.is_empty()));
     assert!(health["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
 
-    let out = curl(&[
-        "-sS",
-        "--cacert",
-        ca,
-        "-w",
-        "\n%{http_code}",
-        &d.url("/api/health/ready"),
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    assert_eq!(code, "200", "{text}");
+    let (code, body) = d.get("/api/health/ready");
+    assert_eq!(code, "200", "{body}");
     let ready = json(body.as_bytes());
     assert_eq!(ready["status"], "ready");
     for check in ["state", "media", "tls"] {
@@ -396,21 +387,7 @@ fn rtc_validate_answers_like_livekit() {
     let dir = tempfile::tempdir().unwrap();
     let ports = free_ports();
     let mut d = Daemon::start_with(dir.path(), ports, |_| {});
-    let ca = d.ca();
-    let ca = ca.to_str().unwrap().to_string();
-    let validate = |path_and_query: &str| {
-        let out = curl(&[
-            "-sS",
-            "--cacert",
-            &ca,
-            "-w",
-            "\n%{http_code}",
-            &d.url(path_and_query),
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.to_string(), body.to_string())
-    };
+    let validate = |path_and_query: &str| d.get(path_and_query);
     let out = run(
         dir.path(),
         ports,
@@ -519,19 +496,7 @@ fn ready_turns_503_when_state_cannot_be_written_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = Daemon::start(dir.path());
     let ca = d.ca().to_str().unwrap().to_string();
-    let ready = || {
-        let out = curl(&[
-            "-sS",
-            "--cacert",
-            &ca,
-            "-w",
-            "\n%{http_code}",
-            &d.url("/api/health/ready"),
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.to_string(), body.to_string())
-    };
+    let ready = || d.get("/api/health/ready");
     let wait_for = |want: &str| {
         let deadline = std::time::Instant::now() + Duration::from_secs(40);
         loop {

@@ -125,6 +125,22 @@ impl Daemon {
         s
     }
 
+    /// `GET path` over HTTPS with curl, trusting the daemon's CA: (status code, body).
+    pub fn get(&self, path: &str) -> (String, String) {
+        let ca = self.ca();
+        let out = curl(&[
+            "-sS",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+            &self.url(path),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.to_string(), body.to_string())
+    }
+
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id();
         let ok = Command::new("kill")
