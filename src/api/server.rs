@@ -86,14 +86,7 @@ pub async fn serve(
                             Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => return debug!(%peer, "TLS handshake timed out"),
                         };
-                        let service = service_fn(move |req: Request<Incoming>| {
-                            let resp = app.handle(&req, true);
-                            async move { Ok::<_, Infallible>(resp) }
-                        });
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            debug!(%peer, error = %e, "HTTPS connection ended with an error");
-                        }
+                        serve_connection(tls, peer, app, &builder, watcher, true).await;
                     });
                 }
                 Err(e) => accept_error(e).await,
@@ -103,14 +96,7 @@ pub async fn serve(
                     let watcher = graceful.watcher();
                     let (builder, app) = (builder.clone(), app.clone());
                     tokio::spawn(async move {
-                        let service = service_fn(move |req: Request<Incoming>| {
-                            let resp = app.handle(&req, false);
-                            async move { Ok::<_, Infallible>(resp) }
-                        });
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            debug!(%peer, error = %e, "HTTP connection ended with an error");
-                        }
+                        serve_connection(stream, peer, app, &builder, watcher, false).await;
                     });
                 }
                 Err(e) => accept_error(e).await,
@@ -130,6 +116,28 @@ pub async fn serve(
         .is_err()
     {
         warn!("grace period over; closing the remaining connections");
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (with upgrades, for WebSockets) on one connection until it ends
+/// or graceful shutdown closes it.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: App,
+    builder: &Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    tls: bool,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let resp = app.handle(&req, tls);
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        debug!(%peer, tls, error = %e, "connection ended with an error");
     }
 }
 
