@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod media;
 pub mod net;
+pub mod sfu;
 pub mod signal;
 pub mod state;
 pub mod systemd;

@@ -460,11 +460,9 @@ fn rtc_validate_answers_like_livekit() {
     let (code, _) = validate("/rtc/validate");
     assert_eq!(code, "401");
 
-    // Until single-PC signalling exists, its URLs say 404 without the "room does not exist"
-    // wording, so livekit-client falls back to /rtc.
+    // The single-PC path validates the same way.
     let (code, body) = validate(&format!("/rtc/v1/validate?access_token={token}"));
-    assert_eq!(code, "404");
-    assert!(!body.contains("requested room does not exist"));
+    assert_eq!((code.as_str(), body.as_str()), ("200", "success"));
     d.stop();
 }
 

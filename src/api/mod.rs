@@ -34,11 +34,33 @@ pub struct AppInner {
     /// The update agent's state file (read-only here) and whether this device has A/B slots.
     pub update_state: std::path::PathBuf,
     pub has_slots: bool,
+    /// The media thread (absent in tests of the plain HTTP routes).
+    pub media: Option<crate::media::MediaHandle>,
 }
 
 impl App {
     pub fn new(inner: AppInner) -> App {
         App(Arc::new(inner))
+    }
+
+    pub fn keys(&self) -> &ApiKeys {
+        &self.0.keys
+    }
+
+    /// Answers one request, including those that need the body or an upgrade (signalling
+    /// WebSockets, Twirp); the rest go to [`App::handle`].
+    pub async fn handle_async(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        tls: bool,
+    ) -> Response<Body> {
+        if tls && crate::signal::ws::wants(&req) {
+            return match &self.0.media {
+                Some(m) => crate::signal::ws::upgrade(self.clone(), m.clone(), req).await,
+                None => text_response(StatusCode::SERVICE_UNAVAILABLE, "media engine not running"),
+            };
+        }
+        self.handle(&req, tls)
     }
 
     pub fn readiness(&self) -> &Readiness {
@@ -79,13 +101,7 @@ impl App {
             "/api/health/ready" => self.ready(),
             "/ca.crt" => self.ca_certificate(),
             "/api/status" => self.status(req),
-            "/rtc/validate" => self.validate_join(req),
-            // Single-PC signalling is not implemented yet: a plain 404 makes livekit-client
-            // fall back to /rtc.
-            "/rtc/v1" | "/rtc/v1/validate" => text_response(
-                StatusCode::NOT_FOUND,
-                "single peer connection signalling is not supported by this server",
-            ),
+            "/rtc/validate" | "/rtc/v1/validate" => self.validate_join(req),
             "/" => landing_page(),
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
         }
@@ -113,10 +129,18 @@ impl App {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match crate::signal::validate_join(&self.0.keys, req.uri().query(), authorization) {
-            Ok(_) => text_response(StatusCode::OK, "success"),
-            Err(refusal) => text_response(refusal.status, &refusal.reason),
-        }
+        let mut resp =
+            match crate::signal::validate_join(&self.0.keys, req.uri().query(), authorization) {
+                Ok(_) => text_response(StatusCode::OK, "success"),
+                Err(refusal) => text_response(refusal.status, &refusal.reason),
+            };
+        // livekit-client fetches this from the web app's origin; without CORS it cannot read
+        // the reason (and takes the failure for an unreachable server).
+        resp.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        resp
     }
 
     fn ca_certificate(&self) -> Response<Body> {

@@ -132,8 +132,8 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req: Request<Incoming>| {
-        let resp = app.handle(&req, tls);
-        async move { Ok::<_, Infallible>(resp) }
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.handle_async(req, tls).await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {

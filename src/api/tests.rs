@@ -27,6 +27,7 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         started: Instant::now(),
         update_state: dir.path().join("update-state.json"),
         has_slots: false,
+        media: None,
     });
     (app, dir)
 }

@@ -76,11 +76,15 @@ async fn serve(config: Config) -> ExitCode {
         Ok(l) => l,
         Err(e) => return startup_failed(e),
     };
-    let mut media =
-        match MediaDriver::start(config.http.bind, config.rtc.udp_port, config.rtc.tcp_port) {
-            Ok(m) => m,
-            Err(e) => return startup_failed(e),
-        };
+    let mut media = match MediaDriver::start(
+        config.http.bind,
+        config.rtc.udp_port,
+        config.rtc.tcp_port,
+        crate::sfu::SfuConfig::default(),
+    ) {
+        Ok(m) => m,
+        Err(e) => return startup_failed(e),
+    };
 
     let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeat.clone());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
@@ -92,6 +96,7 @@ async fn serve(config: Config) -> ExitCode {
         started: Instant::now(),
         update_state: config.update.state_file.clone(),
         has_slots: config.update.bootloader != crate::config::BootloaderKind::None,
+        media: Some(media.handle.clone()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(

@@ -1,9 +1,10 @@
-//! LiveKit signalling over HTTP and WebSocket. So far: `/rtc/validate`, which livekit-client
-//! calls when a connection attempt fails, to show the user why. It answers `200 success` or an
-//! error status with the reason as text, as LiveKit does: 401 for a missing, invalid or expired
-//! token or one without `roomJoin`, 400 for a token without identity. The WebSocket endpoints
-//! (`/rtc`, `/rtc/v1`) come with the SFU; until `/rtc/v1` exists its URLs answer 404 without
-//! "requested room does not exist", which makes the client fall back to `/rtc`.
+//! LiveKit signalling over HTTP and WebSocket. The WebSocket sessions (`/rtc`, `/rtc/v1`) are in
+//! [`ws`]. `/rtc/validate` (and `/rtc/v1/validate`), which livekit-client calls when a connection
+//! attempt fails, to show the user why, answers `200 success` or an error status with the reason
+//! as text, as LiveKit does: 401 for a missing, invalid or expired token or one without
+//! `roomJoin`, 400 for a token without identity.
+
+pub mod ws;
 
 use std::borrow::Cow;
 

@@ -1,0 +1,1732 @@
+//! The SFU core, sans-IO. Rooms, participants, published tracks and subscriptions, with one str0m
+//! `Rtc` per PeerConnection. Input: time, datagrams (with the local address they arrived on),
+//! LiveKit signal requests and admin calls. Output ([`Output`]): datagrams to send and signal
+//! responses for sessions. No sockets, no threads, no `Instant::now()`: the media driver
+//! (`media/`) feeds it, and the unit tests drive simulated peers through it on a virtual clock.
+
+// LiveKit marks fields deprecated (TrackInfo.layers, UserPacket.participant_identity …) that
+// livekit-client 2.23 still reads, so confab keeps filling them.
+#![allow(deprecated)]
+
+mod peer;
+pub mod room;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use livekit_protocol as lk;
+use lk::signal_request::Message as Req;
+use lk::signal_response::Message as Resp;
+use prost::Message as _;
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::channel::ChannelData;
+use str0m::config::DtlsCert;
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
+use tracing::{debug, info, warn};
+
+pub use peer::rewrite_answer;
+use peer::{Peer, Role};
+use room::{new_sid, unix_ms, Participant, PubTrack, Room, Sub};
+pub use room::{Mode, Permissions};
+
+/// Participant key inside the SFU (the LiveKit sid is for the wire).
+pub type Pid = u64;
+pub type PeerId = u64;
+
+/// The protocol version confab speaks (livekit-client 2.23 speaks 16/17).
+pub const PROTOCOL_VERSION: i32 = 17;
+/// The LiveKit server version confab answers like. livekit-client switches features on by
+/// server version (RPC needs ≥ 1.8.0); confab's own version goes into `node_id`.
+pub const LIVEKIT_COMPAT_VERSION: &str = "1.9.0";
+const PING_INTERVAL_S: i32 = 5;
+const PING_TIMEOUT_S: i32 = 15;
+const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
+const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
+/// Audio quieter than this (linear, 0..1) does not make an active speaker (≈ -48 dBov).
+const SPEAKER_THRESHOLD: f32 = 0.004;
+
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Host candidates: every local address a UDP socket is bound on, and the ICE-TCP addresses.
+    pub candidates: Vec<(SocketAddr, Protocol)>,
+    pub max_participants: u32,
+    pub max_rooms: u32,
+    pub empty_timeout: Duration,
+    /// How long a participant whose signal connection dropped is kept (its media may still
+    /// flow; it rejoins as a new participant, which replaces it).
+    pub departure_timeout: Duration,
+    pub node_id: String,
+    pub version: String,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            candidates: vec![],
+            max_participants: 100,
+            max_rooms: 100,
+            empty_timeout: Duration::from_secs(300),
+            departure_timeout: Duration::from_secs(5),
+            node_id: "confab".into(),
+            version: crate::version::VERSION.into(),
+        }
+    }
+}
+
+/// What a join asks for (the token's claims, already verified).
+#[derive(Debug, Clone)]
+pub struct JoinParams {
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub metadata: String,
+    pub attributes: HashMap<String, String>,
+    pub perms: Permissions,
+    pub can_update_metadata: bool,
+    pub mode: Mode,
+    pub auto_subscribe: bool,
+    pub client_protocol: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("room {0:?} is full ({1} participants)")]
+    RoomFull(String, u32),
+    #[error("this server already hosts its maximum of {0} rooms")]
+    TooManyRooms(u32),
+    #[error("cannot set up the media connection: {0}")]
+    Rtc(String),
+}
+
+/// Something for the IO side to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a datagram (UDP) or an RFC 4571 frame (ICE-TCP).
+    Transmit(Transmit),
+    /// Send a signal response to a participant's session.
+    Signal(Pid, Box<Resp>),
+    /// End a participant's session: send `leave` with this reason, then close.
+    Close(Pid, lk::DisconnectReason),
+}
+
+pub struct Sfu {
+    cfg: SfuConfig,
+    dtls_cert: Option<DtlsCert>,
+    rooms: HashMap<String, Room>,
+    parts: HashMap<Pid, Participant>,
+    peers: HashMap<PeerId, Peer>,
+    tracks: HashMap<String, PubTrack>,
+    routes: HashMap<(Protocol, SocketAddr, SocketAddr), PeerId>,
+    out: VecDeque<Output>,
+    dirty: Vec<PeerId>,
+    next_id: u64,
+    next_speakers: Option<Instant>,
+    /// v1: receive-only sections the client was asked for and has not offered yet.
+    requested_sections: HashMap<Pid, (u32, u32)>,
+    /// v1: sections the client offered that carry nothing yet (per participant, per kind).
+    free_sections: HashMap<Pid, Vec<(Mid, MediaKind)>>,
+}
+
+impl Sfu {
+    pub fn new(cfg: SfuConfig) -> Sfu {
+        let dtls_cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate();
+        Sfu {
+            cfg,
+            dtls_cert,
+            rooms: HashMap::new(),
+            parts: HashMap::new(),
+            peers: HashMap::new(),
+            tracks: HashMap::new(),
+            routes: HashMap::new(),
+            out: VecDeque::new(),
+            dirty: vec![],
+            next_id: 1,
+            next_speakers: None,
+            requested_sections: HashMap::new(),
+            free_sections: HashMap::new(),
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn signal(&mut self, pid: Pid, msg: Resp) {
+        self.out.push_back(Output::Signal(pid, Box::new(msg)));
+    }
+
+    /// The earliest instant [`Sfu::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let peers = self.peers.values().map(|p| p.timeout).min();
+        let rooms = self
+            .rooms
+            .values()
+            .filter_map(|r| r.empty_since.map(|t| t + self.cfg.empty_timeout))
+            .min();
+        let gone = self
+            .parts
+            .values()
+            .filter_map(|p| p.gone_since.map(|t| t + self.cfg.departure_timeout))
+            .min();
+        [peers, rooms, gone, self.next_speakers]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.keys().map(String::as_str)
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.parts.len()
+    }
+
+    // ---------------------------------------------------------------- joining and leaving
+
+    /// A participant joins. On success its `join` response is queued for it, and the others in
+    /// the room hear about it. (Resuming a session is not supported: the JoinResponse tells the
+    /// client so, and it rejoins from scratch; the same identity replaces the old participant.)
+    pub fn join(&mut self, now: Instant, p: JoinParams) -> Result<(Pid, String), JoinError> {
+        // Duplicate identity: the newer session wins, as in LiveKit.
+        let dup = self
+            .parts
+            .values()
+            .find(|x| x.room == p.room && x.identity == p.identity)
+            .map(|x| x.id);
+        if let Some(old) = dup {
+            info!(identity = %p.identity, room = %p.room, "duplicate identity: the older session is removed");
+            self.remove_participant(now, old, lk::DisconnectReason::DuplicateIdentity);
+        }
+        if !self.rooms.contains_key(&p.room) {
+            self.create_room(now, &p.room, None, None)?;
+        }
+        let room = self
+            .rooms
+            .get(&p.room)
+            .ok_or_else(|| JoinError::Rtc("room vanished".into()))?;
+        let present = room
+            .participants
+            .iter()
+            .filter(|x| self.parts.get(x).is_some_and(|x| !x.perms.hidden))
+            .count() as u32;
+        if !p.perms.hidden && room.max_participants > 0 && present >= room.max_participants {
+            return Err(JoinError::RoomFull(p.room.clone(), room.max_participants));
+        }
+        let pid = self.id();
+        let sid = new_sid("PA_");
+        let (publisher, subscriber) = match p.mode {
+            Mode::V0 => {
+                let a = self.new_peer(now, pid, Role::Publisher)?;
+                let b = self.new_peer(now, pid, Role::Subscriber)?;
+                (a, b)
+            }
+            Mode::V1 => {
+                let a = self.new_peer(now, pid, Role::Single)?;
+                (a, a)
+            }
+        };
+        let part = Participant {
+            id: pid,
+            sid: sid.clone(),
+            identity: p.identity.clone(),
+            name: p.name.clone(),
+            metadata: p.metadata.clone(),
+            attributes: p.attributes.clone(),
+            room: p.room.clone(),
+            perms: p.perms,
+            mode: p.mode,
+            joined_unix_ms: unix_ms(),
+            version: 1,
+            state: lk::participant_info::State::Joined,
+            auto_subscribe: p.auto_subscribe,
+            publisher,
+            subscriber,
+            tracks: vec![],
+            subs: Default::default(),
+            unsubscribed: vec![],
+            gone_since: None,
+            audio_level: 0.0,
+            last_audio: None,
+            client_protocol: p.client_protocol,
+        };
+        self.parts.insert(pid, part);
+        if let Some(room) = self.rooms.get_mut(&p.room) {
+            room.participants.push(pid);
+            room.empty_since = None;
+        }
+        info!(room = %p.room, identity = %p.identity, %sid, mode = ?p.mode, "participant joined");
+        let join = self.join_response(pid);
+        self.signal(pid, Resp::Join(join));
+        self.broadcast_participant(pid);
+        // Subscribe to what is already published.
+        if p.auto_subscribe && p.perms.can_subscribe {
+            let existing: Vec<String> = self
+                .room_tracks(&p.room)
+                .into_iter()
+                .filter(|t| {
+                    self.tracks
+                        .get(t)
+                        .is_some_and(|t| t.owner != pid && t.mid.is_some())
+                })
+                .collect();
+            for t in existing {
+                self.subscribe(pid, &t);
+            }
+        }
+        if p.mode == Mode::V0 {
+            // The server offers the subscriber PC right away (subscriber primary), with the two
+            // data channels livekit-client expects there.
+            self.negotiate(subscriber);
+        } else {
+            self.request_sections(pid, false);
+        }
+        self.drive(now);
+        Ok((pid, sid))
+    }
+
+    fn new_peer(&mut self, now: Instant, owner: Pid, role: Role) -> Result<PeerId, JoinError> {
+        let mut b = Rtc::builder()
+            .set_ice_lite(true)
+            .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_500)));
+        if let Some(cert) = &self.dtls_cert {
+            b = b.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = b.build(now);
+        for (addr, proto) in &self.cfg.candidates {
+            let c = match proto {
+                Protocol::Tcp => Candidate::builder()
+                    .tcp()
+                    .host(*addr)
+                    .tcptype(str0m::net::TcpType::Passive)
+                    .build(),
+                _ => Candidate::host(*addr, "udp"),
+            };
+            match c {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => debug!(%addr, "candidate skipped: {e}"),
+            }
+        }
+        let id = self.id();
+        self.peers.insert(id, Peer::new(rtc, owner, role, now));
+        Ok(id)
+    }
+
+    fn server_info(&self) -> lk::ServerInfo {
+        lk::ServerInfo {
+            edition: 0,
+            version: LIVEKIT_COMPAT_VERSION.into(),
+            protocol: PROTOCOL_VERSION,
+            node_id: format!("{}-{}", self.cfg.node_id, self.cfg.version),
+            ..Default::default()
+        }
+    }
+
+    fn join_response(&self, pid: Pid) -> lk::JoinResponse {
+        let Some(part) = self.parts.get(&pid) else {
+            return lk::JoinResponse::default();
+        };
+        let room = self.rooms.get(&part.room);
+        let others = room
+            .map(|r| {
+                r.participants
+                    .iter()
+                    .filter(|x| **x != pid)
+                    .filter_map(|x| self.parts.get(x))
+                    .filter(|x| !x.perms.hidden && x.gone_since.is_none())
+                    .map(|x| x.info(&self.tracks))
+                    .collect()
+            })
+            .unwrap_or_default();
+        lk::JoinResponse {
+            room: room.map(|r| self.room_info(r)),
+            participant: Some(part.info(&self.tracks)),
+            other_participants: others,
+            server_version: LIVEKIT_COMPAT_VERSION.into(),
+            client_configuration: Some(lk::ClientConfiguration {
+                resume_connection: lk::ClientConfigSetting::Disabled as i32,
+                ..Default::default()
+            }),
+            subscriber_primary: part.mode == Mode::V0 && part.perms.can_subscribe,
+            ping_timeout: PING_TIMEOUT_S,
+            ping_interval: PING_INTERVAL_S,
+            server_info: Some(self.server_info()),
+            ..Default::default()
+        }
+    }
+
+    fn room_info(&self, r: &Room) -> lk::Room {
+        let parts: Vec<&Participant> = r
+            .participants
+            .iter()
+            .filter_map(|x| self.parts.get(x))
+            .collect();
+        r.info(
+            parts.len() as u32,
+            parts.iter().filter(|p| !p.tracks.is_empty()).count() as u32,
+        )
+    }
+
+    /// The session of a participant ended without `leave` (socket closed): keep it for a
+    /// resume until the departure timeout.
+    pub fn session_lost(&mut self, now: Instant, pid: Pid) {
+        if let Some(p) = self.parts.get_mut(&pid) {
+            debug!(identity = %p.identity, "signal connection lost; kept for a resume");
+            p.gone_since = Some(now);
+        }
+    }
+
+    /// Removes a participant: its peers, its tracks, its subscriptions; tells the room. A reason
+    /// other than `ClientInitiated` is also sent to it (`leave`) and its session closed.
+    pub fn remove_participant(&mut self, now: Instant, pid: Pid, reason: lk::DisconnectReason) {
+        let Some(mut part) = self.parts.remove(&pid) else {
+            return;
+        };
+        info!(identity = %part.identity, room = %part.room, ?reason, "participant left");
+        if reason != lk::DisconnectReason::ClientInitiated {
+            self.out.push_back(Output::Close(pid, reason));
+        }
+        for peer_id in [part.publisher, part.subscriber] {
+            if let Some(mut peer) = self.peers.remove(&peer_id) {
+                peer.rtc.disconnect();
+            }
+            self.routes.retain(|_, v| *v != peer_id);
+        }
+        self.requested_sections.remove(&pid);
+        self.free_sections.remove(&pid);
+        let tracks = std::mem::take(&mut part.tracks);
+        for t in &tracks {
+            self.unpublish(t);
+        }
+        part.state = lk::participant_info::State::Disconnected;
+        part.version += 1;
+        if let Some(room) = self.rooms.get_mut(&part.room) {
+            room.participants.retain(|x| *x != pid);
+            if room.participants.is_empty() {
+                room.empty_since = Some(now);
+            }
+        }
+        if !part.perms.hidden {
+            let mut info = part.info(&self.tracks);
+            info.disconnect_reason = reason as i32;
+            let update = Resp::Update(lk::ParticipantUpdate {
+                participants: vec![info],
+            });
+            for other in self.room_members(&part.room) {
+                self.signal(other, update.clone());
+            }
+        }
+        self.drive(now);
+    }
+
+    // ---------------------------------------------------------------- rooms (admin)
+
+    pub fn create_room(
+        &mut self,
+        now: Instant,
+        name: &str,
+        max_participants: Option<u32>,
+        empty_timeout: Option<u32>,
+    ) -> Result<lk::Room, JoinError> {
+        if let Some(r) = self.rooms.get(name) {
+            return Ok(self.room_info(r));
+        }
+        if self.rooms.len() as u32 >= self.cfg.max_rooms {
+            return Err(JoinError::TooManyRooms(self.cfg.max_rooms));
+        }
+        let room = Room {
+            sid: new_sid("RM_"),
+            name: name.to_string(),
+            created_unix_ms: unix_ms(),
+            metadata: String::new(),
+            max_participants: max_participants
+                .filter(|m| *m > 0)
+                .unwrap_or(self.cfg.max_participants)
+                .min(self.cfg.max_participants),
+            empty_timeout_s: empty_timeout.unwrap_or(self.cfg.empty_timeout.as_secs() as u32),
+            participants: vec![],
+            empty_since: Some(now),
+            version: 1,
+        };
+        info!(room = %name, sid = %room.sid, "room created");
+        let info = self.room_info(&room);
+        self.rooms.insert(name.to_string(), room);
+        Ok(info)
+    }
+
+    pub fn list_rooms(&self, names: &[String]) -> Vec<lk::Room> {
+        let mut v: Vec<lk::Room> = self
+            .rooms
+            .values()
+            .filter(|r| names.is_empty() || names.contains(&r.name))
+            .map(|r| self.room_info(r))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn delete_room(&mut self, now: Instant, name: &str) -> bool {
+        let Some(room) = self.rooms.get(name) else {
+            return false;
+        };
+        for pid in room.participants.clone() {
+            self.remove_participant(now, pid, lk::DisconnectReason::RoomDeleted);
+        }
+        info!(room = %name, "room deleted");
+        self.rooms.remove(name).is_some()
+    }
+
+    pub fn list_participants(&self, room: &str) -> Option<Vec<lk::ParticipantInfo>> {
+        let r = self.rooms.get(room)?;
+        Some(
+            r.participants
+                .iter()
+                .filter_map(|x| self.parts.get(x))
+                .map(|x| x.info(&self.tracks))
+                .collect(),
+        )
+    }
+
+    pub fn find(&self, room: &str, identity: &str) -> Option<Pid> {
+        self.parts
+            .values()
+            .find(|x| x.room == room && x.identity == identity)
+            .map(|x| x.id)
+    }
+
+    pub fn participant_info(&self, pid: Pid) -> Option<lk::ParticipantInfo> {
+        self.parts.get(&pid).map(|x| x.info(&self.tracks))
+    }
+
+    pub fn update_room_metadata(&mut self, name: &str, metadata: String) -> Option<lk::Room> {
+        let room = self.rooms.get_mut(name)?;
+        room.metadata = metadata;
+        room.version += 1;
+        let info = {
+            let r = self.rooms.get(name)?;
+            self.room_info(r)
+        };
+        for pid in self.room_members(name) {
+            self.signal(
+                pid,
+                Resp::RoomUpdate(lk::RoomUpdate {
+                    room: Some(info.clone()),
+                }),
+            );
+        }
+        Some(info)
+    }
+
+    /// Admin: change a participant's metadata, name, attributes or permissions.
+    pub fn update_participant(
+        &mut self,
+        pid: Pid,
+        metadata: Option<String>,
+        name: Option<String>,
+        attributes: HashMap<String, String>,
+        perms: Option<Permissions>,
+    ) -> Option<lk::ParticipantInfo> {
+        let p = self.parts.get_mut(&pid)?;
+        if let Some(m) = metadata {
+            p.metadata = m;
+        }
+        if let Some(n) = name {
+            p.name = n;
+        }
+        for (k, v) in attributes {
+            if v.is_empty() {
+                p.attributes.remove(&k);
+            } else {
+                p.attributes.insert(k, v);
+            }
+        }
+        if let Some(perms) = perms {
+            p.perms = perms;
+        }
+        p.version += 1;
+        self.broadcast_participant(pid);
+        self.participant_info(pid)
+    }
+
+    /// Admin or participant: mute/unmute a published track; everyone (owner included) hears.
+    pub fn set_muted(&mut self, track_sid: &str, muted: bool) -> Option<lk::TrackInfo> {
+        let t = self.tracks.get_mut(track_sid)?;
+        t.info.muted = muted;
+        let (owner, info) = (t.owner, t.info.clone());
+        if let Some(p) = self.parts.get_mut(&owner) {
+            p.version += 1;
+        }
+        self.signal(
+            owner,
+            Resp::Mute(lk::MuteTrackRequest {
+                sid: track_sid.to_string(),
+                muted,
+            }),
+        );
+        self.broadcast_participant(owner);
+        Some(info)
+    }
+
+    /// Admin: send a data packet to (some of) a room's participants, from the server.
+    pub fn send_data(&mut self, now: Instant, room: &str, packet: lk::DataPacket) -> bool {
+        if !self.rooms.contains_key(room) {
+            return false;
+        }
+        self.deliver_data(None, room, packet);
+        self.drive(now);
+        true
+    }
+
+    // ---------------------------------------------------------------- signal requests
+
+    pub fn handle_signal(&mut self, now: Instant, pid: Pid, msg: Req) {
+        let Some(part) = self.parts.get(&pid) else {
+            return;
+        };
+        let (publisher, subscriber, mode) = (part.publisher, part.subscriber, part.mode);
+        match msg {
+            Req::Offer(sd) => self.on_offer(now, pid, publisher, sd),
+            Req::Answer(sd) => self.on_answer(now, subscriber, sd),
+            Req::Trickle(t) => {
+                let peer = match (mode, lk::SignalTarget::try_from(t.target)) {
+                    (Mode::V0, Ok(lk::SignalTarget::Subscriber)) => subscriber,
+                    _ => publisher,
+                };
+                self.on_trickle(peer, &t.candidate_init);
+            }
+            Req::AddTrack(t) => self.on_add_track(pid, t),
+            Req::Mute(m) => {
+                if self.tracks.get(&m.sid).is_some_and(|t| t.owner == pid) {
+                    self.set_muted(&m.sid, m.muted);
+                }
+            }
+            Req::Subscription(s) => {
+                let mut sids = s.track_sids;
+                sids.extend(s.participant_tracks.into_iter().flat_map(|p| p.track_sids));
+                for t in sids {
+                    if s.subscribe {
+                        if let Some(p) = self.parts.get_mut(&pid) {
+                            p.unsubscribed.retain(|x| *x != t);
+                        }
+                        self.subscribe(pid, &t);
+                    } else {
+                        if let Some(p) = self.parts.get_mut(&pid) {
+                            p.unsubscribed.push(t.clone());
+                        }
+                        self.unsubscribe(pid, &t);
+                    }
+                }
+            }
+            Req::TrackSetting(s) => self.on_track_settings(pid, s),
+            Req::Leave(_) => {
+                self.remove_participant(now, pid, lk::DisconnectReason::ClientInitiated);
+                return;
+            }
+            Req::UpdateMetadata(m) => {
+                let allowed = self
+                    .parts
+                    .get(&pid)
+                    .is_some_and(|p| p.perms.can_publish_data);
+                if allowed {
+                    let name = (!m.name.is_empty()).then_some(m.name);
+                    let meta = (!m.metadata.is_empty()).then_some(m.metadata);
+                    self.update_participant(pid, meta, name, m.attributes, None);
+                }
+            }
+            Req::Ping(_) | Req::PingReq(_) => {} // answered by the session
+            other => debug!(request = ?std::mem::discriminant(&other), "signal request ignored"),
+        }
+        self.drive(now);
+    }
+
+    fn on_offer(&mut self, now: Instant, pid: Pid, peer_id: PeerId, sd: lk::SessionDescription) {
+        let offer = match SdpOffer::from_sdp_string(&sd.sdp) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!("participant sent an offer that is not valid SDP: {e}");
+                self.remove_participant(now, pid, lk::DisconnectReason::StateMismatch);
+                return;
+            }
+        };
+        // v1: the receive-only sections of the offer are where forwarded tracks go. str0m
+        // reports them (MediaAdded) only once media can flow, but the answer must already name
+        // what they carry, so they are taken from the offer itself.
+        if self.parts.get(&pid).is_some_and(|p| p.mode == Mode::V1) {
+            for line in offer.media_lines.iter().filter(|l| !l.disabled) {
+                let kind = match line.typ.to_string().as_str() {
+                    "audio" => MediaKind::Audio,
+                    "video" => MediaKind::Video,
+                    _ => continue,
+                };
+                if line.direction() == Direction::RecvOnly {
+                    self.add_free_section(pid, line.mid(), kind);
+                }
+            }
+            self.assign_sections(pid);
+        }
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        if peer.pending.is_some() {
+            // Only v0 subscriber peers offer, and clients never offer on those.
+            peer.pending = None;
+        }
+        let answer = match peer.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("cannot accept the participant's offer: {e}");
+                self.remove_participant(now, pid, lk::DisconnectReason::StateMismatch);
+                return;
+            }
+        };
+        // Learn the new media sections (published tracks, v1 receive slots) before answering.
+        self.dirty.push(peer_id);
+        self.drive(now);
+        let mut mid_to_track_id = HashMap::new();
+        let mut sdp = answer.to_sdp_string();
+        if self.parts.get(&pid).is_some_and(|p| p.mode == Mode::V1) {
+            let msids = self.v1_msids(pid);
+            for (mid, _, track) in &msids {
+                mid_to_track_id.insert(mid.clone(), track.clone());
+            }
+            let idle: Vec<String> = self
+                .free_sections
+                .get(&pid)
+                .map(|f| f.iter().map(|(m, _)| m.to_string()).collect())
+                .unwrap_or_default();
+            debug!(offer = sd.id, ?msids, ?idle, "v1 answer");
+            sdp = rewrite_answer(&sdp, &msids, &idle);
+        }
+        self.signal(
+            pid,
+            Resp::Answer(lk::SessionDescription {
+                r#type: "answer".into(),
+                sdp,
+                id: sd.id,
+                mid_to_track_id,
+            }),
+        );
+        // Subscriptions that were waiting for sections can start now.
+        self.request_keyframes_for_new_subs(now, pid);
+    }
+
+    /// v1: (mid, stream id, track sid) of every section that carries a subscribed track.
+    fn v1_msids(&self, pid: Pid) -> Vec<(String, String, String)> {
+        let Some(p) = self.parts.get(&pid) else {
+            return vec![];
+        };
+        p.subs
+            .values()
+            .filter_map(|s| {
+                let mid = s.mid?;
+                let t = self.tracks.get(&s.track)?;
+                let owner = self.parts.get(&t.owner)?;
+                Some((
+                    mid.to_string(),
+                    format!("{}|{}", owner.sid, t.sid),
+                    t.sid.clone(),
+                ))
+            })
+            .collect()
+    }
+
+    fn on_answer(&mut self, now: Instant, peer_id: PeerId, sd: lk::SessionDescription) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let Some(pending) = peer.pending.take() else {
+            debug!("answer without a pending offer ignored");
+            return;
+        };
+        let owner = peer.owner;
+        let answer = match SdpAnswer::from_sdp_string(&sd.sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("participant sent an answer that is not valid SDP: {e}");
+                self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
+                return;
+            }
+        };
+        if let Err(e) = peer.rtc.sdp_api().accept_answer(pending, answer) {
+            warn!("cannot accept the participant's answer: {e}");
+            self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
+            return;
+        }
+        if let Some(p) = self.parts.get_mut(&owner) {
+            for s in p.subs.values_mut() {
+                if s.mid.is_some() {
+                    s.open = true;
+                }
+            }
+        }
+        self.dirty.push(peer_id);
+        self.request_keyframes_for_new_subs(now, owner);
+        if self.peers.get(&peer_id).is_some_and(|p| p.renegotiate) {
+            self.negotiate(peer_id);
+        }
+    }
+
+    fn on_trickle(&mut self, peer_id: PeerId, init: &str) {
+        #[derive(serde::Deserialize)]
+        struct Init {
+            candidate: String,
+        }
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let cand = serde_json::from_str::<Init>(init)
+            .ok()
+            .map(|i| i.candidate)
+            .filter(|c| !c.is_empty())
+            .and_then(|c| Candidate::from_sdp_string(c.trim_start_matches("a=")).ok());
+        match cand {
+            Some(c) => peer.rtc.add_remote_candidate(c),
+            None => debug!("trickle candidate not understood (ignored): {init:.200}"),
+        }
+    }
+
+    fn on_add_track(&mut self, pid: Pid, req: lk::AddTrackRequest) {
+        let Some(part) = self.parts.get_mut(&pid) else {
+            return;
+        };
+        if !part.perms.can_publish {
+            warn!(identity = %part.identity, "add_track refused: the token does not grant canPublish");
+            return;
+        }
+        let kind = if req.r#type == lk::TrackType::Video as i32 {
+            MediaKind::Video
+        } else if req.r#type == lk::TrackType::Audio as i32 {
+            MediaKind::Audio
+        } else {
+            debug!("add_track of a data track ignored");
+            return;
+        };
+        let sid = new_sid("TR_");
+        let mut layers = req.layers.clone();
+        layers.sort_by_key(|l| std::cmp::Reverse(l.quality));
+        let info = lk::TrackInfo {
+            sid: sid.clone(),
+            r#type: req.r#type,
+            name: req.name.clone(),
+            muted: req.muted,
+            width: req.width,
+            height: req.height,
+            simulcast: layers.len() > 1,
+            disable_dtx: req.disable_dtx,
+            source: req.source,
+            layers: layers.clone(),
+            stereo: req.stereo,
+            disable_red: req.disable_red,
+            stream: req.stream.clone(),
+            mime_type: if kind == MediaKind::Audio {
+                "audio/opus".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
+        part.tracks.push(sid.clone());
+        part.version += 1;
+        self.tracks.insert(
+            sid.clone(),
+            PubTrack {
+                sid: sid.clone(),
+                cid: req.cid.clone(),
+                owner: pid,
+                kind,
+                mid: None,
+                info: info.clone(),
+                rids: vec![],
+                last_keyframe_request: HashMap::new(),
+                layer_seen: HashMap::new(),
+            },
+        );
+        self.signal(
+            pid,
+            Resp::TrackPublished(lk::TrackPublishedResponse {
+                cid: req.cid,
+                track: Some(info),
+            }),
+        );
+        self.broadcast_participant(pid);
+    }
+
+    fn on_track_settings(&mut self, pid: Pid, s: lk::UpdateTrackSettings) {
+        let Some(part) = self.parts.get_mut(&pid) else {
+            return;
+        };
+        for t in &s.track_sids {
+            if let Some(sub) = part.subs.get_mut(t) {
+                sub.disabled = s.disabled;
+                sub.want_width = s.width;
+                sub.want_quality = (s.width == 0 && s.height == 0).then_some(s.quality);
+            }
+        }
+        for t in s.track_sids {
+            self.choose_layer(pid, &t);
+        }
+    }
+
+    // ---------------------------------------------------------------- tracks and subscriptions
+
+    fn room_members(&self, room: &str) -> Vec<Pid> {
+        self.rooms
+            .get(room)
+            .map(|r| r.participants.clone())
+            .unwrap_or_default()
+    }
+
+    fn room_tracks(&self, room: &str) -> Vec<String> {
+        self.room_members(room)
+            .iter()
+            .filter_map(|p| self.parts.get(p))
+            .flat_map(|p| p.tracks.iter().cloned())
+            .collect()
+    }
+
+    /// Tells the others in the room what changed about `pid` (unless it is hidden).
+    fn broadcast_participant(&mut self, pid: Pid) {
+        let Some(p) = self.parts.get(&pid) else {
+            return;
+        };
+        if p.perms.hidden {
+            return;
+        }
+        let update = Resp::Update(lk::ParticipantUpdate {
+            participants: vec![p.info(&self.tracks)],
+        });
+        for other in self.room_members(&p.room.clone()) {
+            if other != pid {
+                self.signal(other, update.clone());
+            }
+        }
+    }
+
+    /// A publisher's media section appeared: bind it to the track it announced with add_track.
+    fn on_media_added(
+        &mut self,
+        peer_id: PeerId,
+        mid: Mid,
+        kind: MediaKind,
+        dir: Direction,
+        rids: Vec<Rid>,
+    ) {
+        let Some(peer) = self.peers.get(&peer_id) else {
+            return;
+        };
+        let pid = peer.owner;
+        if dir == Direction::SendOnly {
+            // v1: a receive-only section of the client, for a track we forward.
+            if peer.role == Role::Single {
+                self.add_free_section(pid, mid, kind);
+                self.assign_sections(pid);
+            }
+            return;
+        }
+        let Some(msid_track) = peer.rtc.media(mid).map(|m| m.track_id().to_string()) else {
+            return;
+        };
+        let Some(part) = self.parts.get(&pid) else {
+            return;
+        };
+        let pending: Vec<&PubTrack> = part
+            .tracks
+            .iter()
+            .filter_map(|t| self.tracks.get(t))
+            .filter(|t| t.mid.is_none() && t.kind == kind)
+            .collect();
+        let chosen = pending
+            .iter()
+            .find(|t| t.cid == msid_track)
+            .or_else(|| pending.first())
+            .map(|t| t.sid.clone());
+        let Some(track_sid) = chosen else {
+            debug!(%mid, "media section without an announced track");
+            return;
+        };
+        let room = part.room.clone();
+        if let Some(t) = self.tracks.get_mut(&track_sid) {
+            t.mid = Some(mid);
+            t.info.mid = mid.to_string();
+            // Best layer first: f, h, q.
+            let mut rids = rids;
+            rids.sort_by_key(|r| match &**r {
+                "f" => 0,
+                "h" => 1,
+                "q" => 2,
+                _ => 3,
+            });
+            t.rids = rids;
+        }
+        debug!(track = %track_sid, %mid, "published track bound to its media section");
+        for other in self.room_members(&room) {
+            let wants = self.parts.get(&other).is_some_and(|p| {
+                p.id != pid
+                    && p.auto_subscribe
+                    && p.perms.can_subscribe
+                    && !p.unsubscribed.contains(&track_sid)
+            });
+            if wants {
+                self.subscribe(other, &track_sid);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, pid: Pid, track_sid: &str) {
+        let Some(t) = self.tracks.get(track_sid) else {
+            return;
+        };
+        if t.owner == pid || t.mid.is_none() {
+            return;
+        }
+        let Some(p) = self.parts.get_mut(&pid) else {
+            return;
+        };
+        if !p.perms.can_subscribe || p.subs.contains_key(track_sid) {
+            return;
+        }
+        p.subs.insert(track_sid.to_string(), Sub::new(track_sid));
+        let (mode, sub_peer) = (p.mode, p.subscriber);
+        self.choose_layer(pid, track_sid);
+        match mode {
+            Mode::V0 => self.negotiate(sub_peer),
+            Mode::V1 => {
+                // A free section now carries the track, or more are needed: either way the
+                // client must offer again so that the answer can say so.
+                self.assign_sections(pid);
+                self.request_sections(pid, true);
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, pid: Pid, track_sid: &str) {
+        let Some(p) = self.parts.get_mut(&pid) else {
+            return;
+        };
+        let Some(sub) = p.subs.remove(track_sid) else {
+            return;
+        };
+        let (mode, sub_peer) = (p.mode, p.subscriber);
+        let Some(mid) = sub.mid else {
+            return;
+        };
+        match mode {
+            Mode::V0 => {
+                if let Some(peer) = self.peers.get_mut(&sub_peer) {
+                    peer.stopping.push(mid);
+                }
+                self.negotiate(sub_peer);
+            }
+            Mode::V1 => {
+                let kind = self.tracks.get(track_sid).map(|t| t.kind);
+                if let Some(kind) = kind {
+                    self.free_sections.entry(pid).or_default().push((mid, kind));
+                }
+                self.request_sections(pid, true);
+            }
+        }
+    }
+
+    /// Unpublishes a track: every subscription to it ends.
+    fn unpublish(&mut self, track_sid: &str) {
+        let Some(t) = self.tracks.remove(track_sid) else {
+            return;
+        };
+        let room = self.parts.get(&t.owner).map(|p| p.room.clone());
+        let members = match room {
+            Some(r) => self.room_members(&r),
+            None => self.parts.keys().copied().collect(),
+        };
+        // The track is gone from `tracks`, but unsubscribe needs its kind for v1: put a stub back.
+        self.tracks.insert(track_sid.to_string(), t);
+        for pid in members {
+            self.unsubscribe(pid, track_sid);
+        }
+        self.tracks.remove(track_sid);
+    }
+
+    /// v1: asks the client for the receive-only sections still missing.
+    fn request_sections(&mut self, pid: Pid, force: bool) {
+        let Some(p) = self.parts.get(&pid) else {
+            return;
+        };
+        if p.mode != Mode::V1 {
+            return;
+        }
+        let (mut audio, mut video) = (0u32, 0u32);
+        for s in p.subs.values().filter(|s| s.mid.is_none()) {
+            match self.tracks.get(&s.track).map(|t| t.kind) {
+                Some(MediaKind::Audio) => audio += 1,
+                Some(MediaKind::Video) => video += 1,
+                None => {}
+            }
+        }
+        let asked = self.requested_sections.entry(pid).or_default();
+        let need_audio = audio.saturating_sub(asked.0);
+        let need_video = video.saturating_sub(asked.1);
+        if need_audio == 0 && need_video == 0 && !force {
+            return;
+        }
+        asked.0 += need_audio;
+        asked.1 += need_video;
+        debug!(need_audio, need_video, "asking for receive-only sections");
+        self.signal(
+            pid,
+            Resp::MediaSectionsRequirement(lk::MediaSectionsRequirement {
+                num_audios: need_audio,
+                num_videos: need_video,
+            }),
+        );
+    }
+
+    /// v1: a receive-only section the client offered; free unless known already.
+    fn add_free_section(&mut self, pid: Pid, mid: Mid, kind: MediaKind) {
+        let Some(p) = self.parts.get(&pid) else {
+            return;
+        };
+        let free = self.free_sections.entry(pid).or_default();
+        if p.subs.values().any(|s| s.mid == Some(mid)) || free.iter().any(|(m, _)| *m == mid) {
+            return;
+        }
+        free.push((mid, kind));
+        if let Some(req) = self.requested_sections.get_mut(&pid) {
+            match kind {
+                MediaKind::Audio => req.0 = req.0.saturating_sub(1),
+                MediaKind::Video => req.1 = req.1.saturating_sub(1),
+            }
+        }
+    }
+
+    /// v1: puts subscriptions without a section into free sections of the right kind.
+    fn assign_sections(&mut self, pid: Pid) {
+        let Some(p) = self.parts.get_mut(&pid) else {
+            return;
+        };
+        let Some(free) = self.free_sections.get_mut(&pid) else {
+            return;
+        };
+        for s in p.subs.values_mut().filter(|s| s.mid.is_none()) {
+            let Some(kind) = self.tracks.get(&s.track).map(|t| t.kind) else {
+                continue;
+            };
+            if let Some(i) = free.iter().position(|(_, k)| *k == kind) {
+                let (mid, _) = free.remove(i);
+                s.mid = Some(mid);
+                s.open = true;
+                s.needs_keyframe = true;
+            }
+        }
+    }
+
+    /// v0: sends an offer on the subscriber peer for the subscriptions (and data channels)
+    /// that need one, unless an offer is already out (then after its answer).
+    fn negotiate(&mut self, peer_id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        if peer.role != Role::Subscriber {
+            return;
+        }
+        if peer.pending.is_some() {
+            peer.renegotiate = true;
+            return;
+        }
+        peer.renegotiate = false;
+        let owner = peer.owner;
+        let Some(part) = self.parts.get(&owner) else {
+            return;
+        };
+        // What the new sections carry: (track sid, kind, stream id "PA_…|TR_…").
+        let wanted: Vec<(String, MediaKind, String)> = part
+            .subs
+            .values()
+            .filter(|s| s.mid.is_none())
+            .filter_map(|s| {
+                let t = self.tracks.get(&s.track)?;
+                let owner_sid = self.parts.get(&t.owner)?.sid.clone();
+                Some((t.sid.clone(), t.kind, format!("{owner_sid}|{}", t.sid)))
+            })
+            .collect();
+        let first = peer.offer_id == 0;
+        let stopping = std::mem::take(&mut peer.stopping);
+        let mut api = peer.rtc.sdp_api();
+        if first {
+            api.add_channel("_reliable".into());
+            api.add_channel_with_config(str0m::channel::ChannelConfig {
+                label: "_lossy".into(),
+                ordered: false,
+                reliability: str0m::channel::Reliability::MaxRetransmits { retransmits: 0 },
+                ..Default::default()
+            });
+        }
+        for mid in stopping {
+            api.stop_media(mid);
+        }
+        let mut mids = vec![];
+        for (track, kind, stream) in &wanted {
+            let mid = api.add_media(
+                *kind,
+                Direction::SendOnly,
+                Some(stream.clone()),
+                Some(track.clone()),
+                None,
+            );
+            mids.push((track.clone(), mid));
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        peer.offer_id += 1;
+        peer.pending = Some(pending);
+        let id = peer.offer_id;
+        let mut mid_to_track_id = HashMap::new();
+        if let Some(part) = self.parts.get_mut(&owner) {
+            for (track, mid) in mids {
+                if let Some(s) = part.subs.get_mut(&track) {
+                    s.mid = Some(mid);
+                    s.needs_keyframe = true;
+                }
+                mid_to_track_id.insert(mid.to_string(), track);
+            }
+        }
+        self.signal(
+            owner,
+            Resp::Offer(lk::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id,
+                mid_to_track_id,
+            }),
+        );
+        self.dirty.push(peer_id);
+    }
+
+    /// Requests a keyframe for every subscription that just became able to receive media.
+    fn request_keyframes_for_new_subs(&mut self, now: Instant, pid: Pid) {
+        let Some(p) = self.parts.get(&pid) else {
+            return;
+        };
+        let wanted: Vec<(String, Option<Rid>)> = p
+            .subs
+            .values()
+            .filter(|s| s.open && s.needs_keyframe)
+            .map(|s| (s.track.clone(), s.target))
+            .collect();
+        for (t, rid) in wanted {
+            self.request_keyframe(now, &t, rid);
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant, track_sid: &str, rid: Option<Rid>) {
+        let Some(t) = self.tracks.get_mut(track_sid) else {
+            return;
+        };
+        if t.kind != MediaKind::Video {
+            return;
+        }
+        let Some(mid) = t.mid else {
+            return;
+        };
+        if t.last_keyframe_request
+            .get(&rid)
+            .is_some_and(|last| now.saturating_duration_since(*last) < KEYFRAME_THROTTLE)
+        {
+            return;
+        }
+        t.last_keyframe_request.insert(rid, now);
+        let Some(owner) = self.parts.get(&t.owner) else {
+            return;
+        };
+        let peer_id = owner.publisher;
+        if let Some(peer) = self.peers.get_mut(&peer_id) {
+            if let Some(mut w) = peer.rtc.writer(mid) {
+                if let Err(e) = w.request_keyframe(rid, KeyframeRequestKind::Pli) {
+                    debug!("keyframe request not sent: {e}");
+                }
+            }
+            self.dirty.push(peer_id);
+        }
+    }
+
+    /// Picks the simulcast layer a subscriber should get: the smallest layer at least as wide
+    /// as it asked for (the best when it did not say), never above what it can take.
+    fn choose_layer(&mut self, pid: Pid, track_sid: &str) {
+        let Some(t) = self.tracks.get(track_sid) else {
+            return;
+        };
+        if !t.simulcast() {
+            return;
+        }
+        let rids = t.rids.clone();
+        let layers = t.info.layers.clone();
+        let Some(s) = self
+            .parts
+            .get_mut(&pid)
+            .and_then(|p| p.subs.get_mut(track_sid))
+        else {
+            return;
+        };
+        let by_quality = |q: i32| {
+            let rid = match q {
+                0 => "q",
+                1 => "h",
+                _ => "f",
+            };
+            rids.iter().find(|r| &***r == rid).copied()
+        };
+        let target = if let Some(q) = s.want_quality {
+            by_quality(q)
+        } else if s.want_width > 0 {
+            // layers are best first; take the last one still wide enough.
+            let mut pick = layers.first().map(|l| l.quality);
+            for l in &layers {
+                if l.width >= s.want_width {
+                    pick = Some(l.quality);
+                }
+            }
+            pick.and_then(by_quality)
+        } else {
+            None
+        }
+        .or_else(|| rids.first().copied());
+        if s.target != target {
+            s.target = target;
+            s.needs_keyframe = true;
+        }
+    }
+
+    // ---------------------------------------------------------------- network input
+
+    /// A datagram (or ICE-TCP frame) from `source` arrived on local address `destination`.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
+        let Ok(recv) = Receive::new(proto, source, destination, buf) else {
+            debug!(%source, len = buf.len(), "datagram that is not STUN, DTLS or RTP ignored");
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        let key = (proto, source, destination);
+        let peer_id = match self.routes.get(&key) {
+            Some(id) => Some(*id),
+            None => {
+                let found = self
+                    .peers
+                    .iter()
+                    .find(|(_, p)| p.rtc.accepts(&input))
+                    .map(|(id, _)| *id);
+                if let Some(id) = found {
+                    self.routes.insert(key, id);
+                }
+                found
+            }
+        };
+        let Some(peer_id) = peer_id else {
+            debug!(%source, "datagram from an unknown peer ignored");
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(input) {
+            let owner = peer.owner;
+            warn!(%source, "media connection failed: {e}");
+            self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
+            return;
+        }
+        self.dirty.push(peer_id);
+        self.drive(now);
+    }
+
+    /// Lets time pass: str0m timers, empty rooms, departed participants, speaker updates.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    warn!("media connection failed: {e}");
+                    let owner = peer.owner;
+                    self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
+                    continue;
+                }
+                self.dirty.push(id);
+            }
+        }
+        let gone: Vec<Pid> = self
+            .parts
+            .values()
+            .filter(|p| {
+                p.gone_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.departure_timeout)
+            })
+            .map(|p| p.id)
+            .collect();
+        for pid in gone {
+            self.remove_participant(now, pid, lk::DisconnectReason::ConnectionTimeout);
+        }
+        let closing: Vec<String> = self
+            .rooms
+            .values()
+            .filter(|r| {
+                r.participants.is_empty()
+                    && r.empty_since.is_some_and(|t| {
+                        now.saturating_duration_since(t)
+                            >= Duration::from_secs(r.empty_timeout_s as u64)
+                    })
+            })
+            .map(|r| r.name.clone())
+            .collect();
+        for name in closing {
+            info!(room = %name, "empty room closed");
+            self.rooms.remove(&name);
+        }
+        if self.next_speakers.is_none_or(|t| t <= now) {
+            self.update_speakers(now);
+            self.next_speakers = Some(now + SPEAKER_INTERVAL);
+        }
+        self.drive(now);
+    }
+
+    // ---------------------------------------------------------------- driving str0m
+
+    /// Polls every peer that got input until it only has a timeout left; handles its events
+    /// (which may feed other peers, which are then polled too).
+    fn drive(&mut self, now: Instant) {
+        let mut rounds = 0;
+        while let Some(id) = self.dirty.pop() {
+            rounds += 1;
+            if rounds > 10_000 {
+                warn!("media loop did not settle; continuing next turn");
+                break;
+            }
+            let mut events = vec![];
+            {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    continue;
+                };
+                loop {
+                    match peer.rtc.poll_output() {
+                        Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
+                        Ok(str0m::Output::Timeout(t)) => {
+                            peer.timeout = t;
+                            break;
+                        }
+                        Ok(str0m::Output::Event(e)) => events.push(e),
+                        Err(e) => {
+                            warn!("media connection failed: {e}");
+                            events.clear();
+                            peer.timeout = now;
+                            let owner = peer.owner;
+                            self.remove_participant(
+                                now,
+                                owner,
+                                lk::DisconnectReason::StateMismatch,
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+            for e in events {
+                self.on_event(now, id, e);
+            }
+        }
+        self.dirty.dedup();
+    }
+
+    fn on_event(&mut self, now: Instant, peer_id: PeerId, e: Event) {
+        match e {
+            Event::Connected => {
+                let Some(peer) = self.peers.get_mut(&peer_id) else {
+                    return;
+                };
+                peer.connected = true;
+                let pid = peer.owner;
+                if let Some(p) = self.parts.get_mut(&pid) {
+                    if p.state != lk::participant_info::State::Active {
+                        p.state = lk::participant_info::State::Active;
+                        p.version += 1;
+                        self.broadcast_participant(pid);
+                    }
+                }
+                self.request_keyframes_for_new_subs(now, pid);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                debug!("ICE disconnected");
+            }
+            Event::MediaAdded(m) => {
+                let rids = m
+                    .simulcast
+                    .map(|s| {
+                        let layers = if s.recv.is_empty() { s.send } else { s.recv };
+                        layers.into_iter().map(|l| l.rid).collect()
+                    })
+                    .unwrap_or_default();
+                self.on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
+            }
+            Event::MediaData(d) => self.on_media_data(now, peer_id, d),
+            Event::KeyframeRequest(r) => {
+                let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
+                    return;
+                };
+                let found = self.parts.get(&pid).and_then(|p| {
+                    p.subs
+                        .values()
+                        .find(|s| s.mid == Some(r.mid))
+                        .map(|s| (s.track.clone(), s.current))
+                });
+                if let Some((track, rid)) = found {
+                    self.request_keyframe(now, &track, rid);
+                }
+            }
+            Event::ChannelOpen(id, label) => {
+                if let Some(peer) = self.peers.get_mut(&peer_id) {
+                    match label.as_str() {
+                        "_reliable" => peer.reliable = Some(id),
+                        "_lossy" => peer.lossy = Some(id),
+                        _ => {}
+                    }
+                }
+            }
+            Event::ChannelData(d) => self.on_channel_data(peer_id, d),
+            _ => {}
+        }
+    }
+
+    fn on_media_data(&mut self, now: Instant, peer_id: PeerId, d: MediaData) {
+        let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
+            return;
+        };
+        let Some(part) = self.parts.get(&pid) else {
+            return;
+        };
+        let Some(track_sid) = part
+            .tracks
+            .iter()
+            .find(|t| self.tracks.get(*t).is_some_and(|t| t.mid == Some(d.mid)))
+            .cloned()
+        else {
+            return;
+        };
+        let room = part.room.clone();
+        let kind = self.tracks.get(&track_sid).map(|t| t.kind);
+        if kind == Some(MediaKind::Audio) {
+            if let Some(level) = d.ext_vals.audio_level {
+                let linear = 10f32.powf(level as f32 / 20.0);
+                if let Some(p) = self.parts.get_mut(&pid) {
+                    p.audio_level = p.audio_level * 0.7 + linear * 0.3;
+                    p.last_audio = Some(now);
+                }
+            }
+        }
+        let Some(t) = self.tracks.get_mut(&track_sid) else {
+            return;
+        };
+        if t.info.mime_type.is_empty() {
+            t.info.mime_type = format!("{}/{}", t.kind, d.params.spec().codec);
+        }
+        if let Some(rid) = d.rid {
+            t.layer_seen.insert(rid, now);
+        }
+        let Some(t) = self.tracks.get(&track_sid) else {
+            return;
+        };
+        let keyframe = d.is_keyframe();
+        let mut want_keyframe = vec![];
+        for other in self.room_members(&room) {
+            if other == pid {
+                continue;
+            }
+            let Some(p) = self.parts.get_mut(&other) else {
+                continue;
+            };
+            let sub_peer = p.subscriber;
+            let Some(s) = p.subs.get_mut(&track_sid) else {
+                continue;
+            };
+            let (Some(mid), true, false) = (s.mid, s.open, s.disabled) else {
+                continue;
+            };
+            // Simulcast: forward one layer; switch to the wanted layer (or the best one flowing
+            // below it) on its keyframe.
+            if d.rid.is_some() {
+                let target = t.flowing_layer(s.target, now);
+                if target != s.current && d.rid == target {
+                    if keyframe {
+                        let last = s.last_out_time;
+                        debug!(track = %track_sid, from = ?s.current, to = ?target, "layer switch");
+                        s.current = target;
+                        s.time_offset = match last {
+                            Some((t, _)) => t + 3000 - d.time.numer() as i64,
+                            None => 0,
+                        };
+                        s.needs_keyframe = false;
+                    } else {
+                        want_keyframe.push(target);
+                    }
+                }
+                if d.rid != s.current {
+                    continue;
+                }
+            } else if s.needs_keyframe && kind == Some(MediaKind::Video) {
+                if keyframe {
+                    s.needs_keyframe = false;
+                } else {
+                    want_keyframe.push(None);
+                }
+            }
+            let out_time = (d.time.numer() as i64).wrapping_add(s.time_offset);
+            s.last_out_time = Some((out_time, d.time.denom() as u64));
+            let time = str0m::media::MediaTime::new(out_time as u64, d.time.frequency());
+            let Some(peer) = self.peers.get_mut(&sub_peer) else {
+                continue;
+            };
+            let Some(w) = peer.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = w.match_params(d.params) else {
+                continue;
+            };
+            if let Err(e) = w.write(pt, d.network_time, time, d.data.clone()) {
+                debug!("forwarding failed: {e}");
+            }
+            self.dirty.push(sub_peer);
+        }
+        if !d.contiguous {
+            want_keyframe.push(d.rid);
+        }
+        want_keyframe.sort_by_key(|r| r.map(|r| r.to_string()));
+        want_keyframe.dedup();
+        for rid in want_keyframe {
+            self.request_keyframe(now, &track_sid, rid);
+        }
+    }
+
+    fn on_channel_data(&mut self, peer_id: PeerId, d: ChannelData) {
+        let Some(peer) = self.peers.get(&peer_id) else {
+            return;
+        };
+        let pid = peer.owner;
+        let reliable = peer.reliable == Some(d.id);
+        let packet = match lk::DataPacket::decode(&d.data[..]) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!("data packet that is not a LiveKit DataPacket ignored: {e}");
+                return;
+            }
+        };
+        let Some(p) = self.parts.get(&pid) else {
+            return;
+        };
+        if !p.perms.can_publish_data {
+            debug!(identity = %p.identity, "data refused: the token does not grant canPublishData");
+            return;
+        }
+        let room = p.room.clone();
+        let mut packet = packet;
+        packet.participant_identity = p.identity.clone();
+        packet.participant_sid = p.sid.clone();
+        #[allow(deprecated)]
+        {
+            packet.kind = if reliable {
+                lk::data_packet::Kind::Reliable as i32
+            } else {
+                lk::data_packet::Kind::Lossy as i32
+            };
+        }
+        if let Some(lk::data_packet::Value::User(u)) = &mut packet.value {
+            u.participant_identity = p.identity.clone();
+            u.participant_sid = p.sid.clone();
+            if packet.destination_identities.is_empty() {
+                packet.destination_identities = u.destination_identities.clone();
+            }
+        }
+        self.deliver_data(Some(pid), &room, packet);
+    }
+
+    fn deliver_data(&mut self, from: Option<Pid>, room: &str, packet: lk::DataPacket) {
+        #[allow(deprecated)]
+        let reliable = packet.kind != lk::data_packet::Kind::Lossy as i32;
+        let bytes = packet.encode_to_vec();
+        for other in self.room_members(room) {
+            if Some(other) == from {
+                continue;
+            }
+            let Some(p) = self.parts.get(&other) else {
+                continue;
+            };
+            if !packet.destination_identities.is_empty()
+                && !packet.destination_identities.contains(&p.identity)
+            {
+                continue;
+            }
+            let peer_id = p.subscriber;
+            let Some(peer) = self.peers.get_mut(&peer_id) else {
+                continue;
+            };
+            let Some(ch) = peer.data_channel(reliable).or(peer.reliable) else {
+                debug!(identity = %p.identity, "data not delivered: no data channel open yet");
+                continue;
+            };
+            if let Some(mut c) = peer.rtc.channel(ch) {
+                if let Err(e) = c.write(true, &bytes) {
+                    debug!("data not delivered: {e}");
+                }
+            }
+            self.dirty.push(peer_id);
+        }
+    }
+
+    fn update_speakers(&mut self, now: Instant) {
+        let mut by_room: HashMap<String, Vec<lk::SpeakerInfo>> = HashMap::new();
+        for p in self.parts.values_mut() {
+            let recent = p
+                .last_audio
+                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(500));
+            if !recent {
+                p.audio_level = 0.0;
+            }
+            if p.audio_level > SPEAKER_THRESHOLD {
+                by_room
+                    .entry(p.room.clone())
+                    .or_default()
+                    .push(lk::SpeakerInfo {
+                        sid: p.sid.clone(),
+                        level: p.audio_level.min(1.0),
+                        active: true,
+                    });
+            }
+        }
+        for (room, mut speakers) in by_room {
+            speakers.sort_by(|a, b| b.level.total_cmp(&a.level));
+            let msg = Resp::SpeakersChanged(lk::SpeakersChanged { speakers });
+            for pid in self.room_members(&room) {
+                self.signal(pid, msg.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Rooms, participants and published tracks: the SFU's bookkeeping, and how each looks on the
+//! wire (LiveKit's `Room`, `ParticipantInfo`, `TrackInfo`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use livekit_protocol as lk;
+use str0m::media::{MediaKind, Mid, Rid};
+
+use super::{PeerId, Pid};
+
+/// What a participant's token lets it do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permissions {
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+    pub can_publish_data: bool,
+    pub hidden: bool,
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Permissions {
+            can_publish: true,
+            can_subscribe: true,
+            can_publish_data: true,
+            hidden: false,
+        }
+    }
+}
+
+/// Which signalling path a participant came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `/rtc`: a publisher PeerConnection (client offers) and a subscriber one (server offers).
+    V0,
+    /// `/rtc/v1`: one PeerConnection; the client always offers and adds receive-only media
+    /// sections when the server asks for them.
+    V1,
+}
+
+pub struct Room {
+    pub sid: String,
+    pub name: String,
+    pub created_unix_ms: i64,
+    pub metadata: String,
+    pub max_participants: u32,
+    pub empty_timeout_s: u32,
+    pub participants: Vec<Pid>,
+    /// When the room became empty (or was created empty); closed after `empty_timeout`.
+    pub empty_since: Option<Instant>,
+    pub version: u32,
+}
+
+impl Room {
+    pub fn info(&self, num_participants: u32, num_publishers: u32) -> lk::Room {
+        lk::Room {
+            sid: self.sid.clone(),
+            name: self.name.clone(),
+            empty_timeout: self.empty_timeout_s,
+            departure_timeout: 20,
+            max_participants: self.max_participants,
+            creation_time: self.created_unix_ms / 1000,
+            creation_time_ms: self.created_unix_ms,
+            metadata: self.metadata.clone(),
+            num_participants,
+            num_publishers,
+            ..Default::default()
+        }
+    }
+}
+
+/// A simulcast layer without media for this long counts as switched off.
+const LAYER_IDLE: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// A track a participant publishes. Its media arrives on the publisher peer at `mid` (known once
+/// the client's offer carrying it has been accepted).
+pub struct PubTrack {
+    pub sid: String,
+    pub cid: String,
+    pub owner: Pid,
+    pub kind: MediaKind,
+    pub mid: Option<Mid>,
+    pub info: lk::TrackInfo,
+    /// Simulcast layers the client announced, best first (`f`, `h`, `q`).
+    pub rids: Vec<Rid>,
+    /// Throttle for keyframe requests to the publisher, per layer.
+    pub last_keyframe_request: HashMap<Option<Rid>, Instant>,
+    /// When each simulcast layer last carried media. The browser turns layers on and off with
+    /// its bandwidth estimate (the best one only after a ramp-up of seconds).
+    pub layer_seen: HashMap<Rid, Instant>,
+}
+
+impl PubTrack {
+    pub fn simulcast(&self) -> bool {
+        self.rids.len() > 1
+    }
+
+    /// The layer to forward to a subscriber that wants `desired`: that one if it is flowing,
+    /// else the next lower one flowing, else the next higher one flowing.
+    pub fn flowing_layer(&self, desired: Option<Rid>, now: Instant) -> Option<Rid> {
+        let live = |r: &Rid| {
+            self.layer_seen
+                .get(r)
+                .is_some_and(|t| now.saturating_duration_since(*t) < LAYER_IDLE)
+        };
+        let at = desired
+            .and_then(|d| self.rids.iter().position(|r| *r == d))
+            .unwrap_or(0);
+        let (better, worse) = self.rids.split_at(at);
+        worse
+            .iter()
+            .find(|r| live(r))
+            .or_else(|| better.iter().rev().find(|r| live(r)))
+            .copied()
+            .or(desired)
+    }
+}
+
+/// A subscription of one participant to one published track.
+pub struct Sub {
+    pub track: String,
+    /// Media section on the subscriber peer that carries the track (once negotiated).
+    pub mid: Option<Mid>,
+    /// Negotiated: the remote peer has answered (v0) or offered (v1) the section.
+    pub open: bool,
+    /// Layer being forwarded, and the one wanted (switch on its next keyframe).
+    pub current: Option<Rid>,
+    pub target: Option<Rid>,
+    /// The subscriber disabled the track (`UpdateTrackSettings.disabled`).
+    pub disabled: bool,
+    /// Requested size; 0 = no preference (take the best layer).
+    pub want_width: u32,
+    pub want_quality: Option<i32>,
+    /// Output timestamp continuity across layer switches: offset added to the layer's RTP time.
+    pub time_offset: i64,
+    pub last_out_time: Option<(i64, u64)>,
+    pub needs_keyframe: bool,
+    /// A media section that was used before and is being stopped.
+    pub stopping: bool,
+}
+
+impl Sub {
+    pub fn new(track: &str) -> Sub {
+        Sub {
+            track: track.to_string(),
+            mid: None,
+            open: false,
+            current: None,
+            target: None,
+            disabled: false,
+            want_width: 0,
+            want_quality: None,
+            time_offset: 0,
+            last_out_time: None,
+            needs_keyframe: true,
+            stopping: false,
+        }
+    }
+}
+
+pub struct Participant {
+    pub id: Pid,
+    pub sid: String,
+    pub identity: String,
+    pub name: String,
+    pub metadata: String,
+    pub attributes: HashMap<String, String>,
+    pub room: String,
+    pub perms: Permissions,
+    pub mode: Mode,
+    pub joined_unix_ms: i64,
+    pub version: u32,
+    pub state: lk::participant_info::State,
+    pub auto_subscribe: bool,
+    /// The peer that receives this participant's media (and its data in v0).
+    pub publisher: PeerId,
+    /// The peer that sends media to this participant (the same peer in v1).
+    pub subscriber: PeerId,
+    /// Tracks this participant publishes, by track sid.
+    pub tracks: Vec<String>,
+    /// Subscriptions, by track sid.
+    pub subs: BTreeMap<String, Sub>,
+    /// Tracks explicitly unsubscribed (not re-subscribed automatically).
+    pub unsubscribed: Vec<String>,
+    /// Session went away; the participant is kept until this instant for a resume.
+    pub gone_since: Option<Instant>,
+    /// Smoothed audio level (0..1) and when it was last heard.
+    pub audio_level: f32,
+    pub last_audio: Option<Instant>,
+    pub client_protocol: i32,
+}
+
+impl Participant {
+    pub fn info(&self, tracks: &HashMap<String, PubTrack>) -> lk::ParticipantInfo {
+        lk::ParticipantInfo {
+            sid: self.sid.clone(),
+            identity: self.identity.clone(),
+            state: self.state as i32,
+            tracks: self
+                .tracks
+                .iter()
+                .filter_map(|t| tracks.get(t))
+                .map(|t| t.info.clone())
+                .collect(),
+            metadata: self.metadata.clone(),
+            joined_at: self.joined_unix_ms / 1000,
+            joined_at_ms: self.joined_unix_ms,
+            name: self.name.clone(),
+            version: self.version,
+            permission: Some(lk::ParticipantPermission {
+                can_subscribe: self.perms.can_subscribe,
+                can_publish: self.perms.can_publish,
+                can_publish_data: self.perms.can_publish_data,
+                hidden: self.perms.hidden,
+                ..Default::default()
+            }),
+            is_publisher: !self.tracks.is_empty(),
+            attributes: self.attributes.clone(),
+            client_protocol: self.client_protocol,
+            ..Default::default()
+        }
+    }
+}
+
+/// LiveKit's 2-letter-prefixed ids: `RM_`, `PA_`, `TR_` + 12 random base62 characters.
+pub fn new_sid(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut raw = [0u8; 12];
+    // An all-zero id is still unique enough within one process (ids are also checked for reuse).
+    let _ = getrandom::fill(&mut raw);
+    let mut s = String::with_capacity(prefix.len() + 12);
+    s.push_str(prefix);
+    s.extend(
+        raw.iter()
+            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char),
+    );
+    s
+}
+
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

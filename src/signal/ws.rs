@@ -1,0 +1,343 @@
+//! LiveKit signalling sessions over WebSocket: `/rtc` (v0, two PeerConnections) and `/rtc/v1`
+//! (one PeerConnection, the join request and first offer packed into the URL). The token is
+//! checked and the participant joined *before* the upgrade, so a refusal is an HTTP status the
+//! client can show (it asks `/rtc/validate` for the reason). After the upgrade, binary frames
+//! carry `SignalRequest`s up and `SignalResponse`s down; pings are answered here, everything
+//! else goes to the media thread.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use livekit_protocol as lk;
+use lk::signal_request::Message as Req;
+use lk::signal_response::Message as Resp;
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, info, warn};
+
+use crate::api::{text_response, App, Body};
+use crate::media::{MediaHandle, SessionEvent};
+use crate::sfu::{JoinError, JoinParams, Mode, Permissions, Pid};
+
+/// Largest signalling message accepted (SDP offers are a few KiB; data goes over WebRTC).
+const MAX_MESSAGE: usize = 1 << 20;
+/// Largest join request after decompression.
+const MAX_JOIN_REQUEST: u64 = 256 << 10;
+/// A session that sends nothing (not even a ping) for this long is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Malformed messages tolerated before the session is closed.
+const MAX_MALFORMED: u32 = 20;
+
+fn is_websocket<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// True for requests this module answers (WebSocket upgrades on the signalling paths).
+pub fn wants<B>(req: &Request<B>) -> bool {
+    matches!(req.uri().path(), "/rtc" | "/rtc/v1") && is_websocket(req)
+}
+
+/// The v1 `join_request` parameter: base64url (padded or not) of a `WrappedJoinRequest`,
+/// whose `join_request` bytes may be gzip-compressed.
+pub fn decode_join_request(param: &str) -> Result<lk::JoinRequest, String> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(param.trim_end_matches('='))
+        .map_err(|e| format!("join_request is not base64url: {e}"))?;
+    let wrapped = lk::WrappedJoinRequest::decode(raw.as_slice())
+        .map_err(|e| format!("join_request is not a WrappedJoinRequest: {e}"))?;
+    let bytes = if wrapped.compression == lk::wrapped_join_request::Compression::Gzip as i32 {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(wrapped.join_request.as_slice())
+            .take(MAX_JOIN_REQUEST + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("join_request does not decompress: {e}"))?;
+        if out.len() as u64 > MAX_JOIN_REQUEST {
+            return Err("join_request is too large".into());
+        }
+        out
+    } else {
+        wrapped.join_request
+    };
+    lk::JoinRequest::decode(bytes.as_slice())
+        .map_err(|e| format!("join_request does not hold a JoinRequest: {e}"))
+}
+
+/// Handles a WebSocket upgrade on `/rtc` or `/rtc/v1`.
+pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -> Response<Body> {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let query = req.uri().query();
+    let grant = match super::validate_join(app.keys(), query, authorization) {
+        Ok(g) => g,
+        Err(r) => {
+            info!(reason = %r.reason, "join refused");
+            return text_response(r.status, &r.reason);
+        }
+    };
+    let v1 = req.uri().path() == "/rtc/v1";
+    let param = |name: &str| super::query_param(query, name).map(|v| v.into_owned());
+    let (join_req, mode) = if v1 {
+        match param("join_request").map(|p| decode_join_request(&p)) {
+            Some(Ok(j)) => (j, Mode::V1),
+            Some(Err(e)) => return text_response(StatusCode::BAD_REQUEST, &e),
+            None => (lk::JoinRequest::default(), Mode::V1),
+        }
+    } else {
+        let flag = |name: &str, default: bool| match param(name).as_deref() {
+            Some("1") | Some("true") => true,
+            Some("0") | Some("false") => false,
+            _ => default,
+        };
+        let j = lk::JoinRequest {
+            connection_settings: Some(lk::ConnectionSettings {
+                auto_subscribe: flag("auto_subscribe", true),
+                ..Default::default()
+            }),
+            reconnect: flag("reconnect", false),
+            participant_sid: param("sid").unwrap_or_default(),
+            ..Default::default()
+        };
+        (j, Mode::V0)
+    };
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return text_response(StatusCode::BAD_REQUEST, "not a WebSocket handshake");
+    };
+
+    let claims = &grant.claims;
+    let video = &claims.video;
+    let params = JoinParams {
+        room: grant.room.clone(),
+        identity: grant.identity.clone(),
+        name: claims.name.clone().unwrap_or_default(),
+        metadata: claims.metadata.clone().unwrap_or_default(),
+        attributes: claims
+            .attributes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<HashMap<_, _>>(),
+        perms: Permissions {
+            can_publish: video.can_publish.unwrap_or(true),
+            can_subscribe: video.can_subscribe.unwrap_or(true),
+            can_publish_data: video.can_publish_data.unwrap_or(true),
+            hidden: video.hidden.unwrap_or(false),
+        },
+        can_update_metadata: video.can_update_own_metadata.unwrap_or(false),
+        mode,
+        auto_subscribe: join_req
+            .connection_settings
+            .as_ref()
+            .map(|c| c.auto_subscribe)
+            .unwrap_or(true),
+        client_protocol: join_req
+            .client_info
+            .as_ref()
+            .map(|c| c.protocol)
+            .unwrap_or(0),
+    };
+
+    let conn = media.new_conn_id();
+    let (tx, rx) = mpsc::unbounded_channel();
+    // Resuming is not supported: the client is told to reconnect from scratch (a fresh join
+    // with the same identity, which replaces the old participant).
+    let joined = if join_req.reconnect {
+        info!(identity = %params.identity, "resume asked; told to rejoin");
+        let _ = tx.send(SessionEvent::Close(lk::DisconnectReason::StateMismatch));
+        None
+    } else {
+        match media.join(params, conn, tx.clone()).await {
+            Ok(Ok((pid, sid))) => {
+                debug!(%sid, "joined");
+                Some(pid)
+            }
+            Ok(Err(e)) => {
+                let status = match e {
+                    JoinError::RoomFull(..) | JoinError::TooManyRooms(_) => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    JoinError::Rtc(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                warn!(error = %e, "join failed");
+                return text_response(status, &e.to_string());
+            }
+            Err(e) => return text_response(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    };
+    if let Some(pid) = joined {
+        // v1 browsers put their first offer (and possibly tracks) into the join request.
+        for t in join_req.add_track_requests {
+            let _ = media.signal(pid, Req::AddTrack(t));
+        }
+        if let Some(offer) = join_req.publisher_offer {
+            let _ = media.signal(pid, Req::Offer(offer));
+        }
+    }
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (media2, reconnect) = (media.clone(), joined.is_none());
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(error = %e, "WebSocket upgrade failed");
+                if let Some(pid) = joined {
+                    media2.session_lost(pid, conn);
+                }
+                return;
+            }
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        session(ws, media2, joined, conn, rx, reconnect).await;
+    });
+
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert("sec-websocket-accept", v);
+    }
+    resp
+}
+
+fn now_ms() -> i64 {
+    crate::sfu::room::unix_ms()
+}
+
+fn encode(msg: Resp) -> WsMessage {
+    WsMessage::Binary(
+        lk::SignalResponse { message: Some(msg) }
+            .encode_to_vec()
+            .into(),
+    )
+}
+
+async fn session<S>(
+    mut ws: WebSocketStream<S>,
+    media: MediaHandle,
+    pid: Option<Pid>,
+    conn: u64,
+    mut rx: mpsc::UnboundedReceiver<SessionEvent>,
+    reconnect: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut left = false;
+    let mut malformed = 0u32;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(SessionEvent::Signal(m)) => {
+                    if ws.send(encode(*m)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(SessionEvent::Close(reason)) => {
+                    let action = if reconnect {
+                        lk::leave_request::Action::Reconnect
+                    } else {
+                        lk::leave_request::Action::Disconnect
+                    };
+                    let leave = Resp::Leave(lk::LeaveRequest {
+                        can_reconnect: reconnect,
+                        reason: reason as i32,
+                        action: action as i32,
+                        regions: None,
+                    });
+                    let _ = ws.send(encode(leave)).await;
+                    let _ = ws.close(None).await;
+                    left = true;
+                    break;
+                }
+                None => break,
+            },
+            msg = tokio::time::timeout(IDLE_TIMEOUT, ws.next()) => {
+                let msg = match msg {
+                    Err(_) => {
+                        info!("signal connection idle for too long; closed");
+                        break;
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        debug!(error = %e, "signal connection failed");
+                        break;
+                    }
+                    Ok(Some(Ok(m))) => m,
+                };
+                let bytes = match msg {
+                    WsMessage::Binary(b) => b,
+                    WsMessage::Close(_) => {
+                        // Completes the closing handshake (tungstenite queued the reply).
+                        let _ = ws.close(None).await;
+                        break;
+                    }
+                    WsMessage::Text(_) => {
+                        malformed += 1;
+                        warn!("text signal message ignored (LiveKit signalling is binary protobuf)");
+                        if malformed > MAX_MALFORMED { break; }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let req = match lk::SignalRequest::decode(bytes.as_ref()) {
+                    Ok(lk::SignalRequest { message: Some(m) }) => m,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        malformed += 1;
+                        warn!(error = %e, len = bytes.len(), "malformed signal message ignored");
+                        if malformed > MAX_MALFORMED {
+                            warn!("too many malformed signal messages; session closed");
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                match req {
+                    Req::Ping(_) => {
+                        if ws.send(encode(Resp::Pong(now_ms()))).await.is_err() { break; }
+                    }
+                    Req::PingReq(p) => {
+                        let pong = Resp::PongResp(lk::Pong { last_ping_timestamp: p.timestamp, timestamp: now_ms() });
+                        if ws.send(encode(pong)).await.is_err() { break; }
+                    }
+                    other => {
+                        let is_leave = matches!(other, Req::Leave(_));
+                        if let Some(pid) = pid {
+                            if media.signal(pid, other).is_err() {
+                                break;
+                            }
+                        }
+                        if is_leave {
+                            left = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let (Some(pid), false) = (pid, left) {
+        media.session_lost(pid, conn);
+    }
+}
