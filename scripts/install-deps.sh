@@ -12,12 +12,30 @@ command -v git >/dev/null || need_apt+=(git)
 command -v minisign >/dev/null || need_apt+=(minisign)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
+# Browser tests (tests/browser.rs): Debian's Chromium. Node.js >= 20 and npm come with the
+# machine (Debian's own nodejs is 18, too old for playwright-core); installed from Debian only
+# when absent, and then checked below.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "install-deps: the browser tests need Node.js >= 20 (playwright-core); found $(node --version 2>/dev/null || echo none)" >&2
+  exit 1
+fi
+# The test's npm packages (livekit-client, livekit-server-sdk, playwright-core), from the lockfile.
+browser_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+if [ ! -d "$browser_dir/node_modules" ] || [ "$browser_dir/package-lock.json" -nt "$browser_dir/node_modules" ]; then
+  echo "install-deps: npm ci in tests/browser"
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -5,6 +5,7 @@
 pub mod client;
 mod health;
 pub mod server;
+mod twirp;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -59,6 +60,9 @@ impl App {
                 Some(m) => crate::signal::ws::upgrade(self.clone(), m.clone(), req).await,
                 None => text_response(StatusCode::SERVICE_UNAVAILABLE, "media engine not running"),
             };
+        }
+        if tls && req.uri().path().starts_with(twirp::PREFIX) {
+            return twirp::handle(self, self.0.media.clone(), req).await;
         }
         self.handle(&req, tls)
     }
