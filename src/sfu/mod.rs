@@ -1596,7 +1596,9 @@ impl Sfu {
                 if keyframe {
                     s.needs_keyframe = false;
                 } else {
+                    // A decoder cannot start on a delta frame: hold back until a keyframe.
                     want_keyframe.push(None);
+                    continue;
                 }
             }
             let out_time = (d.time.numer() as i64).wrapping_add(s.time_offset);

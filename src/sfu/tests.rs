@@ -1,1 +1,727 @@
+//! The SFU core with simulated peers on a virtual clock: every participant is a real str0m `Rtc`
+//! acting as the browser (ICE, DTLS, SRTP, SCTP all run), joined through LiveKit signal messages,
+//! with datagrams carried between them and the SFU in memory. No sockets, no threads, no sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use livekit_protocol as lk;
+use lk::signal_request::Message as Req;
+use lk::signal_response::Message as Resp;
+use prost::Message as _;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+
+use super::*;
+
+const SFU_ADDR: &str = "10.0.0.100:7882";
+
+/// One simulated browser PeerConnection.
+struct Pc {
+    rtc: Rtc,
+    addr: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    channel: Option<ChannelId>,
+    /// What arrived: media per mid (payloads), data channel messages.
+    media: HashMap<Mid, Vec<Vec<u8>>>,
+    data: Vec<Vec<u8>>,
+    /// Keyframe requests (PLI/FIR) the SFU sent to this publisher.
+    keyframe_requests: usize,
+    connected: bool,
+}
+
+impl Pc {
+    fn new(now: Instant, addr: &str) -> Pc {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut rtc = Rtc::builder().build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        Pc {
+            rtc,
+            addr,
+            pending: None,
+            channel: None,
+            media: HashMap::new(),
+            data: vec![],
+            keyframe_requests: 0,
+            connected: false,
+        }
+    }
+}
+
+/// A participant: signalling inbox plus one (v1) or two (v0) PeerConnections.
+struct Peer {
+    pid: Pid,
+    sid: String,
+    inbox: Vec<Resp>,
+    publisher: Pc,
+    subscriber: Option<Pc>,
+    offer_id: u32,
+    closed: Option<lk::DisconnectReason>,
+}
+
+impl Peer {
+    fn subscriber_pc(&mut self) -> &mut Pc {
+        match &mut self.subscriber {
+            Some(s) => s,
+            None => &mut self.publisher,
+        }
+    }
+
+    fn take<T>(&mut self, f: impl Fn(&Resp) -> Option<T>) -> Vec<T> {
+        let mut out = vec![];
+        self.inbox.retain(|m| match f(m) {
+            Some(t) => {
+                out.push(t);
+                false
+            }
+            None => true,
+        });
+        out
+    }
+}
+
+struct World {
+    now: Instant,
+    sfu: Sfu,
+    peers: Vec<Peer>,
+    next_port: u16,
+}
+
+impl World {
+    fn new() -> World {
+        World::with_config(SfuConfig::default())
+    }
+
+    fn with_config(mut cfg: SfuConfig) -> World {
+        cfg.candidates = vec![(SFU_ADDR.parse().unwrap(), Protocol::Udp)];
+        World {
+            now: Instant::now(),
+            sfu: Sfu::new(cfg),
+            peers: vec![],
+            next_port: 5000,
+        }
+    }
+
+    fn params(room: &str, identity: &str, mode: Mode) -> JoinParams {
+        JoinParams {
+            room: room.into(),
+            identity: identity.into(),
+            name: identity.into(),
+            metadata: String::new(),
+            attributes: HashMap::new(),
+            perms: Permissions::default(),
+            can_update_metadata: false,
+            mode,
+            auto_subscribe: true,
+            client_protocol: 0,
+        }
+    }
+
+    fn addr(&mut self) -> String {
+        self.next_port += 1;
+        format!("10.0.0.1:{}", self.next_port)
+    }
+
+    /// Joins and returns the index of the participant; its join response is checked.
+    fn join(&mut self, room: &str, identity: &str, mode: Mode) -> usize {
+        let (pid, sid) = self
+            .sfu
+            .join(self.now, World::params(room, identity, mode))
+            .unwrap();
+        let publisher = Pc::new(self.now, &self.addr());
+        let subscriber = (mode == Mode::V0).then(|| Pc::new(self.now, &self.addr()));
+        self.peers.push(Peer {
+            pid,
+            sid,
+            inbox: vec![],
+            publisher,
+            subscriber,
+            offer_id: 0,
+            closed: None,
+        });
+        let i = self.peers.len() - 1;
+        self.pump();
+        let joins = self.peers[i].take(|m| match m {
+            Resp::Join(j) => Some(j.clone()),
+            _ => None,
+        });
+        assert_eq!(joins.len(), 1, "one join response");
+        let j = &joins[0];
+        assert_eq!(j.participant.as_ref().unwrap().identity, identity);
+        assert!(!j.server_info.as_ref().unwrap().version.is_empty());
+        assert_eq!(j.subscriber_primary, mode == Mode::V0);
+        if mode == Mode::V1 {
+            // The browser opens its data channels in its first offer.
+            self.offer(i, |api| {
+                api.add_channel("_reliable".into());
+            });
+        }
+        i
+    }
+
+    /// Delivers signal responses and answers server offers (v0 subscriber PC).
+    fn pump(&mut self) {
+        while let Some(out) = self.sfu.poll_output() {
+            match out {
+                Output::Transmit(t) => {
+                    let to = self
+                        .peers
+                        .iter_mut()
+                        .flat_map(|p| {
+                            std::iter::once(&mut p.publisher).chain(p.subscriber.as_mut())
+                        })
+                        .find(|pc| pc.addr == t.destination);
+                    if let Some(pc) = to {
+                        let r =
+                            Receive::new(t.proto, t.source, t.destination, &t.contents).unwrap();
+                        pc.rtc.handle_input(Input::Receive(self.now, r)).unwrap();
+                    }
+                }
+                Output::Signal(pid, msg) => {
+                    let i = self.peers.iter().position(|p| p.pid == pid).unwrap();
+                    if let Resp::Offer(sd) = &*msg {
+                        // v0: the server offers the subscriber PC; the browser answers.
+                        let sub = self.peers[i]
+                            .subscriber
+                            .as_mut()
+                            .expect("offers only in v0");
+                        let offer = SdpOffer::from_sdp_string(&sd.sdp).unwrap();
+                        let answer = sub.rtc.sdp_api().accept_offer(offer).unwrap();
+                        let id = sd.id;
+                        self.sfu.handle_signal(
+                            self.now,
+                            pid,
+                            Req::Answer(lk::SessionDescription {
+                                r#type: "answer".into(),
+                                sdp: answer.to_sdp_string(),
+                                id,
+                                mid_to_track_id: HashMap::new(),
+                            }),
+                        );
+                    }
+                    if let Resp::MediaSectionsRequirement(r) = &*msg {
+                        // v1: the browser adds receive-only sections and offers again.
+                        let (a, v) = (r.num_audios, r.num_videos);
+                        self.offer(i, |api| {
+                            for _ in 0..a {
+                                api.add_media(
+                                    MediaKind::Audio,
+                                    Direction::RecvOnly,
+                                    None,
+                                    None,
+                                    None,
+                                );
+                            }
+                            for _ in 0..v {
+                                api.add_media(
+                                    MediaKind::Video,
+                                    Direction::RecvOnly,
+                                    None,
+                                    None,
+                                    None,
+                                );
+                            }
+                        });
+                    }
+                    if let Resp::Answer(sd) = &*msg {
+                        assert_eq!(
+                            sd.id, self.peers[i].offer_id,
+                            "answer id echoes the offer id"
+                        );
+                        let pc = &mut self.peers[i].publisher;
+                        let answer = SdpAnswer::from_sdp_string(&sd.sdp).unwrap();
+                        let pending = pc.pending.take().expect("an offer is out");
+                        pc.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+                    }
+                    self.peers[i].inbox.push(*msg);
+                }
+                Output::Close(pid, reason) => {
+                    if let Some(p) = self.peers.iter_mut().find(|p| p.pid == pid) {
+                        p.closed = Some(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The browser's publisher PC makes changes and offers them (always: an empty change
+    /// set still renegotiates, as a browser's negotiate() does).
+    fn offer(&mut self, i: usize, change: impl FnOnce(&mut str0m::change::SdpApi)) {
+        let pc = &mut self.peers[i].publisher;
+        let mut api = pc.rtc.sdp_api();
+        change(&mut api);
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        pc.pending = Some(pending);
+        self.peers[i].offer_id += 1;
+        let (pid, id) = (self.peers[i].pid, self.peers[i].offer_id);
+        self.sfu.handle_signal(
+            self.now,
+            pid,
+            Req::Offer(lk::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id,
+                mid_to_track_id: HashMap::new(),
+            }),
+        );
+        self.pump();
+    }
+
+    /// Publishes a track: add_track → track_published, then a new send-only section offered.
+    fn publish(&mut self, i: usize, kind: MediaKind) -> (String, Mid) {
+        let cid = format!("cid-{}-{kind}", self.peers[i].sid);
+        let pid = self.peers[i].pid;
+        let ty = if kind == MediaKind::Audio {
+            lk::TrackType::Audio
+        } else {
+            lk::TrackType::Video
+        };
+        self.sfu.handle_signal(
+            self.now,
+            pid,
+            Req::AddTrack(lk::AddTrackRequest {
+                cid: cid.clone(),
+                r#type: ty as i32,
+                name: format!("{kind}"),
+                ..Default::default()
+            }),
+        );
+        self.pump();
+        let published = self.peers[i].take(|m| match m {
+            Resp::TrackPublished(t) => Some(t.clone()),
+            _ => None,
+        });
+        assert_eq!(published.len(), 1);
+        assert_eq!(
+            published[0].cid, cid,
+            "track_published names the request's cid"
+        );
+        let sid = published[0].track.as_ref().unwrap().sid.clone();
+        assert!(sid.starts_with("TR_"));
+        let mut mid = None;
+        let needs_channel = self.peers[i].publisher.channel.is_none();
+        self.offer(i, |api| {
+            mid = Some(api.add_media(
+                kind,
+                Direction::SendOnly,
+                Some("stream".into()),
+                Some(cid),
+                None,
+            ));
+            if needs_channel {
+                api.add_channel("_reliable".into());
+            }
+        });
+        (sid, mid.unwrap())
+    }
+
+    /// Runs the network for `d` of virtual time in 1 ms steps.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(1);
+            let now = self.now;
+            for p in &mut self.peers {
+                for pc in std::iter::once(&mut p.publisher).chain(p.subscriber.as_mut()) {
+                    pc.rtc.handle_input(Input::Timeout(now)).unwrap();
+                    loop {
+                        match pc.rtc.poll_output().unwrap() {
+                            RtcOutput::Timeout(_) => break,
+                            RtcOutput::Transmit(t) => {
+                                self.sfu
+                                    .receive(now, t.proto, t.source, t.destination, &t.contents)
+                            }
+                            RtcOutput::Event(Event::Connected) => pc.connected = true,
+                            RtcOutput::Event(Event::ChannelOpen(id, _)) => {
+                                pc.channel.get_or_insert(id);
+                            }
+                            RtcOutput::Event(Event::MediaData(d)) => {
+                                pc.media.entry(d.mid).or_default().push(d.data.to_vec())
+                            }
+                            RtcOutput::Event(Event::ChannelData(d)) => pc.data.push(d.data),
+                            RtcOutput::Event(Event::KeyframeRequest(_)) => {
+                                pc.keyframe_requests += 1
+                            }
+                            RtcOutput::Event(_) => {}
+                        }
+                    }
+                }
+            }
+            if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
+                self.sfu.handle_timeout(now);
+            }
+            self.pump();
+        }
+    }
+
+    /// Writes one frame on a published section (VP8: first byte 0 = keyframe, 1 = delta).
+    fn send(&mut self, i: usize, mid: Mid, frame: &[u8], ts: u64) {
+        let now = self.now;
+        let pc = &mut self.peers[i].publisher;
+        let (pt, codec) = {
+            let w = pc.rtc.writer(mid).expect("a send section");
+            let codec = if w.payload_params().any(|p| p.spec().codec == Codec::Vp8) {
+                Codec::Vp8
+            } else {
+                Codec::Opus
+            };
+            let pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+                .unwrap();
+            (pt, codec)
+        };
+        let freq = if codec == Codec::Vp8 { 90_000 } else { 48_000 };
+        let w = pc.rtc.writer(mid).unwrap();
+        let time = MediaTime::new(ts, str0m::media::Frequency::new(freq).unwrap());
+        w.write(pt, now, time, frame.to_vec()).unwrap();
+    }
+
+    /// The sections of `i`'s receiving PC that got media, with the payloads.
+    fn received(&mut self, i: usize) -> Vec<Vec<u8>> {
+        let pc = self.peers[i].subscriber_pc();
+        pc.media.values().flatten().cloned().collect()
+    }
+}
+
+fn updates_of(p: &mut Peer) -> Vec<lk::ParticipantInfo> {
+    p.take(|m| match m {
+        Resp::Update(u) => Some(u.participants.clone()),
+        _ => None,
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn two_in_a_room(mode: Mode) -> World {
+    let mut w = World::new();
+    let a = w.join("standup", "alice", mode);
+    w.run(Duration::from_millis(300));
+    let b = w.join("standup", "bob", mode);
+    w.run(Duration::from_millis(300));
+    assert!(w.peers[a].subscriber_pc().connected, "alice's PC connects");
+    assert!(w.peers[b].subscriber_pc().connected, "bob's PC connects");
+    w
+}
+
+fn audio_flows(mode: Mode) {
+    let mut w = two_in_a_room(mode);
+    let (track, mid) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(300));
+    // bob hears about alice's track before its media arrives.
+    let seen = updates_of(&mut w.peers[1]);
+    assert!(
+        seen.iter()
+            .any(|p| p.identity == "alice" && p.tracks.iter().any(|t| t.sid == track)),
+        "bob is told about alice's track: {seen:?}"
+    );
+    for n in 0..50u64 {
+        w.send(0, mid, &[0xAB, n as u8, 3, 4, 5], n * 960);
+        w.run(Duration::from_millis(20));
+    }
+    let got = w.received(1);
+    assert!(
+        got.len() >= 40,
+        "bob receives alice's audio frames (got {})",
+        got.len()
+    );
+    assert!(
+        got.iter().any(|f| f == &[0xAB, 49, 3, 4, 5]),
+        "payloads arrive intact"
+    );
+    assert!(w.received(0).is_empty(), "nobody receives their own audio");
+}
+
+#[test]
+fn v0_audio_flows_from_publisher_to_subscriber() {
+    audio_flows(Mode::V0);
+}
+
+#[test]
+fn v1_audio_flows_on_the_single_peer_connection() {
+    audio_flows(Mode::V1);
+}
+
+#[test]
+fn v1_answer_names_the_forwarded_stream_in_its_section() {
+    let mut w = two_in_a_room(Mode::V1);
+    let (track, _) = w.publish(0, MediaKind::Video);
+    w.run(Duration::from_millis(300));
+    let alice_sid = w.peers[0].sid.clone();
+    let answers = w.peers[1].take(|m| match m {
+        Resp::Answer(sd) => Some(sd.clone()),
+        _ => None,
+    });
+    let last = answers.last().expect("bob got answers");
+    let (mid, t) = last
+        .mid_to_track_id
+        .iter()
+        .next()
+        .expect("the answer maps a section to alice's track");
+    assert_eq!(t, &track);
+    let want = format!("a=msid:{alice_sid}|{track} {track}");
+    let section = last
+        .sdp
+        .split("m=")
+        .find(|s| s.contains(&format!("a=mid:{mid}\r\n")))
+        .unwrap();
+    assert!(
+        section.contains(&want),
+        "section {mid} carries {want}:\n{section}"
+    );
+    assert!(section.contains("a=sendonly"), "{section}");
+}
+
+#[test]
+fn a_late_subscriber_waits_for_a_keyframe_and_asks_for_one() {
+    let mut w = World::new();
+    let a = w.join("r", "alice", Mode::V0);
+    w.run(Duration::from_millis(300));
+    let (_, mid) = w.publish(a, MediaKind::Video);
+    w.run(Duration::from_millis(300));
+    // alice sends a keyframe, then only delta frames.
+    w.send(a, mid, &[0x00, 1, 2, 3], 0);
+    w.run(Duration::from_millis(33));
+    let b = w.join("r", "bob", Mode::V0);
+    let before = w.peers[a].publisher.keyframe_requests;
+    for n in 1..40u64 {
+        w.send(a, mid, &[0x01, n as u8, 2, 3], n * 3000);
+        w.run(Duration::from_millis(33));
+    }
+    // str0m surfaces the SFU's PLI at alice as a keyframe request; throttled, not one per frame.
+    let plis = w.peers[a].publisher.keyframe_requests - before;
+    let early: Vec<u8> = w.received(b).iter().map(|f| f[0]).collect();
+    assert!(
+        early.is_empty(),
+        "delta frames are held back until a keyframe: {early:?}"
+    );
+    assert!(
+        (1..=5).contains(&plis),
+        "the SFU asked alice for a keyframe, throttled ({plis} requests in 1.3 s)"
+    );
+    w.send(a, mid, &[0x00, 9, 9, 9], 40 * 3000);
+    for n in 41..45u64 {
+        w.run(Duration::from_millis(33));
+        w.send(a, mid, &[0x01, n as u8, 2, 3], n * 3000);
+    }
+    w.run(Duration::from_millis(100));
+    let got = w.received(b);
+    assert!(!got.is_empty(), "bob gets video from the keyframe on");
+    assert_eq!(got[0][0] & 1, 0, "the first frame bob gets is a keyframe");
+}
+
+#[test]
+fn reliable_data_reaches_the_others_with_the_sender_identity() {
+    let mut w = World::new();
+    for (i, name) in ["alice", "bob", "carol"].iter().enumerate() {
+        w.join("r", name, Mode::V0);
+        w.run(Duration::from_millis(200));
+        assert_eq!(w.peers[i].closed, None);
+    }
+    // alice's publisher PC needs a channel: publishing negotiates it.
+    w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(500));
+    let send = |w: &mut World, to: Vec<String>, payload: &[u8]| {
+        let packet = lk::DataPacket {
+            destination_identities: to,
+            value: Some(lk::data_packet::Value::User(lk::UserPacket {
+                payload: payload.to_vec(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let pc = &mut w.peers[0].publisher;
+        let ch = pc.channel.expect("alice's data channel");
+        assert!(pc
+            .rtc
+            .channel(ch)
+            .unwrap()
+            .write(true, &packet.encode_to_vec())
+            .unwrap());
+        w.run(Duration::from_millis(200));
+    };
+    send(&mut w, vec![], b"hello all");
+    send(&mut w, vec!["carol".into()], b"just carol");
+    let decode = |w: &mut World, i: usize| -> Vec<(String, Vec<u8>)> {
+        w.peers[i]
+            .subscriber_pc()
+            .data
+            .iter()
+            .map(|d| {
+                let p = lk::DataPacket::decode(d.as_slice()).unwrap();
+                let Some(lk::data_packet::Value::User(u)) = p.value else {
+                    panic!("a user packet")
+                };
+                (p.participant_identity, u.payload)
+            })
+            .collect()
+    };
+    let bob = decode(&mut w, 1);
+    let carol = decode(&mut w, 2);
+    assert_eq!(bob, vec![("alice".to_string(), b"hello all".to_vec())]);
+    assert_eq!(
+        carol,
+        vec![
+            ("alice".to_string(), b"hello all".to_vec()),
+            ("alice".to_string(), b"just carol".to_vec())
+        ]
+    );
+    assert!(
+        w.peers[0].subscriber_pc().data.is_empty(),
+        "no echo to the sender"
+    );
+}
+
+#[test]
+fn mute_and_leave_reach_the_room() {
+    let mut w = two_in_a_room(Mode::V0);
+    let (track, _) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(200));
+    updates_of(&mut w.peers[1]);
+    let alice = w.peers[0].pid;
+    w.sfu.handle_signal(
+        w.now,
+        alice,
+        Req::Mute(lk::MuteTrackRequest {
+            sid: track.clone(),
+            muted: true,
+        }),
+    );
+    w.pump();
+    let seen = updates_of(&mut w.peers[1]);
+    let t = seen
+        .iter()
+        .flat_map(|p| p.tracks.iter())
+        .find(|t| t.sid == track)
+        .expect("bob gets alice's track info");
+    assert!(t.muted, "bob sees alice's track muted");
+    w.sfu.handle_signal(
+        w.now,
+        alice,
+        Req::Leave(lk::LeaveRequest {
+            reason: lk::DisconnectReason::ClientInitiated as i32,
+            ..Default::default()
+        }),
+    );
+    w.pump();
+    let seen = updates_of(&mut w.peers[1]);
+    assert!(
+        seen.iter().any(|p| p.identity == "alice"
+            && p.state == lk::participant_info::State::Disconnected as i32),
+        "bob sees alice gone: {seen:?}"
+    );
+    assert_eq!(w.sfu.list_participants("standup").unwrap().len(), 1);
+}
+
+#[test]
+fn a_late_joiner_subscribes_to_what_is_published() {
+    let mut w = two_in_a_room(Mode::V1);
+    let (a_track, a_mid) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(200));
+    let c = w.join("standup", "carol", Mode::V0);
+    w.run(Duration::from_millis(400));
+    for n in 0..20u64 {
+        w.send(0, a_mid, &[7, n as u8], n * 960);
+        w.run(Duration::from_millis(20));
+    }
+    assert!(!w.received(c).is_empty(), "carol (v0) hears alice (v1)");
+    let others: Vec<String> = w
+        .sfu
+        .list_participants("standup")
+        .unwrap()
+        .into_iter()
+        .map(|p| p.identity)
+        .collect();
+    assert_eq!(others.len(), 3);
+    let info = w.sfu.participant_info(w.peers[0].pid).unwrap();
+    assert_eq!(info.tracks[0].sid, a_track);
+}
+
+#[test]
+fn duplicate_identity_replaces_the_older_session() {
+    let mut w = World::new();
+    w.join("r", "alice", Mode::V0);
+    w.join("r", "alice", Mode::V1);
+    assert_eq!(
+        w.peers[0].closed,
+        Some(lk::DisconnectReason::DuplicateIdentity)
+    );
+    assert_eq!(w.peers[1].closed, None);
+    assert_eq!(w.sfu.list_participants("r").unwrap().len(), 1);
+}
+
+#[test]
+fn room_and_server_caps_refuse_with_reasons() {
+    let mut w = World::with_config(SfuConfig {
+        max_participants: 2,
+        max_rooms: 1,
+        ..Default::default()
+    });
+    w.join("r", "a", Mode::V0);
+    w.join("r", "b", Mode::V0);
+    let e = w
+        .sfu
+        .join(w.now, World::params("r", "c", Mode::V0))
+        .unwrap_err();
+    assert_eq!(e, JoinError::RoomFull("r".into(), 2));
+    let e = w
+        .sfu
+        .join(w.now, World::params("other", "c", Mode::V0))
+        .unwrap_err();
+    assert_eq!(e, JoinError::TooManyRooms(1));
+}
+
+#[test]
+fn empty_rooms_close_after_the_timeout() {
+    let mut w = World::with_config(SfuConfig {
+        empty_timeout: Duration::from_secs(10),
+        ..Default::default()
+    });
+    let a = w.join("r", "alice", Mode::V0);
+    let pid = w.peers[a].pid;
+    w.sfu
+        .remove_participant(w.now, pid, lk::DisconnectReason::ClientInitiated);
+    w.run(Duration::from_secs(5));
+    assert_eq!(
+        w.sfu.list_rooms(&[]).len(),
+        1,
+        "kept while the timeout runs"
+    );
+    w.run(Duration::from_secs(6));
+    assert!(w.sfu.list_rooms(&[]).is_empty(), "closed after it");
+}
+
+#[test]
+fn garbage_datagrams_are_ignored() {
+    let mut w = two_in_a_room(Mode::V0);
+    let from: SocketAddr = "10.9.9.9:999".parse().unwrap();
+    let to: SocketAddr = SFU_ADDR.parse().unwrap();
+    for n in 0..200u8 {
+        let junk: Vec<u8> = (0..(n as usize % 40 + 1))
+            .map(|i| n.wrapping_mul(i as u8))
+            .collect();
+        w.sfu.receive(w.now, Protocol::Udp, from, to, &junk);
+    }
+    // A STUN binding request header with a bogus attribute, from an unknown peer.
+    let mut stun = vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xA4, 0x42];
+    stun.extend_from_slice(&[1; 12]);
+    stun.extend_from_slice(&[0x00, 0x06, 0x00, 0x04, b'x', b'y', b'z', b'w']);
+    w.sfu.receive(w.now, Protocol::Udp, from, to, &stun);
+    w.pump();
+    w.run(Duration::from_millis(200));
+    assert!(
+        w.peers.iter().all(|p| p.closed.is_none()),
+        "nobody is disconnected"
+    );
+    assert_eq!(w.sfu.participant_count(), 2);
+}
