@@ -73,6 +73,12 @@ pub enum TlsSource {
 pub struct RtcConfig {
     pub udp_port: u16,
     pub tcp_port: u16,
+    /// Participants one room may hold (hidden ones not counted); a join beyond is refused.
+    pub max_participants: u32,
+    /// Rooms this server hosts at once; creating one more is refused.
+    pub max_rooms: u32,
+    /// An empty room is closed after this long.
+    pub empty_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +259,17 @@ impl Config {
         );
         let udp_port = r.port("rtc.udp_port", &["CONFAB_UDP_PORT"], false);
         let tcp_port = r.port("rtc.tcp_port", &["CONFAB_TCP_PORT"], false);
+        let max_participants = r.u64_in(
+            "rtc.max_participants",
+            &["CONFAB_MAX_PARTICIPANTS"],
+            1..=10_000,
+        );
+        let max_rooms = r.u64_in("rtc.max_rooms", &["CONFAB_MAX_ROOMS"], 1..=10_000);
+        let empty_timeout = r.seconds(
+            "rtc.empty_timeout_seconds",
+            &["CONFAB_EMPTY_TIMEOUT_SECONDS"],
+            0..=7 * 86_400,
+        );
         let keys = r.api_keys();
         let token_ttl = r.seconds(
             "auth.token_ttl_seconds",
@@ -342,7 +359,13 @@ impl Config {
                 tls,
                 shutdown_grace: grace.unwrap_or(Duration::from_secs(10)),
             },
-            rtc: RtcConfig { udp_port, tcp_port },
+            rtc: RtcConfig {
+                udp_port,
+                tcp_port,
+                max_participants: max_participants.unwrap_or(100) as u32,
+                max_rooms: max_rooms.unwrap_or(100) as u32,
+                empty_timeout: empty_timeout.unwrap_or(Duration::from_secs(300)),
+            },
             auth: AuthConfig {
                 keys,
                 token_ttl: token_ttl.unwrap_or(DEFAULT_TOKEN_TTL),
@@ -360,7 +383,7 @@ impl Config {
         let keys: Vec<&str> = self.auth.keys.keys().map(String::as_str).collect();
         format!(
             "state_dir={} log_level={} public_url={} bind={} https_port={} http_port={} tls={} \
-             udp_port={} tcp_port={} api_keys=[{}] token_ttl={}s update_url={} update_check={} board={} bootloader={} sources=[{}]",
+             udp_port={} tcp_port={} max_participants={} max_rooms={} empty_timeout={}s api_keys=[{}] token_ttl={}s update_url={} update_check={} board={} bootloader={} sources=[{}]",
             self.state_dir.display(),
             self.log_level,
             self.public_url.as_deref().unwrap_or("-"),
@@ -372,6 +395,9 @@ impl Config {
             tls,
             self.rtc.udp_port,
             self.rtc.tcp_port,
+            self.rtc.max_participants,
+            self.rtc.max_rooms,
+            self.rtc.empty_timeout.as_secs(),
             if keys.is_empty() {
                 "device".to_string()
             } else {

@@ -18,6 +18,7 @@ use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
+use super::room::PubTrack;
 use super::*;
 
 const SFU_ADDR: &str = "10.0.0.100:7882";
@@ -364,6 +365,11 @@ impl World {
 
     /// Writes one frame on a published section (VP8: first byte 0 = keyframe, 1 = delta).
     fn send(&mut self, i: usize, mid: Mid, frame: &[u8], ts: u64) {
+        self.send_with_level(i, mid, None, frame, ts)
+    }
+
+    /// Writes one frame, with an RFC 6464 audio level if given.
+    fn send_with_level(&mut self, i: usize, mid: Mid, level: Option<i8>, frame: &[u8], ts: u64) {
         let now = self.now;
         let pc = &mut self.peers[i].publisher;
         let (pt, codec) = {
@@ -381,7 +387,10 @@ impl World {
             (pt, codec)
         };
         let freq = if codec == Codec::Vp8 { 90_000 } else { 48_000 };
-        let w = pc.rtc.writer(mid).unwrap();
+        let mut w = pc.rtc.writer(mid).unwrap();
+        if let Some(level) = level {
+            w = w.audio_level(level, true);
+        }
         let time = MediaTime::new(ts, str0m::media::Frequency::new(freq).unwrap());
         w.write(pt, now, time, frame.to_vec()).unwrap();
     }
@@ -724,4 +733,67 @@ fn garbage_datagrams_are_ignored() {
         "nobody is disconnected"
     );
     assert_eq!(w.sfu.participant_count(), 2);
+}
+
+/// Simulcast layer choice: the wanted layer if it flows, else the next lower one flowing, else
+/// the next higher one. (Forwarding simulcast is covered by the browser test: a str0m client
+/// publishing simulcast to this SFU got `UnknownRid` on write after the answer.)
+#[test]
+fn simulcast_layer_choice_follows_what_flows() {
+    let now = Instant::now();
+    let mut t = PubTrack {
+        sid: "TR_x".into(),
+        cid: "c".into(),
+        owner: 1,
+        kind: MediaKind::Video,
+        mid: None,
+        info: lk::TrackInfo::default(),
+        rids: vec!["f".into(), "h".into(), "q".into()],
+        last_keyframe_request: HashMap::new(),
+        layer_seen: HashMap::new(),
+    };
+    let f = Some("f".into());
+    let h = Some("h".into());
+    let q = Some("q".into());
+    assert_eq!(
+        t.flowing_layer(f, now),
+        f,
+        "nothing seen yet: keep the wish"
+    );
+    t.layer_seen.insert("q".into(), now);
+    t.layer_seen.insert("h".into(), now);
+    // The browser has not ramped up to f yet: h, the best below f that flows.
+    assert_eq!(t.flowing_layer(f, now), h);
+    assert_eq!(t.flowing_layer(q, now), q);
+    t.layer_seen.insert("f".into(), now);
+    assert_eq!(t.flowing_layer(f, now), f);
+    // h and q stop (bandwidth drop upstream): a subscriber wanting q gets f rather than nothing.
+    let later = now + Duration::from_secs(2);
+    t.layer_seen.insert("f".into(), later);
+    assert_eq!(t.flowing_layer(q, later), f);
+}
+
+#[test]
+fn loud_audio_makes_an_active_speaker() {
+    let mut w = two_in_a_room(Mode::V1);
+    let (_, mid) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(200));
+    w.peers[1].take(|m| matches!(m, Resp::SpeakersChanged(_)).then_some(()));
+    for n in 0..50u64 {
+        // -10 dBov: talking.
+        w.send_with_level(0, mid, Some(-10), &[1, 2, 3], n * 960);
+        w.run(Duration::from_millis(20));
+    }
+    let alice = w.peers[0].sid.clone();
+    let heard = w.peers[1].take(|m| match m {
+        Resp::SpeakersChanged(s) => Some(s.speakers.clone()),
+        _ => None,
+    });
+    assert!(
+        heard
+            .iter()
+            .flatten()
+            .any(|s| s.sid == alice && s.active && s.level > 0.1),
+        "bob is told alice speaks: {heard:?}"
+    );
 }
