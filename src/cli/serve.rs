@@ -80,7 +80,12 @@ async fn serve(config: Config) -> ExitCode {
         config.http.bind,
         config.rtc.udp_port,
         config.rtc.tcp_port,
-        crate::sfu::SfuConfig::default(),
+        crate::sfu::SfuConfig {
+            max_participants: config.rtc.max_participants,
+            max_rooms: config.rtc.max_rooms,
+            empty_timeout: config.rtc.empty_timeout,
+            ..Default::default()
+        },
     ) {
         Ok(m) => m,
         Err(e) => return startup_failed(e),
