@@ -31,6 +31,31 @@ fn main() {
                 .unwrap_or(0)
         });
     println!("cargo:rustc-env=CONFAB_BUILD_DATE={}", iso_date(epoch));
+
+    embed_livekit_client();
+}
+
+/// The official livekit-client (web/node_modules, installed by `npm ci` in web/) is embedded so
+/// the appliance serves it without internet. Without it the build still works; the module
+/// served in its place explains what is missing.
+fn embed_livekit_client() {
+    const SOURCE: &str = "web/node_modules/livekit-client/dist/livekit-client.esm.mjs";
+    println!("cargo:rerun-if-changed={SOURCE}");
+    println!("cargo:rerun-if-changed=web/package-lock.json");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into()))
+        .join("livekit-client.esm.mjs");
+    let copied = std::fs::copy(SOURCE, &out).is_ok();
+    if !copied {
+        println!("cargo:warning=web/node_modules is missing: run `npm ci` in web/ (scripts/install-deps.sh does) to embed livekit-client");
+        let stub = "throw new Error('this confab was built without livekit-client: run npm ci in web/ and rebuild');\n";
+        if let Err(e) = std::fs::write(&out, stub) {
+            println!("cargo:warning=cannot write {}: {e}", out.display());
+        }
+    }
+    println!(
+        "cargo:rustc-env=CONFAB_WEB_CLIENT={}",
+        if copied { "embedded" } else { "missing" }
+    );
 }
 
 fn git_short_sha() -> Option<String> {

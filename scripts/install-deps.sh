@@ -31,12 +31,15 @@ if [ "$node_major" -lt 20 ]; then
   echo "install-deps: the browser tests need Node.js >= 20 (playwright-core); found $(node --version 2>/dev/null || echo none)" >&2
   exit 1
 fi
-# The test's npm packages (livekit-client, livekit-server-sdk, playwright-core), from the lockfile.
-browser_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
-if [ ! -d "$browser_dir/node_modules" ] || [ "$browser_dir/package-lock.json" -nt "$browser_dir/node_modules" ]; then
-  echo "install-deps: npm ci in tests/browser"
-  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# npm packages from their lockfiles: web/ (livekit-client, embedded into the binary by build.rs)
+# and tests/browser/ (livekit-client, livekit-server-sdk, playwright-core for the browser test).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+for dir in "$root/web" "$root/tests/browser"; do
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    echo "install-deps: npm ci in ${dir#"$root"/}"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
 
 if ! command -v cargo >/dev/null; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then

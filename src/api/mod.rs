@@ -107,6 +107,10 @@ impl App {
             "/api/status" => self.status(req),
             "/rtc/validate" | "/rtc/v1/validate" => self.validate_join(req),
             "/" => landing_page(),
+            "/dev" => static_response("text/html; charset=utf-8", DEV_PAGE.as_bytes()),
+            "/assets/livekit-client.esm.mjs" => {
+                static_response("text/javascript; charset=utf-8", LIVEKIT_CLIENT)
+            }
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
         }
     }
@@ -265,14 +269,27 @@ pub fn text_response(status: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
+/// A minimal meeting page (token in, camera and microphone out, everyone else's video in).
+const DEV_PAGE: &str = include_str!("../../web/dev/index.html");
+/// The official livekit-client ES module, embedded by build.rs from web/node_modules.
+const LIVEKIT_CLIENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/livekit-client.esm.mjs"));
+
+fn static_response(content_type: &'static str, body: &'static [u8]) -> Response<Body> {
+    let mut r = Response::new(Body::new(Bytes::from_static(body)));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
 fn landing_page() -> Response<Body> {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>confab</title></head><body style=\"font-family:system-ui;max-width:40rem;margin:3rem auto\">\
          <h1>confab is running</h1><p>Version {}.</p>\
-         <p>The meeting app arrives in a coming release. Until then LiveKit clients and SDKs can \
-         connect to this server.</p>\
+         <p>LiveKit clients and SDKs can connect to this server. To try a call, make a token with \
+         <code>confab token --identity NAME --room ROOM</code> and open the \
+         <a href=\"/dev\">dev meeting page</a>.</p>\
          <p><a href=\"/ca.crt\">Download this device's certificate authority</a> so your \
          browser trusts it, and check <a href=\"/api/health/ready\">readiness</a>.</p></body></html>",
         crate::version::long()

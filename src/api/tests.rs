@@ -170,3 +170,33 @@ fn unknown_paths_and_methods() {
         StatusCode::METHOD_NOT_ALLOWED
     );
 }
+
+#[test]
+fn dev_page_loads_the_embedded_livekit_client() {
+    let (app, _d) = app(live_heartbeat());
+    let (status, _, resp) = get(&app, "/dev", true);
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8(futures_body(&resp).to_vec()).unwrap();
+    assert!(
+        page.contains("from '/assets/livekit-client.esm.mjs'"),
+        "{page:.200}"
+    );
+    let (status, _, resp) = get(&app, "/assets/livekit-client.esm.mjs", true);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        resp.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    let module = futures_body(&resp);
+    // scripts/install-deps.sh installs web/node_modules, so a test build embeds the client.
+    assert_eq!(
+        env!("CONFAB_WEB_CLIENT"),
+        "embedded",
+        "web/node_modules missing at build"
+    );
+    assert!(module.len() > 100_000, "the whole client, not a stub");
+    assert!(
+        String::from_utf8_lossy(&module).contains("class Room"),
+        "it is livekit-client"
+    );
+}
