@@ -1,0 +1,791 @@
+//! Hostile and broken input against a running `confab serve`: forged, expired and mis-scoped
+//! tokens on `/rtc/validate` and on the WebSocket upgrade, junk on a joined signalling session,
+//! an oversized message, garbage UDP on the media port, a client that never answers its offer,
+//! and a second session with the same identity. Each must be refused or survived, and the daemon
+//! must keep serving everyone else.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use common::Daemon;
+use confab::auth::{ApiKeys, TokenRequest, VideoGrant};
+use confab::config::Secret;
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use livekit_protocol as lk;
+use lk::signal_request::Message as Req;
+use lk::signal_response::Message as Resp;
+use prost::Message as _;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::WebSocketStream;
+
+const ROOM: &str = "standup";
+/// The longest any one expected answer may take.
+const WAIT: Duration = Duration::from_secs(10);
+/// The server's limit on one signalling message (src/signal/ws.rs).
+const MAX_MESSAGE: usize = 1 << 20;
+/// Malformed messages the server tolerates on one session before closing it.
+const MAX_MALFORMED: usize = 20;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A small deterministic PRNG (xorshift64*): junk that is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+// ------------------------------------------------------------------------------------ server
+
+/// A daemon, its device API key and secret, and a TLS connector trusting its CA.
+struct Server {
+    d: Daemon,
+    key: String,
+    secret: String,
+    tls: tokio_rustls::TlsConnector,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::start(dir.path());
+        let keys: toml::Table = std::fs::read_to_string(dir.path().join("data/keys.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (key, secret) = keys["keys"].as_table().unwrap().iter().next().unwrap();
+        let tls = confab::api::client::connector_for_ca(&d.ca()).unwrap();
+        Server {
+            key: key.clone(),
+            secret: secret.as_str().unwrap().to_string(),
+            tls,
+            d,
+            _dir: dir,
+        }
+    }
+
+    /// A good token (the crate's own minting): `identity` may join [`ROOM`].
+    fn token(&self, identity: &str) -> String {
+        let keys = ApiKeys::from_map(BTreeMap::from([(
+            self.key.clone(),
+            Secret::new(self.secret.clone()),
+        )]));
+        confab::auth::mint(
+            &keys,
+            &self.key,
+            &TokenRequest {
+                identity: identity.into(),
+                ttl: Duration::from_secs(600),
+                video: VideoGrant {
+                    room_join: Some(true),
+                    room: Some(ROOM.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Claims that would be accepted if signed right: to be spoiled one way at a time.
+    fn claims(&self, identity: &str) -> Value {
+        let t = now();
+        json!({
+            "iss": self.key,
+            "sub": identity,
+            "nbf": t,
+            "exp": t + 600,
+            "video": {"roomJoin": true, "room": ROOM},
+        })
+    }
+
+    fn sign(&self, alg: Algorithm, secret: &str, claims: &Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    /// `GET /rtc/validate?query`: (status, body).
+    fn validate(&self, query: &str) -> (String, String) {
+        self.d.get(&format!("/rtc/validate?{query}"))
+    }
+
+    /// Opens TLS to the daemon and asks for a WebSocket on `path_and_query`: the session, or
+    /// the refusal's status and body (what arrived of it with the headers).
+    async fn connect(&self, path_and_query: &str) -> Result<Session, (u16, String)> {
+        let url = format!("wss://localhost:{}{path_and_query}", self.d.https);
+        let attempt = async {
+            let tcp = TcpStream::connect(("127.0.0.1", self.d.https))
+                .await
+                .unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = self.tls.connect(name, tcp).await.unwrap();
+            tokio_tungstenite::client_async(url.as_str(), tls).await
+        };
+        match tokio::time::timeout(WAIT, attempt).await {
+            Ok(Ok((ws, resp))) => {
+                assert_eq!(resp.status(), 101);
+                Ok(Session { ws })
+            }
+            Ok(Err(tungstenite::Error::Http(resp))) => {
+                let body = resp.body().clone().unwrap_or_default();
+                Err((
+                    resp.status().as_u16(),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ))
+            }
+            Ok(Err(e)) => panic!("WebSocket to {url} failed: {e}"),
+            Err(_) => panic!("WebSocket to {url}: no answer within {WAIT:?}"),
+        }
+    }
+
+    /// Joins [`ROOM`] as `identity` on `/rtc` (v0). The first message must be `join`, for
+    /// that identity.
+    async fn join(&self, identity: &str) -> (Session, lk::JoinResponse) {
+        let q = format!(
+            "/rtc?access_token={}&auto_subscribe=1&protocol=16",
+            self.token(identity)
+        );
+        let mut s = match self.connect(&q).await {
+            Ok(s) => s,
+            Err((code, body)) => panic!("{identity} could not join: {code} {body}"),
+        };
+        let join = match s.recv().await {
+            Some(Resp::Join(j)) => j,
+            other => panic!("{identity}: the first message is not join but {other:?}"),
+        };
+        let who = join.participant.as_ref().map(|p| p.identity.as_str());
+        assert_eq!(who, Some(identity), "{join:?}");
+        assert_eq!(join.room.as_ref().map(|r| r.name.as_str()), Some(ROOM));
+        (s, join)
+    }
+
+    /// `/api/health/ready` is 200 and the media loop turned within the last second (it beats
+    /// every 100 ms; readiness only fails after 5 s, so this catches a stuck loop sooner).
+    fn assert_ready(&self) {
+        let (code, body) = self.d.get("/api/health/ready");
+        assert_eq!(code, "200", "{body}\n{}", self.d.stderr());
+        let ready: Value = serde_json::from_str(&body).unwrap();
+        let detail = ready["checks"]["media"]["detail"].as_str().unwrap();
+        let ms: u64 = detail
+            .strip_prefix("media loop last turned ")
+            .and_then(|s| s.strip_suffix(" ms ago"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected media detail: {detail}"));
+        assert!(ms < 1000, "media loop stalled: {detail}");
+    }
+
+    fn assert_no_panic(&self) {
+        let log = self.d.stderr();
+        assert!(!log.contains("panicked"), "the daemon panicked:\n{log}");
+    }
+
+    fn stop(mut self) {
+        self.assert_no_panic();
+        self.d.stop();
+    }
+}
+
+// ------------------------------------------------------------------------------------ session
+
+/// One signalling WebSocket: `SignalRequest`s up, `SignalResponse`s down.
+struct Session {
+    ws: WebSocketStream<TlsStream<TcpStream>>,
+}
+
+impl Session {
+    async fn send_frame(&mut self, m: WsMessage) {
+        tokio::time::timeout(WAIT, self.ws.send(m))
+            .await
+            .expect("send timed out")
+            .expect("send failed");
+    }
+
+    async fn send(&mut self, msg: Req) {
+        let bytes = lk::SignalRequest { message: Some(msg) }.encode_to_vec();
+        self.send_frame(WsMessage::Binary(bytes.into())).await;
+    }
+
+    /// The next `SignalResponse` before `deadline`: `Ok(None)` once the server has ended the
+    /// connection, `Err(())` if the deadline passed first.
+    async fn recv_before(&mut self, deadline: Instant) -> Result<Option<Resp>, ()> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(frame) = tokio::time::timeout(left, self.ws.next()).await else {
+                return Err(());
+            };
+            match frame {
+                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return Ok(None),
+                Some(Ok(WsMessage::Binary(b))) => {
+                    let resp = lk::SignalResponse::decode(b.as_ref())
+                        .unwrap_or_else(|e| panic!("server sent a bad SignalResponse: {e}"));
+                    if let Some(m) = resp.message {
+                        return Ok(Some(m));
+                    }
+                }
+                Some(Ok(WsMessage::Text(t))) => panic!("server sent a text frame: {t}"),
+                Some(Ok(_)) => {} // WebSocket ping/pong
+            }
+        }
+    }
+
+    /// The next `SignalResponse`, or `None` once the server has ended the connection.
+    async fn recv(&mut self) -> Option<Resp> {
+        self.recv_before(Instant::now() + WAIT)
+            .await
+            .unwrap_or_else(|_| panic!("nothing from the server within {WAIT:?}"))
+    }
+
+    /// Skips messages until `pick` takes one; a `leave` it does not take, the end of the
+    /// connection or the deadline fails the test.
+    async fn recv_find<T>(&mut self, what: &str, mut pick: impl FnMut(&Resp) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.recv_before(deadline).await {
+                Ok(Some(m)) => match (pick(&m), m) {
+                    (Some(t), _) => return t,
+                    (None, Resp::Leave(l)) => {
+                        panic!("told to leave while waiting for {what}: {l:?}")
+                    }
+                    (None, _) => {}
+                },
+                Ok(None) => panic!("connection ended while waiting for {what}"),
+                Err(()) => panic!("no {what} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// The server's (subscriber) offer.
+    async fn offer(&mut self) -> lk::SessionDescription {
+        self.recv_find("offer", |m| match m {
+            Resp::Offer(o) => Some(o.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Both LiveKit pings are answered: `ping` with `pong`, `ping_req` with its timestamp.
+    async fn ping(&mut self) {
+        let t = now() as i64 * 1000;
+        self.send(Req::Ping(t)).await;
+        self.recv_find("pong", |m| matches!(m, Resp::Pong(_)).then_some(()))
+            .await;
+        self.send(Req::PingReq(lk::Ping {
+            timestamp: t + 1,
+            rtt: 0,
+        }))
+        .await;
+        self.recv_find("pong_resp", |m| {
+            matches!(m, Resp::PongResp(p) if p.last_ping_timestamp == t + 1).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until the server ends the connection; returns what it sent before.
+    async fn closed(&mut self) -> Vec<Resp> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = vec![];
+        loop {
+            match self.recv_before(deadline).await {
+                Ok(Some(m)) => seen.push(m),
+                Ok(None) => return seen,
+                Err(()) => panic!("the server did not close within {WAIT:?}; it sent {seen:?}"),
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------ tokens
+
+/// A token attack: the query string to send, and a word the refusal must give as reason.
+struct Attack {
+    name: &'static str,
+    query: String,
+    reason: &'static str,
+}
+
+fn attacks(s: &Server) -> Vec<Attack> {
+    let claims = s.claims("mallory");
+    let with = |patch: Value| {
+        let mut c = claims.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let good = |c: &Value| s.sign(Algorithm::HS256, &s.secret, c);
+    let t = now();
+    let alg_none = format!(
+        "{}.{}.",
+        b64url(br#"{"alg":"none","typ":"JWT"}"#),
+        b64url(claims.to_string().as_bytes())
+    );
+    let signed = good(&claims);
+    let stripped = format!("{}.", signed.rsplit_once('.').unwrap().0);
+    let token = |name, tok: String, reason| Attack {
+        name,
+        query: format!("access_token={tok}"),
+        reason,
+    };
+    vec![
+        token(
+            "signed with another secret",
+            s.sign(Algorithm::HS256, &"x".repeat(40), &claims),
+            "signature",
+        ),
+        token("signature stripped", stripped, "invalid token"),
+        token(
+            "unknown API key (iss)",
+            good(&with(json!({"iss": "APIunknown0000"}))),
+            "unknown API key",
+        ),
+        token(
+            "expired 2 min ago (beyond the 60 s leeway)",
+            good(&with(json!({"nbf": t - 900, "exp": t - 120}))),
+            "expired",
+        ),
+        token(
+            "nbf in 5 min (beyond the 60 s leeway)",
+            good(&with(json!({"nbf": t + 300, "exp": t + 900}))),
+            "not valid yet",
+        ),
+        token("no exp", good(&with(json!({"exp": null}))), "invalid token"),
+        token("alg none, no signature", alg_none, "invalid token"),
+        token(
+            "HS384 with the right secret",
+            s.sign(Algorithm::HS384, &s.secret, &claims),
+            "HS256",
+        ),
+        token(
+            "HS512 with the right secret",
+            s.sign(Algorithm::HS512, &s.secret, &claims),
+            "HS256",
+        ),
+        token(
+            "roomJoin missing",
+            good(&with(json!({"video": {"room": ROOM, "canPublish": true}}))),
+            "roomJoin",
+        ),
+        token(
+            "roomJoin false",
+            good(&with(json!({"video": {"room": ROOM, "roomJoin": false}}))),
+            "roomJoin",
+        ),
+        Attack {
+            name: "token for another room than `room=` asks",
+            query: format!("access_token={signed}&room=other"),
+            reason: "not \"other\"",
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_refuses_forged_expired_and_misscoped_tokens() {
+    let s = Server::start();
+    // Controls: the harness's tokens are good, and the leeway is there (so the refusals
+    // below are for being *beyond* it).
+    let ok = ("200".to_string(), "success".to_string());
+    let token = s.token("alice");
+    assert_eq!(s.validate(&format!("access_token={token}")), ok);
+    assert_eq!(s.validate(&format!("access_token={token}&room={ROOM}")), ok);
+    let t = now();
+    let mut late = s.claims("alice");
+    late["exp"] = json!(t - 20);
+    late["nbf"] = json!(t - 600);
+    let mut early = s.claims("alice");
+    early["nbf"] = json!(t + 20);
+    for c in [late, early] {
+        let tok = s.sign(Algorithm::HS256, &s.secret, &c);
+        assert_eq!(s.validate(&format!("access_token={tok}")), ok, "{c}");
+    }
+
+    let mut failures = vec![];
+    for a in attacks(&s) {
+        let (code, body) = s.validate(&a.query);
+        if code != "401" || !body.contains(a.reason) {
+            failures.push(format!(
+                "{}: got {code} {body:?}, want 401 with {:?}",
+                a.name, a.reason
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrade_refuses_the_same_tokens() {
+    let s = Server::start();
+    let mut failures = vec![];
+    for a in attacks(&s) {
+        for path in ["/rtc", "/rtc/v1"] {
+            match s.connect(&format!("{path}?{}", a.query)).await {
+                Ok(_) => failures.push(format!("{path}, {}: upgraded (101)", a.name)),
+                // The reason is checked if it came with the headers (it usually does).
+                Err((code, body))
+                    if code != 401 || !(body.is_empty() || body.contains(a.reason)) =>
+                {
+                    failures.push(format!("{path}, {}: got {code} {body:?}", a.name))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // None of the refused attempts left a participant behind.
+    let (mut alice, join) = s.join("alice").await;
+    assert!(join.other_participants.is_empty(), "{join:?}");
+    alice.ping().await;
+    drop(alice);
+    s.stop();
+}
+
+// ------------------------------------------------------------------------------------ signalling
+
+/// Binary frames that are certainly not a `SignalRequest`: crafted breakage, then random
+/// bytes (re-drawn if they happen to decode).
+fn malformed_frames(rng: &mut Rng, random: usize) -> Vec<Vec<u8>> {
+    let mut frames: Vec<Vec<u8>> = vec![
+        // Field 1 (offer), a length varint that never ends.
+        [&[0x0a][..], &[0xff; 11]].concat(),
+        // Field 1, length 100, three bytes follow.
+        vec![0x0a, 100, 1, 2, 3],
+        // Wire type 7 does not exist.
+        vec![0x0f, 0x00],
+        // Field number 0 is invalid.
+        vec![0x00, 0x01],
+        // An offer whose inner SessionDescription overruns its own length.
+        vec![0x0a, 0x03, 0x12, 0x7f, 0x41],
+    ];
+    while frames.len() < 5 + random {
+        let n = 1 + rng.below(512);
+        let b = rng.bytes(n);
+        if lk::SignalRequest::decode(b.as_slice()).is_err() {
+            frames.push(b);
+        }
+    }
+    for f in &frames {
+        assert!(lk::SignalRequest::decode(f.as_slice()).is_err(), "{f:?}");
+    }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn junk_on_a_joined_session_is_ignored_and_the_session_survives() {
+    let s = Server::start();
+    let (mut alice, _) = s.join("alice").await;
+    let mut rng = Rng(0x5eed_c0ff_ee00_0001);
+
+    // Malformed protobuf and a text frame: fewer than the server's limit.
+    let frames = malformed_frames(&mut rng, 12);
+    assert!(frames.len() < MAX_MALFORMED);
+    for f in frames {
+        alice.send_frame(WsMessage::Binary(f.into())).await;
+    }
+    alice
+        .send_frame(WsMessage::Text("{\"ping\": 1}".into()))
+        .await;
+    // Well-formed requests that make no sense: an empty one, trickles that are not
+    // candidates, tracks that do not exist, a track type that does not exist.
+    alice.send_frame(WsMessage::Binary(Vec::new().into())).await;
+    let trickle = |init: &str, target| {
+        Req::Trickle(lk::TrickleRequest {
+            candidate_init: init.into(),
+            target,
+            r#final: false,
+        })
+    };
+    for req in [
+        trickle("{not json", 1),
+        trickle(
+            &json!({"candidate": "candidate:0 1 UDP 1 999.1.1.1 -5 typ bogus"}).to_string(),
+            7,
+        ),
+        Req::Mute(lk::MuteTrackRequest {
+            sid: "TR_nope".into(),
+            muted: true,
+        }),
+        Req::Subscription(lk::UpdateSubscription {
+            track_sids: vec!["TR_nope".into()],
+            subscribe: true,
+            participant_tracks: vec![],
+        }),
+        Req::TrackSetting(lk::UpdateTrackSettings {
+            track_sids: vec!["TR_nope".into()],
+            quality: 99,
+            ..Default::default()
+        }),
+        Req::AddTrack(lk::AddTrackRequest {
+            cid: "x".into(),
+            r#type: 99,
+            ..Default::default()
+        }),
+    ] {
+        alice.send(req).await;
+    }
+
+    // Still there: pings are answered, and the room still has alice when bob joins (which
+    // also shows the media thread took the nonsense in its stride).
+    alice.ping().await;
+    let (mut bob, join) = s.join("bob").await;
+    let others: Vec<&str> = join
+        .other_participants
+        .iter()
+        .map(|p| p.identity.as_str())
+        .collect();
+    assert_eq!(others, ["alice"]);
+    bob.ping().await;
+    alice.ping().await;
+    s.assert_ready();
+    drop((alice, bob));
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_malformed_messages_close_the_session() {
+    let s = Server::start();
+    let (mut alice, _) = s.join("alice").await;
+    let mut rng = Rng(0x5eed_c0ff_ee00_0002);
+    for f in malformed_frames(&mut rng, MAX_MALFORMED + 1 - 5) {
+        // The server may hang up before the last frames are written.
+        let _ = alice.ws.send(WsMessage::Binary(f.into())).await;
+    }
+    alice.closed().await;
+    let (mut bob, _) = s.join("bob").await;
+    bob.ping().await;
+    drop(bob);
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_message_closes_only_that_connection() {
+    let s = Server::start();
+    let (mut alice, _) = s.join("alice").await;
+    let (mut carol, _) = s.join("carol").await;
+    let big = vec![0u8; 2 * MAX_MESSAGE];
+    // The server may close while the message is still being written.
+    let _ = tokio::time::timeout(WAIT, alice.ws.send(WsMessage::Binary(big.into()))).await;
+    alice.closed().await;
+
+    s.assert_ready();
+    carol.ping().await;
+    let (mut bob, _) = s.join("bob").await;
+    bob.ping().await;
+    drop((alice, bob, carol));
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unanswered_subscriber_offer_does_not_block_the_room() {
+    let s = Server::start();
+    let (mut alice, _) = s.join("alice").await;
+    // v0: the server offers the subscriber PeerConnection right after join; alice never answers.
+    let offer = alice.offer().await;
+    assert!(offer.sdp.starts_with("v=0"), "{}", offer.sdp);
+
+    let (mut bob, join) = s.join("bob").await;
+    let others: Vec<&str> = join
+        .other_participants
+        .iter()
+        .map(|p| p.identity.as_str())
+        .collect();
+    assert_eq!(others, ["alice"]);
+    bob.ping().await;
+    // The room still tells alice about bob, and answers her pings.
+    alice
+        .recv_find("participant update naming bob", |m| match m {
+            Resp::Update(u) => u
+                .participants
+                .iter()
+                .any(|p| p.identity == "bob")
+                .then_some(()),
+            _ => None,
+        })
+        .await;
+    alice.ping().await;
+    s.assert_ready();
+    drop((alice, bob));
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_session_with_the_same_identity_replaces_the_first() {
+    let s = Server::start();
+    let (mut first, _) = s.join("alice").await;
+    let (mut second, join) = s.join("alice").await;
+    assert!(
+        join.other_participants.is_empty(),
+        "the old alice is still listed: {join:?}"
+    );
+    let leave = first
+        .recv_find("leave", |m| match m {
+            Resp::Leave(l) => Some(l.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        leave.reason,
+        lk::DisconnectReason::DuplicateIdentity as i32,
+        "{leave:?}"
+    );
+    assert!(!leave.can_reconnect, "{leave:?}");
+    let after = first.closed().await;
+    assert!(after.is_empty(), "sent after leave: {after:?}");
+    second.ping().await;
+    drop((first, second));
+    s.stop();
+}
+
+// ------------------------------------------------------------------------------------ media UDP
+
+/// A STUN message: type, transaction id, attributes (type, value), each padded to 4 bytes;
+/// `declared_len` overrides the header's length field.
+fn stun(kind: u16, txid: [u8; 12], attrs: &[(u16, &[u8])], declared_len: Option<u16>) -> Vec<u8> {
+    let mut body = vec![];
+    for (t, v) in attrs {
+        body.extend_from_slice(&t.to_be_bytes());
+        body.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        body.extend_from_slice(v);
+        body.resize(body.len().next_multiple_of(4), 0);
+    }
+    let mut m = vec![];
+    m.extend_from_slice(&kind.to_be_bytes());
+    m.extend_from_slice(&declared_len.unwrap_or(body.len() as u16).to_be_bytes());
+    m.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+    m.extend_from_slice(&txid);
+    m.extend_from_slice(&body);
+    m
+}
+
+/// The ICE username fragment in an SDP.
+fn ice_ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap_or_else(|| panic!("no ice-ufrag in {sdp}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_udp_on_the_media_port_is_ignored() {
+    let s = Server::start();
+    let (mut alice, _) = s.join("alice").await;
+    let offer = alice.offer().await;
+    let ufrag = ice_ufrag(&offer.sdp);
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = ("127.0.0.1", s.d.udp);
+    let mut rng = Rng(0x5eed_c0ff_ee00_0005);
+    let mut datagrams: Vec<Vec<u8>> = vec![];
+    // Random datagrams whose first byte falls in each demultiplexing range (RFC 7983):
+    // STUN 0–3, DTLS 20–63, RTP/RTCP 128–191, and anything.
+    for i in 0..400 {
+        let n = 1 + rng.below(1200);
+        let mut d = rng.bytes(n);
+        d[0] = match i % 4 {
+            0 => rng.below(4) as u8,
+            1 => 20 + rng.below(44) as u8,
+            2 => 128 + rng.below(64) as u8,
+            _ => d[0],
+        };
+        datagrams.push(d);
+    }
+    let txid = |rng: &mut Rng| -> [u8; 12] { rng.bytes(12).try_into().unwrap() };
+    let username = format!("{ufrag}:intruder");
+    datagrams.extend([
+        // A binding request cut off after its header.
+        stun(0x0001, txid(&mut rng), &[], Some(24)),
+        // Header claims more than is there; an attribute claims more than the message.
+        stun(0x0001, txid(&mut rng), &[(0x0006, b"a:b")], Some(0x0100))
+            .into_iter()
+            .chain([0x00, 0x08, 0xff, 0xff])
+            .collect(),
+        // Bogus attributes: unknown comprehension-required types, an empty USERNAME, a
+        // MESSAGE-INTEGRITY of the wrong size.
+        stun(
+            0x0001,
+            txid(&mut rng),
+            &[(0x7fff, b"????"), (0x0006, b""), (0x0008, b"short")],
+            None,
+        ),
+        // A binding request for alice's real ICE username with a made-up MESSAGE-INTEGRITY.
+        stun(
+            0x0001,
+            txid(&mut rng),
+            &[
+                (0x0006, username.as_bytes()),
+                (0x0024, &[0x6e, 0x7f, 0x1e, 0xff]),
+                (0x0008, &rng.bytes(20)),
+            ],
+            None,
+        ),
+        // Not a request at all: a binding success response out of the blue.
+        stun(0x0101, txid(&mut rng), &[(0x0020, &[0; 8])], None),
+        // RTP (version 2, PT 96) and RTCP (SR) headers from nobody.
+        [
+            &[
+                0x80, 0x60, 0x12, 0x34, 0, 0, 0x10, 0, 0xde, 0xad, 0xbe, 0xef,
+            ][..],
+            &rng.bytes(160),
+        ]
+        .concat(),
+        vec![0x80, 200, 0x00, 0x06, 0xde, 0xad, 0xbe, 0xef],
+        // A DTLS ClientHello record header with nothing behind it.
+        vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00],
+        // Empty and one-byte datagrams.
+        vec![],
+        vec![0x00],
+    ]);
+    for d in &datagrams {
+        sock.send_to(d, to).unwrap();
+    }
+
+    // The media loop turns, signalling answers, and a new participant can join (the join is a
+    // command the media thread must process).
+    s.assert_ready();
+    alice.ping().await;
+    let (mut bob, _) = s.join("bob").await;
+    bob.ping().await;
+    s.assert_ready();
+    drop((alice, bob));
+    s.stop();
+}
