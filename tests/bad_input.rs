@@ -789,3 +789,43 @@ async fn garbage_udp_on_the_media_port_is_ignored() {
     drop((alice, bob));
     s.stop();
 }
+
+/// Not bad input, but the same machinery: `confab status` counts the rooms and participants the
+/// media thread holds, and the count falls when a participant leaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_counts_rooms_and_participants() {
+    let s = Server::start();
+    let status = |s: &Server| -> Value {
+        let ports = [s.d.https, s.d.http, s.d.udp, s.d.tcp];
+        let out = common::run(&s.d.dir, ports, &["status", "--json"], &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Counters are refreshed every turn of the media loop (at most 100 ms apart).
+    let wait_for = |s: &Server, rooms: u64, participants: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = status(s);
+            if v["rooms"] == rooms && v["participants"] == participants {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {rooms} rooms and {participants} participants, status says {v}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(&s, 0, 0);
+    let (alice, _) = s.join("alice").await;
+    let (mut bob, _) = s.join("bob").await;
+    wait_for(&s, 1, 2);
+    bob.send(Req::Leave(lk::LeaveRequest::default())).await;
+    wait_for(&s, 1, 1);
+    drop((alice, bob));
+    s.stop();
+}

@@ -197,15 +197,18 @@ impl App {
         json_response(StatusCode::OK, &self.status_json())
     }
 
-    /// What `confab status` prints. Rooms and participants come with the SFU.
+    /// What `confab status` prints.
     pub fn status_json(&self) -> serde_json::Value {
+        let count = |f: fn(&crate::media::MediaStats) -> u64| {
+            self.0.media.as_ref().map_or(0, |m| f(&m.stats))
+        };
         json!({
             "version": crate::version::VERSION,
             "commit": crate::version::COMMIT,
             "build_date": crate::version::BUILD_DATE,
             "uptime_seconds": self.uptime_seconds(),
-            "rooms": 0,
-            "participants": 0,
+            "rooms": count(|s| s.rooms.load(std::sync::atomic::Ordering::Relaxed)),
+            "participants": count(|s| s.participants.load(std::sync::atomic::Ordering::Relaxed)),
             "update": crate::update::agent::state::summary(&self.0.update_state, self.0.has_slots),
             "ready": self.0.readiness.checks().iter().all(|c| c.ok),
         })

@@ -133,6 +133,8 @@ pub struct MediaHandle {
     tx: mpsc::Sender<Command>,
     waker: Arc<Waker>,
     next_conn: Arc<AtomicU64>,
+    /// Counters the media thread keeps current (rooms, participants, datagrams).
+    pub stats: Arc<MediaStats>,
 }
 
 impl MediaHandle {
@@ -299,11 +301,12 @@ impl MediaDriver {
             udp_addrs,
             tcp_addr,
             heartbeat,
-            stats,
+            stats: stats.clone(),
             handle: MediaHandle {
                 tx,
                 waker,
                 next_conn: Arc::new(AtomicU64::new(1)),
+                stats,
             },
             stop,
             thread: Some(thread),

@@ -1489,6 +1489,28 @@ impl Sfu {
                 self.on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
             }
             Event::MediaData(d) => self.on_media_data(now, peer_id, d),
+            Event::MediaChanged(m) if !m.direction.is_receiving() => {
+                // A browser unpublishes by stopping its sender and offering again: the section
+                // stops sending to us. There is no signal message for it.
+                let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
+                    return;
+                };
+                let track = self.parts.get(&pid).and_then(|p| {
+                    p.tracks
+                        .iter()
+                        .find(|t| self.tracks.get(*t).is_some_and(|t| t.mid == Some(m.mid)))
+                        .cloned()
+                });
+                if let Some(track) = track {
+                    info!(%track, "track unpublished");
+                    self.unpublish(&track);
+                    if let Some(p) = self.parts.get_mut(&pid) {
+                        p.tracks.retain(|t| *t != track);
+                        p.version += 1;
+                    }
+                    self.broadcast_participant(pid);
+                }
+            }
             Event::KeyframeRequest(r) => {
                 let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
                     return;

@@ -797,3 +797,31 @@ fn loud_audio_makes_an_active_speaker() {
         "bob is told alice speaks: {heard:?}"
     );
 }
+
+#[test]
+fn a_stopped_sender_unpublishes_its_track() {
+    let mut w = two_in_a_room(Mode::V1);
+    let (track, mid) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(300));
+    assert_eq!(
+        w.sfu.participant_info(w.peers[0].pid).unwrap().tracks.len(),
+        1
+    );
+    updates_of(&mut w.peers[1]);
+    // The browser's unpublishTrack(): removeTrack(sender) and a new offer.
+    w.offer(0, |api| api.set_direction(mid, Direction::Inactive));
+    w.run(Duration::from_millis(100));
+    let seen = updates_of(&mut w.peers[1]);
+    let last = seen
+        .iter()
+        .rev()
+        .find(|p| p.identity == "alice")
+        .expect("bob hears of it");
+    assert!(last.tracks.iter().all(|t| t.sid != track), "{last:?}");
+    assert!(w
+        .sfu
+        .participant_info(w.peers[0].pid)
+        .unwrap()
+        .tracks
+        .is_empty());
+}
