@@ -1,8 +1,11 @@
-//! Hostile and broken input against a running `confab serve`: forged, expired and mis-scoped
-//! tokens on `/rtc/validate` and on the WebSocket upgrade, junk on a joined signalling session,
-//! an oversized message, garbage UDP on the media port, a client that never answers its offer,
-//! and a second session with the same identity. Each must be refused or survived, and the daemon
-//! must keep serving everyone else.
+//! LiveKit signalling against a running `confab serve`, from a Rust client (WebSocket + protobuf,
+//! and str0m as the browser's media stack where media is needed).
+//!
+//! Mostly hostile and broken input: forged, expired and mis-scoped tokens on `/rtc/validate` and
+//! on the WebSocket upgrade, junk on a joined signalling session, an oversized message, garbage
+//! UDP on the media port, a client that never answers its offer, and a second session with the
+//! same identity. Each must be refused or survived, and the daemon must keep serving everyone
+//! else. Also: `confab status` counts, and a media connection over ICE-TCP alone.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -827,5 +830,120 @@ async fn status_counts_rooms_and_participants() {
     bob.send(Req::Leave(lk::LeaveRequest::default())).await;
     wait_for(&s, 1, 1);
     drop((alice, bob));
+    s.stop();
+}
+
+/// A client that can only use TCP (UDP blocked) connects its media over ICE-TCP: str0m plays the
+/// browser with an active TCP candidate, frames RFC 4571 over a real TCP connection to the port
+/// the server's offer names, and the subscriber PeerConnection reaches DTLS-connected with the
+/// server's data channels open.
+#[tokio::test(flavor = "multi_thread")]
+async fn media_connects_over_ice_tcp() {
+    use std::io::{Read, Write};
+    use str0m::change::SdpOffer;
+    use str0m::net::{Protocol, Receive, TcpType};
+    use str0m::{Candidate, Event, Input, Output, Rtc};
+
+    let s = Server::start();
+    let (mut alice, _) = s.join("alice").await;
+    let offer = alice.offer().await;
+    let tcp_line = format!("{} typ host tcptype passive", s.d.tcp);
+    assert!(
+        offer.sdp.contains(&tcp_line),
+        "the offer names the ICE-TCP port: {}",
+        offer.sdp
+    );
+
+    // The client's only candidate is an active TCP one (port 9 by convention: it dials out).
+    let local: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(
+        Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(TcpType::Active)
+            .build()
+            .unwrap(),
+    );
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(SdpOffer::from_sdp_string(&offer.sdp).unwrap())
+        .unwrap();
+    alice
+        .send(Req::Answer(lk::SessionDescription {
+            r#type: "answer".into(),
+            sdp: answer.to_sdp_string(),
+            id: offer.id,
+            mid_to_track_id: Default::default(),
+        }))
+        .await;
+
+    let result = tokio::task::spawn_blocking(move || {
+        let mut stream: Option<(std::net::TcpStream, std::net::SocketAddr)> = None;
+        let mut rbuf = Vec::new();
+        let (mut connected, mut channels) = (false, vec![]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && !(connected && channels.len() >= 2) {
+            rtc.handle_input(Input::Timeout(Instant::now())).unwrap();
+            loop {
+                match rtc.poll_output().unwrap() {
+                    Output::Timeout(_) => break,
+                    Output::Transmit(t) => {
+                        assert_eq!(t.proto, Protocol::Tcp, "only TCP is offered by the client");
+                        if stream.is_none() {
+                            let c = std::net::TcpStream::connect(t.destination).unwrap();
+                            c.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+                            stream = Some((c, t.destination));
+                        }
+                        let (c, _) = stream.as_mut().unwrap();
+                        let len = u16::try_from(t.contents.len()).unwrap().to_be_bytes();
+                        c.write_all(&len).unwrap();
+                        c.write_all(&t.contents).unwrap();
+                    }
+                    Output::Event(Event::Connected) => connected = true,
+                    Output::Event(Event::ChannelOpen(_, label)) => channels.push(label),
+                    Output::Event(_) => {}
+                }
+            }
+            let Some((c, remote)) = stream.as_mut() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let mut chunk = [0u8; 4096];
+            match c.read(&mut chunk) {
+                Ok(0) => panic!("the server closed the ICE-TCP connection"),
+                Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("ICE-TCP read failed: {e}"),
+            }
+            while rbuf.len() >= 2 {
+                let len = u16::from_be_bytes([rbuf[0], rbuf[1]]) as usize;
+                if rbuf.len() < 2 + len {
+                    break;
+                }
+                let frame: Vec<u8> = rbuf.drain(..2 + len).skip(2).collect();
+                let r = Receive::new(Protocol::Tcp, *remote, local, &frame).unwrap();
+                rtc.handle_input(Input::Receive(Instant::now(), r)).unwrap();
+            }
+        }
+        (connected, channels)
+    })
+    .await
+    .unwrap();
+    let (connected, mut channels) = result;
+    assert!(connected, "DTLS over ICE-TCP connected");
+    channels.sort();
+    assert_eq!(
+        channels,
+        ["_lossy", "_reliable"],
+        "the server's data channels opened"
+    );
+    alice.ping().await;
+    s.assert_no_panic();
+    drop(alice);
     s.stop();
 }
