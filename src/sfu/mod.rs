@@ -57,8 +57,8 @@ pub struct SfuConfig {
     pub max_participants: u32,
     pub max_rooms: u32,
     pub empty_timeout: Duration,
-    /// How long a participant whose signal connection dropped is kept (its media may still
-    /// flow; it rejoins as a new participant, which replaces it).
+    /// How long a participant whose signal connection dropped is kept for a resume
+    /// (`reconnect=1&sid=`); its media keeps flowing meanwhile.
     pub departure_timeout: Duration,
     pub node_id: String,
     pub version: String,
@@ -71,7 +71,7 @@ impl Default for SfuConfig {
             max_participants: 100,
             max_rooms: 100,
             empty_timeout: Duration::from_secs(300),
-            departure_timeout: Duration::from_secs(5),
+            departure_timeout: Duration::from_secs(20),
             node_id: "confab".into(),
             version: crate::version::VERSION.into(),
         }
@@ -91,10 +91,14 @@ pub struct JoinParams {
     pub mode: Mode,
     pub auto_subscribe: bool,
     pub client_protocol: i32,
+    /// `reconnect=1&sid=PA_…` (v0) or `JoinRequest.reconnect` (v1): resume this participant.
+    pub resume_sid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
+    #[error("participant {0} is not here any more; join again")]
+    CannotResume(String),
     #[error("room {0:?} is full ({1} participants)")]
     RoomFull(String, u32),
     #[error("this server already hosts its maximum of {0} rooms")]
@@ -197,9 +201,12 @@ impl Sfu {
     // ---------------------------------------------------------------- joining and leaving
 
     /// A participant joins. On success its `join` response is queued for it, and the others in
-    /// the room hear about it. (Resuming a session is not supported: the JoinResponse tells the
-    /// client so, and it rejoins from scratch; the same identity replaces the old participant.)
+    /// the room hear about it. With `resume_sid`, a participant whose signal connection dropped
+    /// takes it up again instead (`reconnect` response; the room sees nothing).
     pub fn join(&mut self, now: Instant, p: JoinParams) -> Result<(Pid, String), JoinError> {
+        if let Some(sid) = &p.resume_sid {
+            return self.resume(now, sid, &p);
+        }
         // Duplicate identity: the newer session wins, as in LiveKit.
         let dup = self
             .parts
@@ -297,6 +304,53 @@ impl Sfu {
         Ok((pid, sid))
     }
 
+    fn resume(
+        &mut self,
+        now: Instant,
+        sid: &str,
+        p: &JoinParams,
+    ) -> Result<(Pid, String), JoinError> {
+        let Some(part) = self
+            .parts
+            .values_mut()
+            .find(|x| x.sid == sid && x.identity == p.identity && x.room == p.room)
+        else {
+            return Err(JoinError::CannotResume(sid.to_string()));
+        };
+        part.gone_since = None;
+        let pid = part.id;
+        info!(identity = %part.identity, %sid, "participant resumed its session");
+        let resp = lk::ReconnectResponse {
+            server_info: Some(self.server_info()),
+            ..Default::default()
+        };
+        self.signal(pid, Resp::Reconnect(resp));
+        // What changed while the session was away.
+        let room = self
+            .parts
+            .get(&pid)
+            .map(|x| x.room.clone())
+            .unwrap_or_default();
+        let others: Vec<lk::ParticipantInfo> = self
+            .room_members(&room)
+            .iter()
+            .filter(|x| **x != pid)
+            .filter_map(|x| self.parts.get(x))
+            .filter(|x| !x.perms.hidden)
+            .map(|x| x.info(&self.tracks))
+            .collect();
+        if !others.is_empty() {
+            self.signal(
+                pid,
+                Resp::Update(lk::ParticipantUpdate {
+                    participants: others,
+                }),
+            );
+        }
+        self.drive(now);
+        Ok((pid, sid.to_string()))
+    }
+
     fn new_peer(&mut self, now: Instant, owner: Pid, role: Role) -> Result<PeerId, JoinError> {
         let mut b = Rtc::builder()
             .set_ice_lite(true)
@@ -357,10 +411,6 @@ impl Sfu {
             participant: Some(part.info(&self.tracks)),
             other_participants: others,
             server_version: LIVEKIT_COMPAT_VERSION.into(),
-            client_configuration: Some(lk::ClientConfiguration {
-                resume_connection: lk::ClientConfigSetting::Disabled as i32,
-                ..Default::default()
-            }),
             subscriber_primary: part.mode == Mode::V0 && part.perms.can_subscribe,
             ping_timeout: PING_TIMEOUT_S,
             ping_interval: PING_INTERVAL_S,
@@ -385,7 +435,7 @@ impl Sfu {
     /// resume until the departure timeout.
     pub fn session_lost(&mut self, now: Instant, pid: Pid) {
         if let Some(p) = self.parts.get_mut(&pid) {
-            debug!(identity = %p.identity, "signal connection lost; kept for a resume");
+            info!(identity = %p.identity, "signal connection lost; kept for a resume");
             p.gone_since = Some(now);
         }
     }

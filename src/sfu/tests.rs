@@ -121,6 +121,7 @@ impl World {
             mode,
             auto_subscribe: true,
             client_protocol: 0,
+            resume_sid: None,
         }
     }
 
@@ -824,4 +825,41 @@ fn a_stopped_sender_unpublishes_its_track() {
         .unwrap()
         .tracks
         .is_empty());
+}
+
+#[test]
+fn a_dropped_session_resumes_within_the_timeout_and_not_after() {
+    let mut w = two_in_a_room(Mode::V0);
+    let (alice, sid) = (w.peers[0].pid, w.peers[0].sid.clone());
+    updates_of(&mut w.peers[1]);
+    w.sfu.session_lost(w.now, alice);
+    w.run(Duration::from_secs(5));
+    let mut again = World::params("standup", "alice", Mode::V0);
+    again.resume_sid = Some(sid.clone());
+    let (pid, same) = w.sfu.join(w.now, again.clone()).unwrap();
+    assert_eq!(
+        (pid, same.as_str()),
+        (alice, sid.as_str()),
+        "the same participant"
+    );
+    w.pump();
+    assert!(
+        w.peers[0]
+            .inbox
+            .iter()
+            .any(|m| matches!(m, Resp::Reconnect(_))),
+        "alice gets a reconnect response"
+    );
+    assert!(
+        updates_of(&mut w.peers[1])
+            .iter()
+            .all(|p| p.state != lk::participant_info::State::Disconnected as i32),
+        "bob never sees alice leave"
+    );
+    // Dropped again, and back too late: gone, and told so.
+    w.sfu.session_lost(w.now, alice);
+    w.run(SfuConfig::default().departure_timeout + Duration::from_secs(1));
+    assert_eq!(w.sfu.participant_count(), 1);
+    let e = w.sfu.join(w.now, again).unwrap_err();
+    assert_eq!(e, JoinError::CannotResume(sid));
 }

@@ -150,34 +150,36 @@ pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -
             .as_ref()
             .map(|c| c.protocol)
             .unwrap_or(0),
+        resume_sid: (join_req.reconnect && !join_req.participant_sid.is_empty())
+            .then(|| join_req.participant_sid.clone()),
     };
 
     let conn = media.new_conn_id();
     let (tx, rx) = mpsc::unbounded_channel();
-    // Resuming is not supported: the client is told to reconnect from scratch (a fresh join
-    // with the same identity, which replaces the old participant).
-    let joined = if join_req.reconnect {
-        info!(identity = %params.identity, "resume asked; told to rejoin");
-        let _ = tx.send(SessionEvent::Close(lk::DisconnectReason::StateMismatch));
-        None
-    } else {
-        match media.join(params, conn, tx.clone()).await {
-            Ok(Ok((pid, sid))) => {
-                debug!(%sid, "joined");
-                Some(pid)
-            }
-            Ok(Err(e)) => {
-                let status = match e {
-                    JoinError::RoomFull(..) | JoinError::TooManyRooms(_) => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
-                    JoinError::Rtc(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                warn!(error = %e, "join failed");
-                return text_response(status, &e.to_string());
-            }
-            Err(e) => return text_response(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    let resuming = params.resume_sid.is_some();
+    let joined = match media.join(params, conn, tx.clone()).await {
+        Ok(Ok((pid, sid))) => {
+            debug!(%sid, resuming, "joined");
+            Some(pid)
         }
+        Ok(Err(JoinError::CannotResume(sid))) => {
+            // The participant is gone (timed out, removed): the client must join afresh,
+            // which `leave` with action RECONNECT tells it.
+            info!(%sid, "resume refused: the participant is gone; told to rejoin");
+            let _ = tx.send(SessionEvent::Close(lk::DisconnectReason::StateMismatch));
+            None
+        }
+        Ok(Err(e)) => {
+            let status = match e {
+                JoinError::RoomFull(..) | JoinError::TooManyRooms(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            warn!(error = %e, "join failed");
+            return text_response(status, &e.to_string());
+        }
+        Err(e) => return text_response(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
     if let Some(pid) = joined {
         // v1 browsers put their first offer (and possibly tracks) into the join request.

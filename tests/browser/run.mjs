@@ -673,6 +673,28 @@ async function main() {
     await expectMicMuted(bob, 'alice', false);
   });
 
+  await step('alice\'s signal connection drops: she resumes as the same participant, media flows on', async () => {
+    const before = (await alice.call('info')).participantSid ?? null;
+    const seenBefore = (await bob.call('events')).filter((e) => e.ev === 'participantDisconnected').length;
+    await alice.call('simulateSignalReconnect');
+    await waitUntil({
+      what: 'alice resumes',
+      expected: 'a Reconnected event after the drop',
+      probe: async () => (await alice.call('events')).filter((e) => e.ev === 'reconnected' || e.ev === 'signalReconnecting'),
+      check: (evs) => evs.some((e) => e.ev === 'reconnected'),
+    });
+    const info = await alice.call('info');
+    if (info.connectionState !== 'connected') throw new Failure(`alice is ${info.connectionState} after resuming`);
+    if (before && info.participantSid && info.participantSid !== before) {
+      throw new Failure(`alice came back as ${info.participantSid}, not ${before}: a rejoin, not a resume`);
+    }
+    const seenAfter = (await bob.call('events')).filter((e) => e.ev === 'participantDisconnected').length;
+    if (seenAfter !== seenBefore) throw new Failure('bob saw alice leave during her resume');
+    await expectRemotes(bob, ['alice']);
+    await expectVideo(bob, 'alice');
+    await expectVideo(alice, 'bob');
+  });
+
   const carol = await step('carol joins: she sees alice and bob, they see her', async () => {
     const p = await open('carol');
     await p.join(await mint('carol'));

@@ -189,6 +189,7 @@ function requireRoom() {
 function info() {
   return {
     identity: room?.localParticipant?.identity ?? null,
+    participantSid: room?.localParticipant?.sid ?? null,
     room: room?.name ?? null,
     connectionState: room?.state ?? 'no room',
     // The path of the successful join (the internal flag is not meaningful after a failure).
@@ -266,6 +267,14 @@ window.confab = {
     const r = requireRoom();
     const pub = await r.localParticipant.setMicrophoneEnabled(Boolean(enabled));
     return { trackSid: pub?.trackSid ?? null, muted: pub?.isMuted ?? null };
+  },
+
+  /** Drops the signal WebSocket as a network blip would (livekit-client's own test hook); the
+   * client resumes with reconnect=1 and the participant sid. */
+  async simulateSignalReconnect() {
+    const r = requireRoom();
+    await r.simulateScenario('signal-reconnect');
+    return r.localParticipant.sid;
   },
 
   async leave() {
