@@ -947,3 +947,77 @@ async fn media_connects_over_ice_tcp() {
     drop(alice);
     s.stop();
 }
+
+/// The web app's join: `POST /api/join` mints a token for a room and a display name that
+/// `/rtc` accepts; bad names are refused with a message; `/api/rooms/<name>` tells whether the
+/// room is still there.
+#[tokio::test(flavor = "multi_thread")]
+async fn web_join_mints_a_token_the_signalling_accepts() {
+    let s = Server::start();
+    let post = |body: &str| -> (String, Value) {
+        let ca = s.d.ca();
+        let out = common::curl(&[
+            "-sS",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+            "-w",
+            "\n%{http_code}",
+            &s.d.url("/api/join"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.to_string(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    };
+    let (code, v) = post(r#"{"room": "standup", "name": "Ann Lee"}"#);
+    assert_eq!(code, "200", "{v}");
+    let identity = v["identity"].as_str().unwrap().to_string();
+    assert!(identity.starts_with("annlee-"), "{identity}");
+    assert_eq!(v["room"], ROOM);
+    assert_eq!(v["url"], format!("wss://localhost:{}", s.d.https));
+    let token = v["token"].as_str().unwrap();
+    let mut ann = s
+        .connect(&format!("/rtc?access_token={token}"))
+        .await
+        .unwrap_or_else(|e| panic!("the minted token is refused: {e:?}"));
+    match ann.recv().await {
+        Some(Resp::Join(j)) => {
+            let p = j.participant.unwrap();
+            assert_eq!(
+                (p.identity.as_str(), p.name.as_str()),
+                (identity.as_str(), "Ann Lee")
+            );
+            let perm = p.permission.unwrap();
+            assert!(perm.can_publish && perm.can_subscribe && perm.can_publish_data);
+        }
+        other => panic!("expected join, got {other:?}"),
+    }
+    for (body, word) in [
+        (r#"{"room": "a b", "name": "Ann"}"#, "room name"),
+        (r#"{"room": "ok", "name": "   "}"#, "name"),
+        (r#"{"room": "ok"}"#, "JSON"),
+        ("not json", "JSON"),
+    ] {
+        let (code, v) = post(body);
+        assert_eq!(code, "400", "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(word), "{body}: {v}");
+    }
+    let (code, body) = s.d.get(&format!("/api/rooms/{ROOM}"));
+    assert_eq!(code, "200");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["active"].as_bool(), v["participants"].as_u64()),
+        (Some(true), Some(1))
+    );
+    let (_, body) = s.d.get("/api/rooms/never-made");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["active"], false, "{v}");
+    drop(ann);
+    s.stop();
+}

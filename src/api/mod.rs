@@ -4,6 +4,7 @@
 
 pub mod client;
 mod health;
+mod rooms;
 pub mod server;
 mod twirp;
 
@@ -37,6 +38,8 @@ pub struct AppInner {
     pub has_slots: bool,
     /// The media thread (absent in tests of the plain HTTP routes).
     pub media: Option<crate::media::MediaHandle>,
+    /// Lifetime of tokens the web app gets from `/api/join`.
+    pub token_ttl: std::time::Duration,
 }
 
 impl App {
@@ -60,6 +63,13 @@ impl App {
                 Some(m) => crate::signal::ws::upgrade(self.clone(), m.clone(), req).await,
                 None => text_response(StatusCode::SERVICE_UNAVAILABLE, "media engine not running"),
             };
+        }
+        if tls && req.uri().path() == rooms::JOIN {
+            return rooms::join(self, req).await;
+        }
+        if tls && req.uri().path().starts_with(rooms::ROOMS) {
+            let path = req.uri().path().to_string();
+            return rooms::status(self, &path).await;
         }
         if tls && req.uri().path().starts_with(twirp::PREFIX) {
             return twirp::handle(self, self.0.media.clone(), req).await;

@@ -28,6 +28,7 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         update_state: dir.path().join("update-state.json"),
         has_slots: false,
         media: None,
+        token_ttl: std::time::Duration::from_secs(3600),
     });
     (app, dir)
 }

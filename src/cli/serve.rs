@@ -102,6 +102,7 @@ async fn serve(config: Config) -> ExitCode {
         update_state: config.update.state_file.clone(),
         has_slots: config.update.bootloader != crate::config::BootloaderKind::None,
         media: Some(media.handle.clone()),
+        token_ttl: config.auth.token_ttl,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(
