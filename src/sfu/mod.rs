@@ -268,6 +268,8 @@ impl Sfu {
             audio_level: 0.0,
             last_audio: None,
             client_protocol: p.client_protocol,
+            egress_estimate: None,
+            egress_applied: None,
         };
         self.parts.insert(pid, part);
         if let Some(room) = self.rooms.get_mut(&p.room) {
@@ -926,9 +928,7 @@ impl Sfu {
                 sub.want_quality = (s.width == 0 && s.height == 0).then_some(s.quality);
             }
         }
-        for t in s.track_sids {
-            self.choose_layer(pid, &t);
-        }
+        self.rebalance(pid);
     }
 
     // ---------------------------------------------------------------- tracks and subscriptions
@@ -1051,7 +1051,7 @@ impl Sfu {
         }
         p.subs.insert(track_sid.to_string(), Sub::new(track_sid));
         let (mode, sub_peer) = (p.mode, p.subscriber);
-        self.choose_layer(pid, track_sid);
+        self.rebalance(pid);
         match mode {
             Mode::V0 => self.negotiate(sub_peer),
             Mode::V1 => {
@@ -1071,6 +1071,7 @@ impl Sfu {
             return;
         };
         let (mode, sub_peer) = (p.mode, p.subscriber);
+        self.rebalance(pid);
         let Some(mid) = sub.mid else {
             return;
         };
@@ -1323,6 +1324,7 @@ impl Sfu {
         }
         let rids = t.rids.clone();
         let layers = t.info.layers.clone();
+        let budget = self.video_budget(pid);
         let Some(s) = self
             .parts
             .get_mut(&pid)
@@ -1338,7 +1340,7 @@ impl Sfu {
             };
             rids.iter().find(|r| &***r == rid).copied()
         };
-        let target = if let Some(q) = s.want_quality {
+        let wanted = if let Some(q) = s.want_quality {
             by_quality(q)
         } else if s.want_width > 0 {
             // layers are best first; take the last one still wide enough.
@@ -1353,9 +1355,88 @@ impl Sfu {
             None
         }
         .or_else(|| rids.first().copied());
+        s.wanted = wanted;
+        let bitrate = |r: &Rid| {
+            let q = match &**r {
+                "q" => 0,
+                "h" => 1,
+                _ => 2,
+            };
+            layers
+                .iter()
+                .find(|l| l.quality == q && l.bitrate > 0)
+                .map_or_else(|| room::default_layer_bitrate(r), |l| l.bitrate as u64)
+        };
+        let target = room::cap_layer(wanted, &rids, budget, bitrate);
         if s.target != target {
             s.target = target;
             s.needs_keyframe = true;
+        }
+    }
+
+    /// What one video subscription of `pid` may use: the estimate less audio, shared equally.
+    fn video_budget(&self, pid: Pid) -> Option<u64> {
+        let p = self.parts.get(&pid)?;
+        let estimate = p.egress_estimate?;
+        let (mut audio, mut video) = (0u64, 0u64);
+        for s in p.subs.values().filter(|s| !s.disabled) {
+            match self.tracks.get(&s.track).map(|t| t.kind) {
+                Some(MediaKind::Audio) => audio += 1,
+                Some(MediaKind::Video) => video += 1,
+                None => {}
+            }
+        }
+        Some(estimate.saturating_sub(audio * room::AUDIO_BUDGET) / video.max(1))
+    }
+
+    /// Re-chooses every simulcast subscription of `pid` for its bandwidth estimate, and tells
+    /// its peer's estimator how much it would like to send (so it probes for that much).
+    fn rebalance(&mut self, pid: Pid) {
+        let Some(p) = self.parts.get(&pid) else {
+            return;
+        };
+        let subs: Vec<String> = p.subs.keys().cloned().collect();
+        let peer_id = p.subscriber;
+        for t in &subs {
+            self.choose_layer(pid, t);
+        }
+        let Some(p) = self.parts.get_mut(&pid) else {
+            return;
+        };
+        p.egress_applied = p.egress_estimate;
+        let mut desired = 0u64;
+        for s in p.subs.values().filter(|s| !s.disabled) {
+            let Some(t) = self.tracks.get(&s.track) else {
+                continue;
+            };
+            desired += match (t.kind, s.wanted) {
+                (MediaKind::Audio, _) => room::AUDIO_BUDGET,
+                (MediaKind::Video, Some(r)) => t
+                    .info
+                    .layers
+                    .iter()
+                    .find(|l| {
+                        l.bitrate > 0
+                            && l.quality
+                                == if &*r == "q" {
+                                    0
+                                } else if &*r == "h" {
+                                    1
+                                } else {
+                                    2
+                                }
+                    })
+                    .map_or_else(|| room::default_layer_bitrate(&r), |l| l.bitrate as u64),
+                (MediaKind::Video, None) => room::default_layer_bitrate("f"),
+            };
+        }
+        if let Some(peer) = self.peers.get_mut(&peer_id) {
+            peer.rtc.bwe().set_bitrate(
+                str0m::bwe::Bitrate::bps(0),
+                // Headroom: probing stops near the desired rate, and the layers must fit below.
+                str0m::bwe::Bitrate::bps((desired + desired / 2).max(300_000)),
+            );
+            self.dirty.push(peer_id);
         }
     }
 
@@ -1585,6 +1666,25 @@ impl Sfu {
                 }
             }
             Event::ChannelData(d) => self.on_channel_data(peer_id, d),
+            Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
+                let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
+                    return;
+                };
+                let Some(p) = self.parts.get_mut(&pid) else {
+                    return;
+                };
+                if p.subscriber != peer_id {
+                    return;
+                }
+                let bps = estimate.as_u64();
+                p.egress_estimate = Some(bps);
+                // Re-choose layers when the estimate moved by more than 10 %.
+                let moved = p.egress_applied.is_none_or(|a| bps.abs_diff(a) * 10 > a);
+                if moved {
+                    debug!(identity = %p.identity, kbps = bps / 1000, "bandwidth estimate");
+                    self.rebalance(pid);
+                }
+            }
             _ => {}
         }
     }

@@ -70,6 +70,41 @@ impl Room {
     }
 }
 
+/// What a layer costs when the publisher did not say (LiveKit's defaults for 720p simulcast).
+pub fn default_layer_bitrate(rid: &str) -> u64 {
+    match rid {
+        "q" => 150_000,
+        "h" => 500_000,
+        _ => 1_700_000,
+    }
+}
+
+/// Audio a subscriber receives, per track, in a bandwidth budget (Opus with headers).
+pub const AUDIO_BUDGET: u64 = 64_000;
+
+/// The best layer at or below `wanted` that fits `budget` (bits/s), else the lowest one.
+/// `rids` are best first; `bitrate` gives a layer's cost.
+pub fn cap_layer(
+    wanted: Option<Rid>,
+    rids: &[Rid],
+    budget: Option<u64>,
+    bitrate: impl Fn(&Rid) -> u64,
+) -> Option<Rid> {
+    let Some(budget) = budget else {
+        return wanted;
+    };
+    let at = wanted
+        .and_then(|w| rids.iter().position(|r| *r == w))
+        .unwrap_or(0);
+    let below = rids.get(at..).unwrap_or_default();
+    below
+        .iter()
+        .find(|r| bitrate(r) <= budget)
+        .or(below.last())
+        .copied()
+        .or(wanted)
+}
+
 /// A simulcast layer without media for this long counts as switched off.
 const LAYER_IDLE: std::time::Duration = std::time::Duration::from_millis(1000);
 
@@ -124,9 +159,11 @@ pub struct Sub {
     pub mid: Option<Mid>,
     /// Negotiated: the remote peer has answered (v0) or offered (v1) the section.
     pub open: bool,
-    /// Layer being forwarded, and the one wanted (switch on its next keyframe).
+    /// Layer being forwarded, the one to forward (switch on its next keyframe), and the one
+    /// the subscriber asked for (the target is lower when bandwidth is short).
     pub current: Option<Rid>,
     pub target: Option<Rid>,
+    pub wanted: Option<Rid>,
     /// The subscriber disabled the track (`UpdateTrackSettings.disabled`).
     pub disabled: bool,
     /// Requested size; 0 = no preference (take the best layer).
@@ -148,6 +185,7 @@ impl Sub {
             open: false,
             current: None,
             target: None,
+            wanted: None,
             disabled: false,
             want_width: 0,
             want_quality: None,
@@ -189,6 +227,9 @@ pub struct Participant {
     pub audio_level: f32,
     pub last_audio: Option<Instant>,
     pub client_protocol: i32,
+    /// The subscriber peer's bandwidth estimate (TWCC), and the one the layers were chosen for.
+    pub egress_estimate: Option<u64>,
+    pub egress_applied: Option<u64>,
 }
 
 impl Participant {

@@ -863,3 +863,30 @@ fn a_dropped_session_resumes_within_the_timeout_and_not_after() {
     let e = w.sfu.join(w.now, again).unwrap_err();
     assert_eq!(e, JoinError::CannotResume(sid));
 }
+
+#[test]
+fn a_small_bandwidth_estimate_caps_the_layer() {
+    let rids: Vec<str0m::media::Rid> = vec!["f".into(), "h".into(), "q".into()];
+    let cost = |r: &str0m::media::Rid| room::default_layer_bitrate(r);
+    let f = Some("f".into());
+    let h = Some("h".into());
+    let q = Some("q".into());
+    assert_eq!(
+        room::cap_layer(f, &rids, None, cost),
+        f,
+        "no estimate yet: as wanted"
+    );
+    assert_eq!(room::cap_layer(f, &rids, Some(5_000_000), cost), f);
+    assert_eq!(room::cap_layer(f, &rids, Some(600_000), cost), h);
+    assert_eq!(room::cap_layer(f, &rids, Some(200_000), cost), q);
+    assert_eq!(
+        room::cap_layer(f, &rids, Some(50_000), cost),
+        q,
+        "the lowest, not nothing"
+    );
+    assert_eq!(
+        room::cap_layer(q, &rids, Some(5_000_000), cost),
+        q,
+        "never above the wish"
+    );
+}
