@@ -1,0 +1,161 @@
+//! Room and participant administration (the Twirp RoomService and the web API call these).
+
+use super::*;
+
+impl Sfu {
+    pub fn create_room(
+        &mut self,
+        now: Instant,
+        name: &str,
+        max_participants: Option<u32>,
+        empty_timeout: Option<u32>,
+    ) -> Result<lk::Room, JoinError> {
+        if let Some(r) = self.rooms.get(name) {
+            return Ok(self.room_info(r));
+        }
+        if self.rooms.len() as u32 >= self.cfg.max_rooms {
+            return Err(JoinError::TooManyRooms(self.cfg.max_rooms));
+        }
+        let room = Room {
+            sid: new_sid("RM_"),
+            name: name.to_string(),
+            created_unix_ms: unix_ms(),
+            metadata: String::new(),
+            max_participants: max_participants
+                .filter(|m| *m > 0)
+                .unwrap_or(self.cfg.max_participants)
+                .min(self.cfg.max_participants),
+            empty_timeout_s: empty_timeout.unwrap_or(self.cfg.empty_timeout.as_secs() as u32),
+            participants: vec![],
+            empty_since: Some(now),
+            version: 1,
+        };
+        info!(room = %name, sid = %room.sid, "room created");
+        let info = self.room_info(&room);
+        self.rooms.insert(name.to_string(), room);
+        Ok(info)
+    }
+
+    pub fn list_rooms(&self, names: &[String]) -> Vec<lk::Room> {
+        let mut v: Vec<lk::Room> = self
+            .rooms
+            .values()
+            .filter(|r| names.is_empty() || names.contains(&r.name))
+            .map(|r| self.room_info(r))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn delete_room(&mut self, now: Instant, name: &str) -> bool {
+        let Some(room) = self.rooms.get(name) else {
+            return false;
+        };
+        for pid in room.participants.clone() {
+            self.remove_participant(now, pid, lk::DisconnectReason::RoomDeleted);
+        }
+        info!(room = %name, "room deleted");
+        self.rooms.remove(name).is_some()
+    }
+
+    pub fn list_participants(&self, room: &str) -> Option<Vec<lk::ParticipantInfo>> {
+        let r = self.rooms.get(room)?;
+        Some(
+            r.participants
+                .iter()
+                .filter_map(|x| self.parts.get(x))
+                .map(|x| x.info(&self.tracks))
+                .collect(),
+        )
+    }
+
+    pub fn find(&self, room: &str, identity: &str) -> Option<Pid> {
+        self.parts
+            .values()
+            .find(|x| x.room == room && x.identity == identity)
+            .map(|x| x.id)
+    }
+
+    pub fn participant_info(&self, pid: Pid) -> Option<lk::ParticipantInfo> {
+        self.parts.get(&pid).map(|x| x.info(&self.tracks))
+    }
+
+    pub fn update_room_metadata(&mut self, name: &str, metadata: String) -> Option<lk::Room> {
+        let room = self.rooms.get_mut(name)?;
+        room.metadata = metadata;
+        room.version += 1;
+        let info = {
+            let r = self.rooms.get(name)?;
+            self.room_info(r)
+        };
+        for pid in self.room_members(name) {
+            self.signal(
+                pid,
+                Resp::RoomUpdate(lk::RoomUpdate {
+                    room: Some(info.clone()),
+                }),
+            );
+        }
+        Some(info)
+    }
+
+    /// Admin: change a participant's metadata, name, attributes or permissions.
+    pub fn update_participant(
+        &mut self,
+        pid: Pid,
+        metadata: Option<String>,
+        name: Option<String>,
+        attributes: HashMap<String, String>,
+        perms: Option<Permissions>,
+    ) -> Option<lk::ParticipantInfo> {
+        let p = self.parts.get_mut(&pid)?;
+        if let Some(m) = metadata {
+            p.metadata = m;
+        }
+        if let Some(n) = name {
+            p.name = n;
+        }
+        for (k, v) in attributes {
+            if v.is_empty() {
+                p.attributes.remove(&k);
+            } else {
+                p.attributes.insert(k, v);
+            }
+        }
+        if let Some(perms) = perms {
+            p.perms = perms;
+        }
+        p.version += 1;
+        self.broadcast_participant(pid);
+        self.participant_info(pid)
+    }
+
+    /// Admin or participant: mute/unmute a published track; everyone (owner included) hears.
+    pub fn set_muted(&mut self, track_sid: &str, muted: bool) -> Option<lk::TrackInfo> {
+        let t = self.tracks.get_mut(track_sid)?;
+        t.info.muted = muted;
+        let (owner, info) = (t.owner, t.info.clone());
+        if let Some(p) = self.parts.get_mut(&owner) {
+            p.version += 1;
+        }
+        self.signal(
+            owner,
+            Resp::Mute(lk::MuteTrackRequest {
+                sid: track_sid.to_string(),
+                muted,
+            }),
+        );
+        self.broadcast_participant(owner);
+        Some(info)
+    }
+
+    /// Admin: send a data packet to (some of) a room's participants, from the server.
+    pub fn send_data(&mut self, now: Instant, room: &str, packet: lk::DataPacket) -> bool {
+        if !self.rooms.contains_key(room) {
+            return false;
+        }
+        self.deliver_data(None, room, packet);
+        self.drive(now);
+        true
+    }
+}
