@@ -1021,3 +1021,25 @@ async fn web_join_mints_a_token_the_signalling_accepts() {
     drop(ann);
     s.stop();
 }
+
+/// A client that leaves and closes its WebSocket gets the closing handshake back (livekit-client
+/// otherwise logs "WS closed unexpectedly with code 1006" on every leave).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leaving_client_gets_a_clean_close() {
+    let s = Server::start();
+    let (mut alice, _) = s.join("alice").await;
+    alice.send(Req::Leave(lk::LeaveRequest::default())).await;
+    alice.ws.close(None).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, alice.ws.next()).await {
+            Err(_) => panic!("no close reply within {WAIT:?}"),
+            Ok(None) => break,
+            Ok(Some(Ok(_))) => {} // the close reply (and anything queued before it)
+            Ok(Some(Err(e))) => panic!("the server dropped the connection instead of closing: {e}"),
+        }
+    }
+    s.assert_no_panic();
+    s.stop();
+}

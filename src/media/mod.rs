@@ -585,7 +585,9 @@ impl Loop {
                 }
                 Output::Close(pid, reason) => {
                     if let Some((_, tx)) = self.sessions.remove(&pid) {
-                        let _ = tx.send(SessionEvent::Close(reason));
+                        if reason != lk::DisconnectReason::ClientInitiated {
+                            let _ = tx.send(SessionEvent::Close(reason));
+                        }
                     }
                 }
             }

@@ -118,7 +118,8 @@ pub enum Output {
     Transmit(Transmit),
     /// Send a signal response to a participant's session.
     Signal(Pid, Box<Resp>),
-    /// End a participant's session: send `leave` with this reason, then close.
+    /// End a participant's session: send `leave` with this reason (unless the client left
+    /// itself: `ClientInitiated`), then close.
     Close(Pid, lk::DisconnectReason),
 }
 
@@ -446,16 +447,15 @@ impl Sfu {
         }
     }
 
-    /// Removes a participant: its peers, its tracks, its subscriptions; tells the room. A reason
-    /// other than `ClientInitiated` is also sent to it (`leave`) and its session closed.
+    /// Removes a participant: its peers, its tracks, its subscriptions; tells the room, and ends
+    /// its session (with `leave` and the reason, unless it left itself).
     pub fn remove_participant(&mut self, now: Instant, pid: Pid, reason: lk::DisconnectReason) {
         let Some(mut part) = self.parts.remove(&pid) else {
             return;
         };
         info!(identity = %part.identity, room = %part.room, ?reason, "participant left");
-        if reason != lk::DisconnectReason::ClientInitiated {
-            self.out.push_back(Output::Close(pid, reason));
-        }
+        // The session ends either way; a client that left itself is not sent `leave`.
+        self.out.push_back(Output::Close(pid, reason));
         for peer_id in [part.publisher, part.subscriber] {
             if let Some(mut peer) = self.peers.remove(&peer_id) {
                 peer.rtc.disconnect();

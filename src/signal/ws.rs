@@ -19,6 +19,7 @@ use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
 use prost::Message as _;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -270,10 +271,27 @@ async fn session<S>(
                     });
                     let _ = ws.send(encode(leave)).await;
                     let _ = ws.close(None).await;
+                    let _ = ws.get_mut().shutdown().await;
                     left = true;
                     break;
                 }
-                None => break,
+                None => {
+                    if left {
+                        // The client said leave and is closing: let it, so the socket ends
+                        // with a clean close rather than a dropped connection.
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            while let Some(Ok(m)) = ws.next().await {
+                                if matches!(m, WsMessage::Close(_)) {
+                                    let _ = ws.flush().await;
+                        let _ = ws.get_mut().shutdown().await;
+                                    break;
+                                }
+                            }
+                        })
+                        .await;
+                    }
+                    break;
+                }
             },
             msg = tokio::time::timeout(IDLE_TIMEOUT, ws.next()) => {
                 let msg = match msg {
@@ -291,8 +309,10 @@ async fn session<S>(
                 let bytes = match msg {
                     WsMessage::Binary(b) => b,
                     WsMessage::Close(_) => {
-                        // Completes the closing handshake (tungstenite queued the reply).
-                        let _ = ws.close(None).await;
+                        // tungstenite queued the reply to the client's close frame; flushing
+                        // sends it and completes the closing handshake.
+                        let _ = ws.flush().await;
+                        let _ = ws.get_mut().shutdown().await;
                         break;
                     }
                     WsMessage::Text(_) => {
