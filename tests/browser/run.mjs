@@ -9,18 +9,14 @@
 // The key, secret, URL and CA may also come from LIVEKIT_API_KEY, LIVEKIT_API_SECRET, LIVEKIT_URL
 // and CONFAB_CA; the Chromium binary from CHROMIUM_PATH. Exit status: 0 pass, 1 a step failed,
 // 2 bad arguments or a missing tool. The last line is `browser: PASS mode=<m> ...` or
-// `browser: FAIL mode=<m> ...`.
+// `browser: FAIL mode=<m> ...`. What it shares with load.mjs is in lib.mjs.
 
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import http from 'node:http';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const started = Date.now();
+import {
+  Failure, PageParticipant, Session, loadModules, log, parseCommandLine, serverOptions, show,
+  sleep, tokenMinter, trustCa, usage, waitUntil as poll, withTimeout,
+} from './lib.mjs';
 
 const USAGE = `usage: node run.mjs --mode v1|v0 --url wss://HOST:PORT --api-key KEY [--api-secret SECRET]
                    [--ca CA.crt | --insecure] [--chromium PATH] [--step-timeout S] [--deadline S] [--verbose]
@@ -37,132 +33,21 @@ const USAGE = `usage: node run.mjs --mode v1|v0 --url wss://HOST:PORT --api-key 
   --deadline      seconds the whole run may take (default 240)
   --verbose       print every browser console line (default: warnings and errors only)`;
 
-function usage(message) {
-  if (message) console.error(`run.mjs: ${message}`);
-  console.error(USAGE);
-  process.exit(2);
-}
-
-let args;
-try {
-  args = parseArgs({
-    options: {
-      mode: { type: 'string', default: 'v1' },
-      url: { type: 'string' },
-      'api-key': { type: 'string' },
-      'api-secret': { type: 'string' },
-      ca: { type: 'string' },
-      insecure: { type: 'boolean', default: false },
-      chromium: { type: 'string' },
-      'step-timeout': { type: 'string', default: '20' },
-      deadline: { type: 'string', default: '240' },
-      verbose: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-    strict: true,
-  }).values;
-} catch (e) {
-  usage(e.message);
-}
-if (args.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
-
-const mode = args.mode;
-if (mode !== 'v1' && mode !== 'v0') usage(`--mode must be v1 or v0, got ${JSON.stringify(mode)}`);
-const wsUrl = args.url ?? process.env.LIVEKIT_URL;
-const apiKey = args['api-key'] ?? process.env.LIVEKIT_API_KEY;
-const apiSecret = args['api-secret'] ?? process.env.LIVEKIT_API_SECRET;
-const caPath = args.ca ?? process.env.CONFAB_CA;
-const chromiumPath = args.chromium ?? process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const args = parseCommandLine('run.mjs', USAGE, {
+  'step-timeout': { type: 'string', default: '20' },
+  deadline: { type: 'string', default: '240' },
+});
+const { mode, wsUrl, httpUrl, apiKey, apiSecret, caPath, chromiumPath } = serverOptions(args);
 const stepTimeoutMs = Number(args['step-timeout']) * 1000;
 const deadlineMs = Number(args.deadline) * 1000;
-if (!wsUrl) usage('give --url (or LIVEKIT_URL)');
-if (!/^wss?:\/\//.test(wsUrl)) usage(`--url must start with wss:// or ws://, got ${wsUrl}`);
-if (!apiKey || !apiSecret) usage('give --api-key and --api-secret (or LIVEKIT_API_KEY / LIVEKIT_API_SECRET)');
 if (!(stepTimeoutMs > 0) || !(deadlineMs > 0)) usage('--step-timeout and --deadline take positive seconds');
-const httpUrl = wsUrl.replace(/^ws/, 'http');
-
-// Node reads NODE_EXTRA_CA_CERTS only at start-up: run again with it set.
-if (caPath && !args.insecure) {
-  const ca = path.resolve(caPath);
-  try {
-    fs.accessSync(ca, fs.constants.R_OK);
-  } catch {
-    usage(`cannot read the CA file ${ca}`);
-  }
-  if (process.env.NODE_EXTRA_CA_CERTS !== ca) {
-    if (process.env.CONFAB_BROWSER_REEXEC) {
-      console.error('run.mjs: NODE_EXTRA_CA_CERTS did not survive the re-exec');
-      process.exit(2);
-    }
-    const child = spawn(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
-      stdio: 'inherit',
-      env: { ...process.env, NODE_EXTRA_CA_CERTS: ca, CONFAB_BROWSER_REEXEC: '1' },
-    });
-    for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
-    child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-    // Keep this process alive until the child exits (the handlers above end it).
-    await new Promise(() => {});
-  }
-}
-if (args.insecure) process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+await trustCa(import.meta.url, caPath, args.insecure);
 
 // ---------------------------------------------------------------------------------------------
-// Logging, failures, timeouts
+// Waits and steps
 
-function stamp() {
-  return `[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s]`;
-}
-function log(msg) {
-  console.log(`${stamp()} ${msg}`);
-}
-function show(v) {
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 1500 ? `${s.slice(0, 1500)}…` : s;
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** A failed expectation. `fatal` ones (a 4xx from the API) end a wait at once instead of retrying. */
-class Failure extends Error {
-  constructor(message, { fatal = false } = {}) {
-    super(message);
-    this.fatal = fatal;
-  }
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Failure(`${what}: no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/** Polls `probe` until `check(seen)` holds; otherwise fails saying what was expected and seen. */
-async function waitUntil({ what, expected, probe, check, timeoutMs = stepTimeoutMs, intervalMs = 250 }) {
-  const t0 = Date.now();
-  let seen;
-  let probeError;
-  for (;;) {
-    try {
-      seen = await probe();
-      probeError = undefined;
-      if (check(seen)) return seen;
-    } catch (e) {
-      if (e instanceof Failure && e.fatal) throw new Failure(`${what}: ${e.message}`);
-      probeError = e;
-    }
-    if (Date.now() - t0 > timeoutMs) {
-      const detail = probeError ? `probe failed: ${probeError.message}` : `saw ${show(seen)}`;
-      throw new Failure(`${what}: expected ${expected} within ${timeoutMs} ms; ${detail}`);
-    }
-    await sleep(intervalMs);
-  }
-}
+/** Polls `probe` until `check(seen)` holds, for --step-timeout by default (see lib.mjs). */
+const waitUntil = (w) => poll({ timeoutMs: stepTimeoutMs, ...w });
 
 let stepNo = 0;
 let currentStep = 'start-up';
@@ -178,50 +63,7 @@ async function step(title, fn, timeoutMs = Math.max(stepTimeoutMs * 5, 60000)) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Static server for the test page (http://127.0.0.1 is a secure context: getUserMedia works).
-
-const lkDist = path.join(here, 'node_modules', 'livekit-client', 'dist');
-const routes = {
-  '/': [path.join(here, 'page', 'index.html'), 'text/html; charset=utf-8'],
-  '/index.html': [path.join(here, 'page', 'index.html'), 'text/html; charset=utf-8'],
-  '/harness.mjs': [path.join(here, 'page', 'harness.mjs'), 'text/javascript; charset=utf-8'],
-  '/livekit-client.esm.mjs': [path.join(lkDist, 'livekit-client.esm.mjs'), 'text/javascript; charset=utf-8'],
-  '/livekit-client.esm.mjs.map': [path.join(lkDist, 'livekit-client.esm.mjs.map'), 'application/json'],
-};
-
-function startPageServer() {
-  const server = http.createServer((req, res) => {
-    const pathname = new URL(req.url ?? '/', 'http://127.0.0.1').pathname;
-    const route = routes[pathname];
-    if (!route) {
-      res.writeHead(pathname === '/favicon.ico' ? 204 : 404, { 'Cache-Control': 'no-store' });
-      res.end();
-      return;
-    }
-    fs.readFile(route[0], (err, body) => {
-      if (err) {
-        res.writeHead(500, { 'Content-Type': 'text/plain' });
-        res.end(String(err));
-        return;
-      }
-      res.writeHead(200, { 'Content-Type': route[1], 'Cache-Control': 'no-store' });
-      res.end(body);
-    });
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve(server));
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
 // One browser participant (its own BrowserContext and page).
-
-/** Console lines carry whole signalling URLs: drop the token and the join request, cap the length. */
-function redactText(text) {
-  const s = text.replace(/(access_token|join_request)=[^&'"\s]+/g, '$1=…');
-  return s.length > 600 ? `${s.slice(0, 600)}…` : s;
-}
 
 /** What the page's console and network log say about a failed join that the error itself hides. */
 function hints(lines, net) {
@@ -257,27 +99,10 @@ function redact(url) {
   }
 }
 
-class Participant {
-  constructor(identity, context, page) {
-    this.identity = identity;
-    this.context = context;
-    this.page = page;
+class Participant extends PageParticipant {
+  constructor(session, identity, context, page) {
+    super(session, identity, context, page);
     this.net = []; // WebSocket and /rtc, /twirp HTTP activity the page saw
-    this.console = [];
-    this.joinResult = null;
-    const tag = `[${identity}]`;
-    page.on('console', (msg) => {
-      const line = `${msg.type()}: ${redactText(msg.text())}`;
-      this.console.push(line);
-      if (this.console.length > 200) this.console.shift();
-      if (args.verbose || msg.type() === 'error' || msg.type() === 'warning') {
-        console.log(`${stamp()}   ${tag} console.${line}`);
-      }
-    });
-    page.on('pageerror', (err) => {
-      this.console.push(`pageerror: ${err.message}`);
-      console.log(`${stamp()}   ${tag} page error: ${err.message}`);
-    });
     page.on('websocket', (ws) => {
       const url = redact(ws.url());
       this.net.push(`websocket open ${url}`);
@@ -298,25 +123,12 @@ class Participant {
     });
   }
 
-  /** Runs window.confab[fn](...fnArgs) in the page. */
-  call(fn, ...fnArgs) {
-    return withTimeout(
-      this.page.evaluate(([f, a]) => window.confab[f](...a), [fn, fnArgs]),
-      stepTimeoutMs,
-      `${this.identity}: ${fn}()`,
-    );
-  }
-
   async join(token) {
     const t0 = Date.now();
     const seen = () =>
       `\n    what the page saw on the network:\n      ${this.net.length ? this.net.join('\n      ') : '(nothing)'}` +
       hints(this.console, this.net).map((h) => `\n    ${h}`).join('');
-    const joining = this.page.evaluate(([u, t, o]) => window.confab.join(u, t, o), [
-      wsUrl,
-      token,
-      { forceV0: mode === 'v0', websocketTimeout: 15000, peerConnectionTimeout: 15000 },
-    ]);
+    const joining = this.startJoin(token);
     // livekit-client retries some failures without end (see hints()): notice instead of waiting.
     let watch;
     const retrying = new Promise((_, reject) => {
@@ -337,15 +149,7 @@ class Participant {
       clearInterval(watch);
     }
     this.joinResult = r;
-    if (!r.ok) {
-      const e = r.error ?? {};
-      throw new Failure(
-        `${this.identity} could not join ${wsUrl} after ${Date.now() - t0} ms: ` +
-          `${e.name ?? 'Error'}${e.reason !== undefined ? ` (${e.reason})` : ''}` +
-          `${e.status ? ` status ${e.status}` : ''}: ${e.message}` +
-          `${e.context ? ` [${e.context}]` : ''}${seen()}`,
-      );
-    }
+    if (!r.ok) throw new Failure(`${this.joinError(r, t0)}${seen()}`);
     if (r.signalPath !== mode) {
       throw new Failure(
         `${this.identity} joined over signalling ${r.signalPath}, expected ${mode}` +
@@ -383,10 +187,7 @@ class Participant {
     }
     lines.push('network:');
     for (const n of this.net.slice(-30)) lines.push(`  ${n}`);
-    if (!args.verbose) {
-      lines.push('last console lines:');
-      for (const c of this.console.slice(-25)) lines.push(`  ${c}`);
-    }
+    lines.push(...this.consoleTail(25));
     return lines.join('\n');
   }
 }
@@ -488,119 +289,36 @@ async function api(what, fn) {
 // ---------------------------------------------------------------------------------------------
 // Main
 
-const participants = [];
-let browser;
-let pageServer;
-let finished = false;
-
-async function cleanup() {
-  try {
-    if (browser) await withTimeout(browser.close(), 10000, 'closing Chromium');
-  } catch (e) {
-    console.log(`${stamp()} (closing Chromium: ${e.message})`);
-  }
-  pageServer?.close();
-}
-
-async function fail(message) {
-  if (finished) return;
-  finished = true;
-  console.log(`${stamp()} FAILED in ${currentStep}:\n    ${message}`);
-  for (const p of participants) {
-    console.log(await withTimeout(p.report(), 10000, 'report').catch((e) => `--- ${p.identity}: ${e.message}`));
-  }
-  await cleanup();
-  console.log(`browser: FAIL mode=${mode} ${currentStep}: ${message.split('\n')[0]}`);
-  process.exit(1);
-}
-
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    fail(`interrupted by ${sig}`).finally(() => process.exit(1));
-  });
-}
-setTimeout(() => {
-  fail(`the whole run took longer than --deadline ${deadlineMs / 1000} s`);
-}, deadlineMs);
+const session = new Session({
+  wsUrl,
+  mode,
+  stepTimeoutMs,
+  verbose: args.verbose,
+  consoleMax: 600,
+  closeTimeoutMs: 10000,
+  deadlineMs,
+  failHeader: (message) => `FAILED in ${currentStep}:\n    ${message}`,
+  failLine: (message) => `browser: FAIL mode=${mode} ${currentStep}: ${message.split('\n')[0]}`,
+});
 process.on('exit', (code) => {
-  if (!finished && code === 0) {
+  if (!session.finished && code === 0) {
     console.log(`browser: FAIL mode=${mode} ${currentStep}: the runner stopped before finishing`);
     process.exitCode = 1;
   }
 });
 
-async function loadModules() {
-  if (!fs.existsSync(path.join(lkDist, 'livekit-client.esm.mjs'))) {
-    usage(`livekit-client is not installed: run \`npm ci\` in ${here}`);
-  }
-  try {
-    const { chromium } = await import('playwright-core');
-    const sdk = await import('livekit-server-sdk');
-    return { chromium, AccessToken: sdk.AccessToken, RoomServiceClient: sdk.RoomServiceClient };
-  } catch (e) {
-    usage(`cannot load playwright-core / livekit-server-sdk (run \`npm ci\` in ${here}): ${e.message}`);
-  }
-}
-
 async function main() {
-  try {
-    fs.accessSync(chromiumPath, fs.constants.X_OK);
-  } catch {
-    usage(`no Chromium at ${chromiumPath} (apt-get install chromium, or set CHROMIUM_PATH / --chromium)`);
-  }
-  const { chromium, AccessToken, RoomServiceClient } = await loadModules();
+  const { chromium, AccessToken, RoomServiceClient } = await loadModules(chromiumPath);
   const room = `browser-${mode}-${randomBytes(4).toString('hex')}`;
   log(`mode ${mode}: server ${wsUrl}, room ${room}, chromium ${chromiumPath}`);
 
-  const mint = async (identity) => {
-    const at = new AccessToken(apiKey, apiSecret, { identity, name: identity, ttl: '10m' });
-    at.addGrant({ roomJoin: true, room, canPublish: true, canSubscribe: true, canPublishData: true });
-    return at.toJwt();
-  };
+  const mint = tokenMinter(AccessToken, { apiKey, apiSecret, room, ttl: '10m' });
 
-  const base = await step('start the page server and Chromium', async () => {
-    pageServer = await startPageServer();
-    const addr = pageServer.address();
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      headless: true,
-      timeout: 30000,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--use-fake-ui-for-media-stream',
-        '--use-fake-device-for-media-stream',
-        '--autoplay-policy=no-user-gesture-required',
-        // confab's certificate comes from its own CA, which Chromium's store does not hold.
-        '--ignore-certificate-errors',
-        // The test server listens on 127.0.0.1: let WebRTC use the loopback interface.
-        '--allow-loopback-in-peer-connection',
-      ],
-    });
-    log(`  Chromium ${browser.version()}, page server http://127.0.0.1:${addr.port}`);
-    return `http://127.0.0.1:${addr.port}`;
+  await step('start the page server and Chromium', async () => {
+    await session.launch(chromium, chromiumPath);
+    log(`  Chromium ${session.browser.version()}, page server ${session.base}`);
   });
-
-  const open = async (identity) => {
-    const context = await browser.newContext({ ignoreHTTPSErrors: true });
-    await context.grantPermissions(['camera', 'microphone'], { origin: base });
-    const page = await context.newPage();
-    const p = new Participant(identity, context, page);
-    participants.push(p);
-    await page.goto(`${base}/?identity=${encodeURIComponent(identity)}`, { timeout: stepTimeoutMs });
-    await page
-      .waitForFunction(() => window.confabReady === true, null, { timeout: stepTimeoutMs })
-      .catch((e) => {
-        throw new Failure(`${identity}: the test page did not load livekit-client: ${e.message.split('\n')[0]}; ` +
-          `console: ${p.console.slice(-5).join(' | ')}`);
-      });
-    return p;
-  };
+  const open = (identity) => session.open(Participant, identity);
 
   const alice = await step('alice opens the page (livekit-client loads)', async () => {
     const p = await open('alice');
@@ -757,10 +475,10 @@ async function main() {
       `(connect ${bob.joinResult.connectMs} ms); carol (late joiner) ${infos.carol.joinToFirstFrameMs} ms; ` +
       `alice (waited for bob) ${infos.alice.joinToFirstFrameMs} ms`,
   );
-  finished = true;
-  await cleanup();
+  session.finished = true;
+  await session.cleanup();
   console.log(`browser: PASS mode=${mode} join_to_first_frame_ms=${firstFrame}`);
   process.exit(0);
 }
 
-main().catch((e) => fail(e instanceof Failure ? e.message : (e?.stack ?? String(e))));
+main().catch((e) => session.fail(e instanceof Failure ? e.message : (e?.stack ?? String(e))));
