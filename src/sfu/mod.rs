@@ -49,6 +49,8 @@ pub const PROTOCOL_VERSION: i32 = 17;
 pub const LIVEKIT_COMPAT_VERSION: &str = "1.9.0";
 const PING_INTERVAL_S: i32 = 5;
 const PING_TIMEOUT_S: i32 = 15;
+/// A client that does not answer the server's offer within this is disconnected.
+pub const OFFER_TIMEOUT: Duration = Duration::from_secs(15);
 const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
 /// Audio quieter than this (linear, 0..1) does not make an active speaker (≈ -48 dBov).
@@ -135,6 +137,8 @@ pub struct Sfu {
     dirty: Vec<PeerId>,
     next_id: u64,
     next_speakers: Option<Instant>,
+    /// The time of the latest input (for steps that happen inside a call, like an offer).
+    now: Instant,
     /// v1: receive-only sections the client was asked for and has not offered yet.
     requested_sections: HashMap<Pid, (u32, u32)>,
     /// v1: sections the client offered that carry nothing yet (per participant, per kind).
@@ -158,6 +162,7 @@ impl Sfu {
             dirty: vec![],
             next_id: 1,
             next_speakers: None,
+            now: Instant::now(),
             requested_sections: HashMap::new(),
             free_sections: HashMap::new(),
         }
@@ -189,7 +194,12 @@ impl Sfu {
             .values()
             .filter_map(|p| p.gone_since.map(|t| t + self.cfg.departure_timeout))
             .min();
-        [peers, rooms, gone, self.next_speakers]
+        let offers = self
+            .peers
+            .values()
+            .filter_map(|p| p.offered_at.map(|t| t + OFFER_TIMEOUT))
+            .min();
+        [peers, rooms, gone, offers, self.next_speakers]
             .into_iter()
             .flatten()
             .min()
@@ -209,6 +219,7 @@ impl Sfu {
     /// the room hear about it. With `resume_sid`, a participant whose signal connection dropped
     /// takes it up again instead (`reconnect` response; the room sees nothing).
     pub fn join(&mut self, now: Instant, p: JoinParams) -> Result<(Pid, String), JoinError> {
+        self.now = now;
         if let Some(sid) = &p.resume_sid {
             return self.resume(now, sid, &p);
         }
@@ -492,6 +503,7 @@ impl Sfu {
     // ---------------------------------------------------------------- signal requests
 
     pub fn handle_signal(&mut self, now: Instant, pid: Pid, msg: Req) {
+        self.now = now;
         let Some(part) = self.parts.get(&pid) else {
             return;
         };
@@ -626,6 +638,7 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
+        peer.offered_at = None;
         let Some(pending) = peer.pending.take() else {
             debug!("answer without a pending offer ignored");
             return;
@@ -996,6 +1009,7 @@ impl Sfu {
         };
         peer.offer_id += 1;
         peer.pending = Some(pending);
+        peer.offered_at = Some(self.now);
         let id = peer.offer_id;
         let mut mid_to_track_id = HashMap::new();
         if let Some(part) = self.parts.get_mut(&owner) {
@@ -1030,6 +1044,7 @@ impl Sfu {
         destination: SocketAddr,
         buf: &[u8],
     ) {
+        self.now = now;
         let Ok(recv) = Receive::new(proto, source, destination, buf) else {
             debug!(%source, len = buf.len(), "datagram that is not STUN, DTLS or RTP ignored");
             return;
@@ -1069,6 +1084,7 @@ impl Sfu {
 
     /// Lets time pass: str0m timers, empty rooms, departed participants, speaker updates.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         let due: Vec<PeerId> = self
             .peers
             .iter()
@@ -1085,6 +1101,21 @@ impl Sfu {
                 }
                 self.dirty.push(id);
             }
+        }
+        let unanswered: Vec<Pid> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.offered_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= OFFER_TIMEOUT)
+            })
+            .map(|p| p.owner)
+            .collect();
+        for pid in unanswered {
+            if let Some(p) = self.parts.get(&pid) {
+                warn!(identity = %p.identity, "no answer to the server's offer within {}s; disconnected", OFFER_TIMEOUT.as_secs());
+            }
+            self.remove_participant(now, pid, lk::DisconnectReason::StateMismatch);
         }
         let gone: Vec<Pid> = self
             .parts

@@ -25,6 +25,8 @@ pub struct Peer {
     pub role: Role,
     /// Our offer awaiting the client's answer (v0 subscriber).
     pub pending: Option<SdpPendingOffer>,
+    /// When that offer went out (a client that never answers is disconnected).
+    pub offered_at: Option<Instant>,
     pub offer_id: u32,
     pub reliable: Option<ChannelId>,
     pub lossy: Option<ChannelId>,
@@ -44,6 +46,7 @@ impl Peer {
             owner,
             role,
             pending: None,
+            offered_at: None,
             offer_id: 0,
             reliable: None,
             lossy: None,

@@ -64,6 +64,8 @@ struct Peer {
     subscriber: Option<Pc>,
     offer_id: u32,
     closed: Option<lk::DisconnectReason>,
+    /// A broken client never answers the server's offers.
+    silent: bool,
 }
 
 impl Peer {
@@ -146,6 +148,7 @@ impl World {
             subscriber,
             offer_id: 0,
             closed: None,
+            silent: false,
         });
         let i = self.peers.len() - 1;
         self.pump();
@@ -187,7 +190,7 @@ impl World {
                 }
                 Output::Signal(pid, msg) => {
                     let i = self.peers.iter().position(|p| p.pid == pid).unwrap();
-                    if let Resp::Offer(sd) = &*msg {
+                    if let (Resp::Offer(sd), false) = (&*msg, self.peers[i].silent) {
                         // v0: the server offers the subscriber PC; the browser answers.
                         let sub = self.peers[i]
                             .subscriber
@@ -889,4 +892,34 @@ fn a_small_bandwidth_estimate_caps_the_layer() {
         q,
         "never above the wish"
     );
+}
+
+#[test]
+fn a_client_that_never_answers_is_disconnected_and_nobody_else() {
+    let mut w = World::new();
+    // The first offer goes out inside join(); mark the peer silent before it is delivered.
+    let (pid, sid) = w
+        .sfu
+        .join(w.now, World::params("r", "mute", Mode::V0))
+        .unwrap();
+    let publisher = Pc::new(w.now, "10.0.0.9:1");
+    w.peers.push(Peer {
+        pid,
+        sid,
+        inbox: vec![],
+        publisher,
+        subscriber: Some(Pc::new(w.now, "10.0.0.9:2")),
+        offer_id: 0,
+        closed: None,
+        silent: true,
+    });
+    w.pump();
+    let b = w.join("r", "bob", Mode::V0);
+    w.run(OFFER_TIMEOUT - Duration::from_secs(1));
+    assert_eq!(w.peers[0].closed, None, "still waiting");
+    w.run(Duration::from_secs(2));
+    assert_eq!(w.peers[0].closed, Some(lk::DisconnectReason::StateMismatch));
+    assert_eq!(w.peers[b].closed, None, "bob is not affected");
+    assert!(w.peers[b].subscriber_pc().connected);
+    assert_eq!(w.sfu.participant_count(), 1);
 }
