@@ -1043,3 +1043,155 @@ async fn a_leaving_client_gets_a_clean_close() {
     s.assert_no_panic();
     s.stop();
 }
+
+/// The admin API: first-run setup from the device itself, a weak password refused, login with a
+/// session cookie (HttpOnly, Secure, SameSite=Strict), wrong passwords limited, the live
+/// overview, and ending a room (its participants get leave: ROOM_DELETED).
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_setup_login_overview_and_ending_a_room() {
+    let s = Server::start();
+    let jar = s._dir.path().join("cookies");
+    let call =
+        |method: &str, path: &str, body: Option<&str>, cookies: bool| -> (String, Value, String) {
+            let ca = s.d.ca();
+            let mut args = vec![
+                "-sS".to_string(),
+                "-D".into(),
+                "-".into(),
+                "--cacert".into(),
+                ca.to_str().unwrap().into(),
+                "-X".into(),
+                method.into(),
+            ];
+            if cookies {
+                args.extend([
+                    "-b".into(),
+                    jar.to_str().unwrap().into(),
+                    "-c".into(),
+                    jar.to_str().unwrap().into(),
+                ]);
+            }
+            if let Some(b) = body {
+                args.extend([
+                    "-H".into(),
+                    "content-type: application/json".into(),
+                    "--data-binary".into(),
+                    b.into(),
+                ]);
+            }
+            args.extend(["-w".into(), "\n%{http_code}".into(), s.d.url(path)]);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = common::curl(&refs);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let (rest, code) = text.rsplit_once('\n').unwrap();
+            let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+            (
+                code.to_string(),
+                serde_json::from_str(body).unwrap_or(Value::Null),
+                headers.to_string(),
+            )
+        };
+    let (code, v, _) = call("GET", "/api/admin/session", None, true);
+    assert_eq!(
+        (code.as_str(), v["setup_needed"].as_bool()),
+        ("200", Some(true)),
+        "{v}"
+    );
+    assert!(
+        s.d.stderr().contains("setup_code="),
+        "the one-time code is shown at start"
+    );
+    let (code, _, _) = call("GET", "/api/admin/overview", None, true);
+    assert_eq!(code, "401", "nothing without a session");
+    let (code, v, _) = call(
+        "POST",
+        "/api/admin/setup",
+        Some(r#"{"password": "short"}"#),
+        true,
+    );
+    assert_eq!(code, "400", "{v}");
+    let (code, v, headers) = call(
+        "POST",
+        "/api/admin/setup",
+        Some(r#"{"password": "correct horse battery"}"#),
+        true,
+    );
+    assert_eq!(code, "200", "{v}");
+    let cookie = headers
+        .lines()
+        .find(|l| l.to_lowercase().starts_with("set-cookie:"))
+        .unwrap();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let (code, _, _) = call(
+        "POST",
+        "/api/admin/setup",
+        Some(r#"{"password": "another password"}"#),
+        false,
+    );
+    assert_eq!(code, "409", "set once");
+
+    let (_alice, _) = s.join("alice").await;
+    let (code, v, _) = call("GET", "/api/admin/overview", None, true);
+    assert_eq!(code, "200", "{v}");
+    assert_eq!(v["room_list"][0]["name"], ROOM, "{v}");
+    assert_eq!(
+        v["room_list"][0]["participants"][0]["identity"], "alice",
+        "{v}"
+    );
+    assert!(v["process"]["rss_bytes"].as_u64().unwrap() > 1 << 20, "{v}");
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true),
+        "{v}"
+    );
+
+    // Not JSON: refused (a cross-site form cannot act for the admin).
+    let (code, _, _) = call("POST", &format!("/api/admin/rooms/{ROOM}/end"), None, true);
+    assert_eq!(code, "415");
+    let (code, v, _) = call(
+        "POST",
+        &format!("/api/admin/rooms/{ROOM}/end"),
+        Some("{}"),
+        true,
+    );
+    assert_eq!(code, "200", "{v}");
+    let mut alice = _alice;
+    let seen = alice.closed().await;
+    assert!(
+        seen.iter().any(
+            |m| matches!(m, Resp::Leave(l) if l.reason == lk::DisconnectReason::RoomDeleted as i32)
+        ),
+        "{seen:?}"
+    );
+
+    let (code, _, _) = call("POST", "/api/admin/logout", Some("{}"), true);
+    assert_eq!(code, "200");
+    let (code, _, _) = call("GET", "/api/admin/overview", None, true);
+    assert_eq!(code, "401", "logged out");
+    for _ in 0..5 {
+        let (code, _, _) = call(
+            "POST",
+            "/api/admin/login",
+            Some(r#"{"password": "guess guess guess"}"#),
+            false,
+        );
+        assert_eq!(code, "401");
+    }
+    let (code, v, _) = call(
+        "POST",
+        "/api/admin/login",
+        Some(r#"{"password": "correct horse battery"}"#),
+        false,
+    );
+    assert_eq!(
+        code, "429",
+        "limited after five failures, even with the right password: {v}"
+    );
+    s.assert_no_panic();
+    s.stop();
+}

@@ -2,6 +2,7 @@
 //! local CA certificate at `/ca.crt`, and a landing page. The plain-HTTP port serves only `/ca.crt`
 //! and health, and redirects everything else to HTTPS.
 
+pub mod admin;
 pub mod client;
 mod health;
 mod rooms;
@@ -40,6 +41,8 @@ pub struct AppInner {
     pub media: Option<crate::media::MediaHandle>,
     /// Lifetime of tokens the web app gets from `/api/join`.
     pub token_ttl: std::time::Duration,
+    /// Admin password sessions (absent in tests of the plain HTTP routes).
+    pub admin: Option<admin::AdminState>,
 }
 
 impl App {
@@ -63,6 +66,9 @@ impl App {
                 Some(m) => crate::signal::ws::upgrade(self.clone(), m.clone(), req).await,
                 None => text_response(StatusCode::SERVICE_UNAVAILABLE, "media engine not running"),
             };
+        }
+        if tls && req.uri().path().starts_with(admin::PREFIX) {
+            return admin::handle(self, req).await;
         }
         if tls && req.uri().path() == rooms::JOIN {
             return rooms::join(self, req).await;

@@ -131,7 +131,8 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req: Request<Incoming>| {
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(super::admin::Peer(peer));
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.handle_async(req, tls).await) }
     });

@@ -29,6 +29,7 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         has_slots: false,
         media: None,
         token_ttl: std::time::Duration::from_secs(3600),
+        admin: None,
     });
     (app, dir)
 }

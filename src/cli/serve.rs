@@ -93,6 +93,12 @@ async fn serve(config: Config) -> ExitCode {
 
     let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeat.clone());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
+    let (admin, setup_code) =
+        crate::api::admin::AdminState::new(crate::api::admin::password_set(store.as_ref()));
+    if let Some(code) = &setup_code {
+        // One-time: valid only until the admin password is set (from localhost no code is needed).
+        info!(setup_code = %code, "no admin password yet: open /admin to set one");
+    }
     let app = App::new(AppInner {
         readiness,
         keys,
@@ -103,6 +109,7 @@ async fn serve(config: Config) -> ExitCode {
         has_slots: config.update.bootloader != crate::config::BootloaderKind::None,
         media: Some(media.handle.clone()),
         token_ttl: config.auth.token_ttl,
+        admin: Some(admin),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(

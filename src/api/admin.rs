@@ -1,0 +1,451 @@
+//! The admin API behind the web app's `/admin` page. One admin password (Argon2id hash in the
+//! state database, tree `admin`), set on first visit — from the device itself (localhost), or
+//! from anywhere with the one-time setup code confab prints at start-up while no password is
+//! set. Login gives a session cookie (HttpOnly, Secure, SameSite=Strict, 12 h); failed logins
+//! are limited per address. State-changing calls must be JSON posts (a plain HTML form cannot
+//! send them), which with SameSite=Strict keeps other sites from acting for the admin.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::{json_response, App, Body};
+
+pub const PREFIX: &str = "/api/admin/";
+const TREE: &str = "admin";
+const PASSWORD_KEY: &[u8] = b"password_hash";
+const COOKIE: &str = "confab_admin";
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+const MIN_PASSWORD: usize = 10;
+/// Failed logins allowed per address within the window, then refused until it passes.
+const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+const MAX_BODY: usize = 8 << 10;
+
+/// The address a request came from (put into its extensions by the server).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// Sessions, failures and the setup code: in memory (a restart logs the admin out).
+pub struct AdminState {
+    setup_code: Mutex<Option<String>>,
+    sessions: Mutex<HashMap<String, Instant>>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    let _ = getrandom::fill(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl AdminState {
+    /// With `password_set` false, makes the one-time setup code (returned to be shown once).
+    pub fn new(password_set: bool) -> (AdminState, Option<String>) {
+        let code = (!password_set).then(|| {
+            let t = random_token(4).to_uppercase();
+            format!("{}-{}", &t[..4], &t[4..])
+        });
+        (
+            AdminState {
+                setup_code: Mutex::new(code.clone()),
+                sessions: Mutex::new(HashMap::new()),
+                failures: Mutex::new(HashMap::new()),
+            },
+            code,
+        )
+    }
+}
+
+/// True if the admin password is set in `store`.
+pub fn password_set(store: &dyn crate::state::Store) -> bool {
+    matches!(store.get(TREE, PASSWORD_KEY), Ok(Some(_)))
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &json!({ "error": message }))
+}
+
+fn cookie_token<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn with_cookie(mut r: Response<Body>, value: &str, max_age: u64) -> Response<Body> {
+    let c =
+        format!("{COOKIE}={value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}");
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+impl App {
+    fn admin(&self) -> Option<&AdminState> {
+        self.0.admin.as_ref()
+    }
+
+    fn logged_in<B>(&self, req: &Request<B>) -> bool {
+        let (Some(admin), Some(token)) = (self.admin(), cookie_token(req)) else {
+            return false;
+        };
+        let mut sessions = admin.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, exp| *exp > now);
+        sessions.contains_key(&token)
+    }
+
+    fn new_session(&self) -> Option<String> {
+        let admin = self.admin()?;
+        let token = random_token(32);
+        admin
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.clone(), Instant::now() + SESSION_TTL);
+        Some(token)
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RemoveBody {
+    identity: String,
+}
+
+/// The JSON body (the content type was checked for every admin POST).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response<Body>>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &format!("bad request: {e}"))))
+}
+
+fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn verify_password(stored: &str, password: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let Some(admin) = app.admin() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admin API is not available",
+        );
+    };
+    let path = req
+        .uri()
+        .path()
+        .strip_prefix(PREFIX)
+        .unwrap_or_default()
+        .to_string();
+    // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map(|p| p.0.ip().to_canonical());
+    let store = app.0.readiness.state.clone();
+    let post = req.method() == Method::POST;
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if post && !is_json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send JSON (content-type: application/json)",
+        );
+    }
+    let logged_in = app.logged_in(&req);
+    let cookie = cookie_token(&req);
+    // Read the whole body first: answering before it is read resets the HTTP/2 stream.
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "the request is too large"),
+    };
+    match (post, path.as_str()) {
+        (false, "session") => {
+            let set = password_set(store.as_ref());
+            json_response(
+                StatusCode::OK,
+                &json!({"setup_needed": !set, "logged_in": logged_in}),
+            )
+        }
+        (true, "setup") => {
+            if password_set(store.as_ref()) {
+                return error(
+                    StatusCode::CONFLICT,
+                    "the admin password is already set; log in",
+                );
+            }
+            let local = peer.is_some_and(|ip| ip.is_loopback());
+            let body: PasswordBody = match json_body(&body) {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let expected = admin
+                .setup_code
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let code_ok = match (&expected, &body.code) {
+                (Some(e), Some(c)) => e.eq_ignore_ascii_case(c.trim()),
+                _ => false,
+            };
+            if !local && !code_ok {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "enter the setup code confab printed when it started (in the journal: journalctl -u confab), or set the password from the device itself",
+                );
+            }
+            if body.password.chars().count() < MIN_PASSWORD {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("choose a password of at least {MIN_PASSWORD} characters"),
+                );
+            }
+            let hash = match hash_password(&body.password) {
+                Ok(h) => h,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            };
+            if let Err(e) = store
+                .put(TREE, PASSWORD_KEY, hash.as_bytes())
+                .and_then(|_| store.flush())
+            {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("cannot save: {e}"),
+                );
+            }
+            *admin.setup_code.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            info!(from = ?peer, "admin password set");
+            let token = app.new_session().unwrap_or_default();
+            with_cookie(
+                json_response(StatusCode::OK, &json!({"logged_in": true})),
+                &token,
+                SESSION_TTL.as_secs(),
+            )
+        }
+        (true, "login") => {
+            let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            {
+                let mut f = admin.failures.lock().unwrap_or_else(|e| e.into_inner());
+                f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+                if f.get(&ip).is_some_and(|(n, _)| *n >= MAX_FAILURES) {
+                    return error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many failed logins; wait five minutes",
+                    );
+                }
+            }
+            let body: PasswordBody = match json_body(&body) {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let stored = match store.get(TREE, PASSWORD_KEY) {
+                Ok(Some(h)) => String::from_utf8_lossy(&h).into_owned(),
+                Ok(None) => {
+                    return error(StatusCode::CONFLICT, "no admin password yet: set one first")
+                }
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            };
+            if !verify_password(&stored, &body.password) {
+                let mut f = admin.failures.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = f.entry(ip).or_insert((0, Instant::now()));
+                entry.0 += 1;
+                warn!(from = %ip, failures = entry.0, "admin login failed");
+                return error(StatusCode::UNAUTHORIZED, "wrong password");
+            }
+            admin
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ip);
+            info!(from = %ip, "admin logged in");
+            let token = app.new_session().unwrap_or_default();
+            with_cookie(
+                json_response(StatusCode::OK, &json!({"logged_in": true})),
+                &token,
+                SESSION_TTL.as_secs(),
+            )
+        }
+        (true, "logout") => {
+            if let Some(t) = cookie {
+                admin
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&t);
+            }
+            with_cookie(
+                json_response(StatusCode::OK, &json!({"logged_in": false})),
+                "",
+                0,
+            )
+        }
+        _ if !logged_in => error(StatusCode::UNAUTHORIZED, "log in first"),
+        (false, "overview") => overview(app).await,
+        (false, "keys") => {
+            let (key, secret) = app
+                .keys()
+                .primary()
+                .map(|(k, s)| (k.to_string(), s.expose().to_string()))
+                .unwrap_or_default();
+            json_response(
+                StatusCode::OK,
+                &json!({"api_key": key, "api_secret": secret}),
+            )
+        }
+        (true, p) if p.starts_with("rooms/") => room_action(app, p, &body).await,
+        _ => error(StatusCode::NOT_FOUND, "no such admin call"),
+    }
+}
+
+/// Version, uptime, checks, this process's CPU and memory, and the live rooms.
+async fn overview(app: &App) -> Response<Body> {
+    let mut v = app.status_json();
+    let checks: Vec<Value> = app
+        .0
+        .readiness
+        .checks()
+        .iter()
+        .map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail}))
+        .collect();
+    v["checks"] = json!(checks);
+    v["process"] = process_figures();
+    let rooms = match &app.0.media {
+        Some(m) => m
+            .call(|sfu, _| {
+                sfu.list_rooms(&[])
+                    .into_iter()
+                    .map(|r| {
+                        let people: Vec<Value> = sfu
+                            .list_participants(&r.name)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|p| json!({"identity": p.identity, "name": p.name, "tracks": p.tracks.len()}))
+                            .collect();
+                        json!({"name": r.name, "participants": people, "created_at": r.creation_time})
+                    })
+                    .collect::<Vec<Value>>()
+            })
+            .await
+            .unwrap_or_default(),
+        None => vec![],
+    };
+    v["room_list"] = json!(rooms);
+    json_response(StatusCode::OK, &v)
+}
+
+/// CPU seconds and resident memory of this process, from /proc (Linux).
+fn process_figures() -> Value {
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        });
+    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may contain spaces) start after the last ')'.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = f.get(11)?.parse().ok()?;
+            let stime: u64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) as f64 / 100.0)
+        });
+    json!({"rss_bytes": rss_kib.map(|k| k * 1024), "cpu_seconds": cpu_seconds})
+}
+
+async fn room_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
+    let Some(media) = app.0.media.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the media engine is not running",
+        );
+    };
+    let rest = path.strip_prefix("rooms/").unwrap_or_default();
+    let Some((room, action)) = rest.rsplit_once('/') else {
+        return error(StatusCode::NOT_FOUND, "no such admin call");
+    };
+    let room = room.to_string();
+    match action {
+        "end" => {
+            let r = room.clone();
+            match media.call(move |sfu, now| sfu.delete_room(now, &r)).await {
+                Ok(true) => {
+                    info!(%room, "room ended by the admin");
+                    json_response(StatusCode::OK, &json!({"ended": room}))
+                }
+                Ok(false) => error(StatusCode::NOT_FOUND, "no such room"),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            }
+        }
+        "remove" => {
+            let body: RemoveBody = match json_body(body) {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let (r, id) = (room.clone(), body.identity.clone());
+            let found = media
+                .call(move |sfu, now| match sfu.find(&r, &id) {
+                    Some(pid) => {
+                        sfu.remove_participant(
+                            now,
+                            pid,
+                            livekit_protocol::DisconnectReason::ParticipantRemoved,
+                        );
+                        true
+                    }
+                    None => false,
+                })
+                .await;
+            match found {
+                Ok(true) => {
+                    info!(%room, identity = %body.identity, "participant removed by the admin");
+                    json_response(StatusCode::OK, &json!({"removed": body.identity}))
+                }
+                Ok(false) => error(StatusCode::NOT_FOUND, "no such participant"),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such admin call"),
+    }
+}
