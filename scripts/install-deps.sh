@@ -40,6 +40,8 @@ for dir in "$root/web" "$root/tests/browser"; do
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 done
+# The web app (web/dist), embedded into the binary by build.rs.
+"$root/scripts/build-web.sh"
 
 if ! command -v cargo >/dev/null; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -8,6 +8,7 @@ mod health;
 mod rooms;
 pub mod server;
 mod twirp;
+mod web;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -122,12 +123,15 @@ impl App {
             "/ca.crt" => self.ca_certificate(),
             "/api/status" => self.status(req),
             "/rtc/validate" | "/rtc/v1/validate" => self.validate_join(req),
-            "/" => landing_page(),
+            "/" if !web::built() => landing_page(),
             "/dev" => static_response("text/html; charset=utf-8", DEV_PAGE.as_bytes()),
             "/assets/livekit-client.esm.mjs" => {
                 static_response("text/javascript; charset=utf-8", LIVEKIT_CLIENT)
             }
-            _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
+            _ => match web::asset(path) {
+                Some((content_type, body)) => web_response(path, content_type, body),
+                None => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
+            },
         }
     }
 
@@ -297,6 +301,25 @@ fn static_response(content_type: &'static str, body: &'static [u8]) -> Response<
     let mut r = Response::new(Body::new(Bytes::from_static(body)));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A file of the web app (src/api/web.rs) with its cache policy.
+fn web_response(path: &str, content_type: &'static str, body: &'static [u8]) -> Response<Body> {
+    let mut r = static_response(content_type, body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(web::cache_control(path)),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     r
 }
 

@@ -64,7 +64,15 @@ mod tests {
         assert_eq!(ct, "text/html; charset=utf-8");
         assert_eq!(asset("/r/standup"), Some((ct, home)));
         assert_eq!(asset("/r/team-1.b_2/"), Some((ct, home)));
-        for not_a_page in ["/r/", "/r", "/r/a/b", "/index.html", "/nope", "", "/assets/"] {
+        for not_a_page in [
+            "/r/",
+            "/r",
+            "/r/a/b",
+            "/index.html",
+            "/nope",
+            "",
+            "/assets/",
+        ] {
             assert_eq!(asset(not_a_page), None, "{not_a_page}");
         }
     }
@@ -83,8 +91,8 @@ mod tests {
 
     #[test]
     fn the_page_names_only_embedded_assets() {
-        let (_, page) = asset("/").unwrap();
-        let page = std::str::from_utf8(page).unwrap();
+        let (_, page) = asset("/").expect("/ is always served");
+        let page = std::str::from_utf8(page).expect("index.html is UTF-8");
         if !built() {
             assert!(page.contains("not built"), "{page}");
             return;
@@ -93,11 +101,22 @@ mod tests {
         let mut found = 0;
         for quoted in page.split('"').filter(|s| s.starts_with("/assets/")) {
             found += 1;
-            assert!(asset(quoted).is_some(), "index.html names {quoted}, which is not embedded");
+            assert!(
+                asset(quoted).is_some(),
+                "index.html names {quoted}, which is not embedded"
+            );
             assert_eq!(cache_control(quoted), "public, max-age=31536000, immutable");
         }
-        assert!(found >= 2, "index.html should load the app's JS and CSS: {page}");
-        for shell in ["/sw.js", "/manifest.webmanifest", "/icon.svg", "/icon-192.png"] {
+        assert!(
+            found >= 2,
+            "index.html should load the app's JS and CSS: {page}"
+        );
+        for shell in [
+            "/sw.js",
+            "/manifest.webmanifest",
+            "/icon.svg",
+            "/icon-192.png",
+        ] {
             assert!(asset(shell).is_some(), "{shell}");
             assert_eq!(cache_control(shell), "no-cache");
         }

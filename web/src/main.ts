@@ -1,0 +1,79 @@
+// confab's web app: one page, three views. `/` is home; `/r/<room>` is the pre-join page of that
+// room (invite links); the meeting replaces the pre-join page at the same address.
+
+import './styles.css';
+
+import { setLogLevel } from 'livekit-client';
+
+import { renderHome } from './home';
+import { roomFromPath, roomPath } from './names';
+import { renderPrejoin } from './prejoin';
+
+export type Cleanup = () => void;
+
+export interface Nav {
+  /** Home page; `notice` is shown at the top (e.g. "You left standup."). */
+  home(opts?: { notice?: string; push?: boolean }): void;
+  /** Pre-join page of `room` (its invite address). */
+  prejoin(room: string, opts?: { push?: boolean }): void;
+  /** Views call this to say what to undo when the page changes (stop the camera, leave). */
+  setCleanup(fn: Cleanup): void;
+}
+
+let cleanup: Cleanup | null = null;
+
+function leaveView(): void {
+  const fn = cleanup;
+  cleanup = null;
+  try {
+    fn?.();
+  } catch (e) {
+    console.warn('cleanup failed', e);
+  }
+}
+
+const nav: Nav = {
+  home(opts = {}) {
+    leaveView();
+    if (opts.push !== false && location.pathname !== '/') history.pushState(null, '', '/');
+    renderHome(nav, { notice: opts.notice });
+  },
+  prejoin(room, opts = {}) {
+    leaveView();
+    const target = roomPath(room);
+    if (opts.push !== false && location.pathname !== target) history.pushState(null, '', target);
+    renderPrejoin(nav, room);
+  },
+  setCleanup(fn) {
+    cleanup = fn;
+  },
+};
+
+function route(): void {
+  const path = location.pathname;
+  if (path.startsWith('/r/')) {
+    const room = roomFromPath(path);
+    if (room) {
+      nav.prejoin(room, { push: false });
+      return;
+    }
+    history.replaceState(null, '', '/');
+    nav.home({ push: false, notice: 'That invite link does not name a valid room. Enter the room name below.' });
+    return;
+  }
+  nav.home({ push: false });
+}
+
+setLogLevel('warn');
+window.addEventListener('popstate', route);
+route();
+
+// The static shell works offline and the app can be installed (the service worker never
+// touches the API or signalling). Browsers refuse it on an untrusted certificate: no harm.
+if ('serviceWorker' in navigator && window.isSecureContext) {
+  window.addEventListener('load', () => {
+    navigator.serviceWorker.register('/sw.js', { scope: '/' }).catch((e: unknown) => {
+      console.info('service worker not registered:', e instanceof Error ? e.message : e);
+    });
+  });
+}

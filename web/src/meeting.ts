@@ -1,0 +1,544 @@
+// The meeting: a grid of participants (names, mute and camera state, active speaker, connection
+// quality), screen shares in the spotlight, controls (mic, camera, screen, devices, chat, leave),
+// the invite link, and the reconnecting state. Simulcast, dynacast and adaptive stream are on.
+
+import {
+  type AudioCaptureOptions,
+  ConnectionQuality,
+  ConnectionState,
+  DisconnectReason,
+  type LocalAudioTrack,
+  type LocalVideoTrack,
+  type Participant,
+  type RemoteParticipant,
+  type RemoteTrack,
+  Room,
+  RoomEvent,
+  ScreenSharePresets,
+  Track,
+  type VideoCaptureOptions,
+  VideoPresets,
+} from 'livekit-client';
+
+import { Chat } from './chat';
+import { devicePicker } from './devices';
+import { copyText, h, icon, show, toast } from './dom';
+import { leftBecause, mediaProblem } from './errors';
+import type { Nav } from './main';
+import { initials, inviteLink } from './names';
+import { type DeviceChoice, getDevices, setDevices, touchRecent } from './store';
+
+/** Capture options for the chosen devices (`ideal`: a vanished device falls back to another). */
+export function captureDefaults(d: DeviceChoice): { video: VideoCaptureOptions; audio: AudioCaptureOptions } {
+  return {
+    video: {
+      deviceId: d.videoinput ? { ideal: d.videoinput } : undefined,
+      resolution: VideoPresets.h720.resolution,
+    },
+    audio: {
+      deviceId: d.audioinput ? { ideal: d.audioinput } : undefined,
+      echoCancellation: true,
+      noiseSuppression: true,
+      autoGainControl: true,
+    },
+  };
+}
+
+export function newRoom(d: DeviceChoice): Room {
+  const capture = captureDefaults(d);
+  return new Room({
+    adaptiveStream: true,
+    dynacast: true,
+    videoCaptureDefaults: capture.video,
+    audioCaptureDefaults: capture.audio,
+    audioOutput: d.audiooutput ? { deviceId: d.audiooutput } : undefined,
+    publishDefaults: {
+      simulcast: true,
+      videoSimulcastLayers: [VideoPresets.h180, VideoPresets.h360],
+      screenShareEncoding: ScreenSharePresets.h1080fps15.encoding,
+      dtx: true,
+      red: true,
+    },
+  });
+}
+
+interface Tile {
+  el: HTMLElement;
+  video: HTMLVideoElement;
+  avatar: HTMLElement;
+  name: HTMLElement;
+  micOff: HTMLElement;
+  quality: HTMLElement;
+  track?: Track;
+}
+
+const QUALITY_WORDS: Record<ConnectionQuality, string> = {
+  [ConnectionQuality.Excellent]: 'excellent',
+  [ConnectionQuality.Good]: 'good',
+  [ConnectionQuality.Poor]: 'poor',
+  [ConnectionQuality.Lost]: 'lost',
+  [ConnectionQuality.Unknown]: 'unknown',
+};
+
+export function renderMeeting(
+  nav: Nav,
+  opts: { room: Room; roomName: string; video?: LocalVideoTrack; audio?: LocalAudioTrack },
+): void {
+  const { room, roomName } = opts;
+  const me = room.localParticipant;
+  let leaving = false;
+  const tiles = new Map<string, Tile>();
+
+  // ---- layout --------------------------------------------------------------------------------
+  const grid = h('section', { class: 'grid', 'aria-label': 'Participants' });
+  const strip = h('div', { class: 'strip' });
+  const audioBox = h('div', { hidden: true });
+  const count = h('span', { class: 'count' });
+  const banner = h('div', { class: 'banner', role: 'status', 'aria-live': 'assertive' });
+  const startAudio = h('button', {
+    type: 'button',
+    class: 'primary small',
+    hidden: true,
+    text: 'Turn on sound',
+    onclick: () => void room.startAudio().then(syncAudioButton),
+  });
+
+  const chat = new Chat(room, () => paintChatButton());
+
+  // ---- controls ------------------------------------------------------------------------------
+  const control = (label: string, onclick: () => void, extra: Record<string, unknown> = {}) =>
+    h('button', { type: 'button', class: 'control', 'aria-label': label, onclick, ...extra });
+  const micButton = control('Microphone', () => void toggle('mic'), { 'aria-pressed': 'false' });
+  const camButton = control('Camera', () => void toggle('cam'), { 'aria-pressed': 'false' });
+  const screenButton = control('Share screen', () => void toggle('screen'), { 'aria-pressed': 'false' });
+  const devicesButton = control('Devices', () => openDevices(), { 'aria-haspopup': 'dialog' });
+  const chatButton = control('Chat', () => chat.toggle(), { 'aria-pressed': 'false', 'aria-controls': 'chat' });
+  const leaveButton = control('Leave', () => void leave(), { class: 'control danger' });
+  devicesButton.innerHTML = `${icon.gear}<span>Devices</span>`;
+  leaveButton.innerHTML = `${icon.leave}<span>Leave</span>`;
+  const canShare = !!navigator.mediaDevices && 'getDisplayMedia' in navigator.mediaDevices;
+  screenButton.hidden = !canShare;
+
+  // Visible words stay short and constant (they are part of each button's name); the state is in
+  // aria-pressed, the icon, the colour and the tooltip.
+  const paintControls = () => {
+    const mic = me.isMicrophoneEnabled;
+    const cam = me.isCameraEnabled;
+    const screen = me.isScreenShareEnabled;
+    micButton.setAttribute('aria-pressed', String(mic));
+    micButton.innerHTML = `${mic ? icon.mic : icon.micOff}<span>Mic</span>`;
+    micButton.title = mic ? 'Microphone on: press to mute' : 'Microphone muted: press to unmute';
+    micButton.classList.toggle('off', !mic);
+    camButton.setAttribute('aria-pressed', String(cam));
+    camButton.innerHTML = `${cam ? icon.cam : icon.camOff}<span>Camera</span>`;
+    camButton.title = cam ? 'Camera on: press to stop it' : 'Camera off: press to start it';
+    camButton.classList.toggle('off', !cam);
+    screenButton.setAttribute('aria-pressed', String(screen));
+    screenButton.innerHTML = `${icon.screen}<span>Share</span>`;
+    screenButton.title = screen ? 'Sharing your screen: press to stop' : 'Share your screen';
+    screenButton.classList.toggle('on', screen);
+  };
+  function paintChatButton() {
+    const unread = chat.unread;
+    chatButton.setAttribute('aria-pressed', String(chat.open));
+    chatButton.setAttribute('aria-label', unread ? `Chat, ${unread} unread` : 'Chat');
+    chatButton.innerHTML = `${icon.chat}<span>Chat</span>${unread ? `<b class="badge" aria-hidden="true">${unread}</b>` : ''}`;
+  }
+
+  const busy = new Set<string>();
+  const toggle = async (what: 'mic' | 'cam' | 'screen') => {
+    if (busy.has(what)) return;
+    busy.add(what);
+    try {
+      if (what === 'mic') {
+        const on = !me.isMicrophoneEnabled;
+        await me.setMicrophoneEnabled(on);
+        setDevices({ micOn: on });
+      } else if (what === 'cam') {
+        const on = !me.isCameraEnabled;
+        await me.setCameraEnabled(on);
+        setDevices({ cameraOn: on });
+      } else {
+        await me.setScreenShareEnabled(!me.isScreenShareEnabled, { audio: false, selfBrowserSurface: 'exclude' });
+      }
+    } catch (e) {
+      const name = e instanceof Error ? e.name : '';
+      if (what === 'screen') {
+        // Cancelling the browser's picker is not an error.
+        if (name !== 'NotAllowedError' && name !== 'AbortError') {
+          toast(`Screen sharing did not start${e instanceof Error ? ` (${e.message})` : ''}.`, 8000);
+        }
+      } else {
+        toast(mediaProblem(e, what === 'mic' ? 'microphone' : 'camera'), 10000);
+      }
+    } finally {
+      busy.delete(what);
+      paintControls();
+      scheduleSync();
+    }
+  };
+
+  // ---- devices dialog ------------------------------------------------------------------------
+  const pickers = (['videoinput', 'audioinput', 'audiooutput'] as const).map((kind) =>
+    devicePicker(kind, 'meet', (id) => {
+      setDevices({ [kind]: id });
+      void room.switchActiveDevice(kind, id).catch((e: unknown) => {
+        toast(mediaProblem(e, kind === 'videoinput' ? 'camera' : 'microphone'), 8000);
+      });
+    }),
+  );
+  const dialog = h(
+    'dialog',
+    { class: 'devices', 'aria-labelledby': 'devices-h' },
+    h(
+      'form',
+      { method: 'dialog', class: 'stack' },
+      h('h2', { id: 'devices-h', text: 'Devices' }),
+      ...pickers.map((p) => p.field),
+      h('div', { class: 'row' }, h('button', { class: 'primary', text: 'Done', value: 'done' })),
+    ),
+  );
+  const openDevices = () => {
+    const ids: (string | undefined)[] = [
+      room.getActiveDevice('videoinput'),
+      room.getActiveDevice('audioinput'),
+      room.getActiveDevice('audiooutput') ?? getDevices().audiooutput,
+    ];
+    void Promise.all(pickers.map((p, i) => p.fill(ids[i]))).then(() => {
+      if (!dialog.open) dialog.showModal();
+    });
+  };
+  dialog.addEventListener('close', () => devicesButton.focus());
+
+  // ---- tiles ---------------------------------------------------------------------------------
+  const makeTile = (key: string, local: boolean, source: 'camera' | 'screen'): Tile => {
+    const video = h('video', { playsInline: true, autoplay: true, muted: true });
+    video.muted = true;
+    const avatar = h('div', { class: 'avatar', 'aria-hidden': 'true' });
+    const micOff = h('span', { class: 'mic-off', html: icon.micOff, title: 'Microphone off' });
+    const name = h('span', { class: 'name' });
+    const quality = h('span', { class: 'quality', role: 'img' }, h('i'), h('i'), h('i'));
+    const el = h(
+      'figure',
+      { class: `tile ${source}${local ? ' local' : ''}`, 'data-key': key, 'data-source': source },
+      video,
+      avatar,
+      h('figcaption', {}, micOff, name),
+      source === 'camera' ? quality : null,
+    );
+    if (local && source === 'camera') video.classList.add('mirror');
+    return { el, video, avatar, name, micOff, quality };
+  };
+
+  const setTrack = (t: Tile, track: Track | undefined) => {
+    if (t.track === track) return;
+    t.track?.detach(t.video);
+    t.track = track;
+    if (track) track.attach(t.video);
+    t.el.classList.toggle('has-video', !!track);
+  };
+
+  const participants = (): Participant[] => [me, ...room.remoteParticipants.values()];
+
+  let syncing = 0;
+  function scheduleSync() {
+    if (syncing) return;
+    syncing = requestAnimationFrame(() => {
+      syncing = 0;
+      sync();
+    });
+  }
+
+  /** Makes the tiles match the room (cheap: runs on any room event). */
+  function sync() {
+    const wanted = new Set<string>();
+    const featured: Tile[] = [];
+    const cams: Tile[] = [];
+    for (const p of participants()) {
+      const local = p === me;
+      const displayName = p.name || p.identity;
+      // Camera tile (everyone has one, video or not).
+      const camKey = `${p.identity}:camera`;
+      wanted.add(camKey);
+      let t = tiles.get(camKey);
+      if (!t) {
+        t = makeTile(camKey, local, 'camera');
+        t.el.dataset.identity = p.identity;
+        tiles.set(camKey, t);
+      }
+      const cam = p.getTrackPublication(Track.Source.Camera);
+      setTrack(t, cam && !cam.isMuted && cam.track ? cam.track : undefined);
+      const mic = p.getTrackPublication(Track.Source.Microphone);
+      const micMuted = !mic || mic.isMuted;
+      t.name.textContent = local ? `${displayName} (you)` : displayName;
+      t.avatar.textContent = initials(displayName);
+      t.micOff.hidden = !micMuted;
+      t.el.classList.toggle('speaking', p.isSpeaking && !micMuted);
+      const q = QUALITY_WORDS[p.connectionQuality] ?? 'unknown';
+      t.quality.dataset.q = q;
+      t.quality.setAttribute('aria-label', `Connection ${q}`);
+      t.quality.title = `Connection ${q}`;
+      t.el.setAttribute(
+        'aria-label',
+        `${local ? `${displayName} (you)` : displayName}: ` +
+          `${t.track ? 'camera on' : 'camera off'}, ${micMuted ? 'microphone off' : 'microphone on'}` +
+          `${p.isSpeaking ? ', speaking' : ''}, connection ${q}`,
+      );
+      cams.push(t);
+
+      // Screen share tile.
+      const screen = p.getTrackPublication(Track.Source.ScreenShare);
+      if (screen?.track && !screen.isMuted) {
+        const key = `${p.identity}:screen`;
+        wanted.add(key);
+        let s = tiles.get(key);
+        if (!s) {
+          s = makeTile(key, local, 'screen');
+          s.el.dataset.identity = p.identity;
+          s.micOff.hidden = true;
+          tiles.set(key, s);
+        }
+        setTrack(s, screen.track);
+        s.name.textContent = local ? 'Your screen' : `${displayName}’s screen`;
+        s.el.setAttribute('aria-label', s.name.textContent);
+        featured.push(s);
+      }
+    }
+    for (const [key, t] of tiles) {
+      if (!wanted.has(key)) {
+        setTrack(t, undefined);
+        t.el.remove();
+        tiles.delete(key);
+      }
+    }
+    // Spotlight when someone shares: the screen large, people in a strip.
+    const spotlight = featured.length > 0;
+    stage.classList.toggle('spotlight', spotlight);
+    if (spotlight) {
+      placeChildren(grid, featured.map((t) => t.el));
+      placeChildren(strip, cams.map((t) => t.el));
+    } else {
+      placeChildren(grid, cams.map((t) => t.el));
+      placeChildren(strip, []);
+    }
+    const n = participants().length;
+    count.textContent = n === 1 ? 'Only you' : `${n} people`;
+    layout();
+    paintControls();
+  }
+
+  /** Puts `els` into `parent` in order without re-inserting (a moved <video> would blink). */
+  function placeChildren(parent: HTMLElement, els: HTMLElement[]) {
+    els.forEach((el, i) => {
+      if (parent.children[i] !== el) parent.insertBefore(el, parent.children[i] ?? null);
+    });
+    while (parent.children.length > els.length) parent.lastElementChild?.remove();
+  }
+
+  /** Picks the column count that gives the biggest 16:9 tiles in the grid's box. */
+  function layout() {
+    if (stage.classList.contains('spotlight')) return;
+    const n = grid.children.length;
+    const box = grid.getBoundingClientRect();
+    if (n === 0 || box.width === 0 || box.height === 0) return;
+    const gap = 8;
+    let best = { cols: 1, w: 0 };
+    for (let cols = 1; cols <= n; cols++) {
+      const rows = Math.ceil(n / cols);
+      const cellW = (box.width - gap * (cols - 1)) / cols;
+      const cellH = (box.height - gap * (rows - 1)) / rows;
+      const w = Math.min(cellW, (cellH * 16) / 9);
+      if (w > best.w) best = { cols, w };
+    }
+    grid.style.setProperty('--cols', String(best.cols));
+    grid.style.setProperty('--tile-w', `${Math.floor(best.w)}px`);
+  }
+  const resize = new ResizeObserver(() => layout());
+
+  // ---- audio ---------------------------------------------------------------------------------
+  const onSubscribed = (track: RemoteTrack) => {
+    if (track.kind === Track.Kind.Audio) {
+      const el = track.attach();
+      audioBox.append(el);
+    }
+    scheduleSync();
+  };
+  const onUnsubscribed = (track: RemoteTrack) => {
+    if (track.kind === Track.Kind.Audio) track.detach().forEach((el) => el.remove());
+    scheduleSync();
+  };
+  function syncAudioButton() {
+    startAudio.hidden = room.canPlaybackAudio;
+  }
+
+  // ---- connection state ----------------------------------------------------------------------
+  const setBanner = (text: string | null) => {
+    banner.textContent = text ?? '';
+    banner.hidden = !text;
+    root.classList.toggle('reconnecting', !!text);
+  };
+
+  const onDisconnected = (reason?: DisconnectReason) => {
+    cleanupRoom();
+    touchRecent(roomName);
+    if (leaving) return;
+    const why = leftBecause(reason) ?? 'You left the meeting.';
+    showEnded(why);
+  };
+
+  const showEnded = (why: string) => {
+    show(
+      `Left ${roomName} · confab`,
+      h(
+        'section',
+        { class: 'panel ended-view' },
+        h('h1', {}, 'You are no longer in ', h('span', { class: 'room-chip', text: roomName })),
+        h('p', { role: 'alert', text: why }),
+        h(
+          'div',
+          { class: 'row' },
+          h('button', { type: 'button', class: 'primary', text: 'Rejoin', onclick: () => nav.prejoin(roomName, { push: false }) }),
+          h('button', { type: 'button', text: 'Home', onclick: () => nav.home() }),
+        ),
+      ),
+    );
+  };
+
+  async function leave() {
+    if (leaving) return;
+    leaving = true;
+    touchRecent(roomName);
+    try {
+      await room.disconnect();
+    } finally {
+      cleanupRoom();
+      nav.home({ notice: `You left ${roomName}.` });
+    }
+  }
+
+  let cleaned = false;
+  function cleanupRoom() {
+    if (cleaned) return;
+    cleaned = true;
+    resize.disconnect();
+    window.removeEventListener('keydown', onKey);
+    room.removeAllListeners();
+    for (const t of tiles.values()) setTrack(t, undefined);
+    for (const el of audioBox.querySelectorAll('audio')) el.remove();
+    opts.video?.stop();
+    opts.audio?.stop();
+  }
+
+  // The router calls this when the page changes under us (back button): leave the room.
+  nav.setCleanup(() => {
+    if (!cleaned) {
+      leaving = true;
+      touchRecent(roomName);
+      void room.disconnect();
+      cleanupRoom();
+    }
+  });
+
+  const onKey = (e: KeyboardEvent) => {
+    if (e.key === 'Escape' && chat.open && !dialog.open) chat.toggle(false);
+  };
+  window.addEventListener('keydown', onKey);
+
+  room
+    .on(RoomEvent.ParticipantConnected, (p: RemoteParticipant) => {
+      toast(`${p.name || p.identity} joined`);
+      scheduleSync();
+    })
+    .on(RoomEvent.ParticipantDisconnected, (p: RemoteParticipant) => {
+      toast(`${p.name || p.identity} left`);
+      scheduleSync();
+    })
+    .on(RoomEvent.TrackSubscribed, onSubscribed)
+    .on(RoomEvent.TrackUnsubscribed, onUnsubscribed)
+    .on(RoomEvent.TrackPublished, scheduleSync)
+    .on(RoomEvent.TrackUnpublished, scheduleSync)
+    .on(RoomEvent.TrackMuted, scheduleSync)
+    .on(RoomEvent.TrackUnmuted, scheduleSync)
+    .on(RoomEvent.LocalTrackPublished, scheduleSync)
+    .on(RoomEvent.LocalTrackUnpublished, scheduleSync)
+    .on(RoomEvent.ActiveSpeakersChanged, scheduleSync)
+    .on(RoomEvent.ConnectionQualityChanged, scheduleSync)
+    .on(RoomEvent.ParticipantNameChanged, scheduleSync)
+    .on(RoomEvent.AudioPlaybackStatusChanged, syncAudioButton)
+    .on(RoomEvent.MediaDevicesError, (e: Error) => toast(mediaProblem(e, 'camera or microphone'), 10000))
+    .on(RoomEvent.Reconnecting, () => setBanner('Connection lost. Reconnecting…'))
+    .on(RoomEvent.SignalReconnecting, () => setBanner('Connection to the server lost. Reconnecting…'))
+    .on(RoomEvent.Reconnected, () => {
+      setBanner(null);
+      toast('Reconnected');
+    })
+    .on(RoomEvent.Disconnected, onDisconnected);
+
+  // ---- page ----------------------------------------------------------------------------------
+  const stage = h('div', { class: 'stage' }, h('div', { class: 'main-area' }, grid, strip), chat.panel);
+  const root = h(
+    'div',
+    { class: 'meeting' },
+    h(
+      'header',
+      { class: 'topbar' },
+      h('h1', { class: 'room-title' }, h('span', { class: 'visually-hidden', text: 'Meeting ' }), roomName),
+      count,
+      banner,
+      startAudio,
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'small',
+          'aria-label': 'Copy invite link',
+          onclick: () => void copyText(inviteLink(roomName), 'Invite link'),
+        },
+        h('span', { html: icon.link }),
+        h('span', { text: 'Copy invite link' }),
+      ),
+    ),
+    stage,
+    h(
+      'nav',
+      { class: 'controls', 'aria-label': 'Meeting controls' },
+      micButton,
+      camButton,
+      screenButton,
+      devicesButton,
+      chatButton,
+      leaveButton,
+    ),
+    dialog,
+    audioBox,
+  );
+  setBanner(null);
+  show(`${roomName} · confab`, root);
+  resize.observe(grid);
+
+  // Remote audio that arrived before the page existed.
+  for (const p of room.remoteParticipants.values()) {
+    for (const pub of p.audioTrackPublications.values()) {
+      if (pub.track) audioBox.append(pub.track.attach());
+    }
+  }
+  syncAudioButton();
+  paintChatButton();
+  sync();
+
+  // Publish what the pre-join page prepared (same devices, no second prompt).
+  void (async () => {
+    try {
+      if (opts.video) await me.publishTrack(opts.video, { source: Track.Source.Camera });
+    } catch (e) {
+      toast(mediaProblem(e, 'camera'), 10000);
+    }
+    try {
+      if (opts.audio) await me.publishTrack(opts.audio, { source: Track.Source.Microphone });
+    } catch (e) {
+      toast(mediaProblem(e, 'microphone'), 10000);
+    }
+    scheduleSync();
+  })();
+  if (room.state !== ConnectionState.Connected) setBanner('Connecting…');
+}

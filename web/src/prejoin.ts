@@ -1,0 +1,302 @@
+// Pre-join: camera preview, device pickers, mute toggles, your name, then Join. The preview's
+// tracks go on into the meeting (no second camera prompt, the same devices).
+
+import {
+  ConnectionState,
+  LocalAudioTrack,
+  LocalVideoTrack,
+  Room,
+  createAudioAnalyser,
+  createLocalAudioTrack,
+  createLocalVideoTrack,
+} from 'livekit-client';
+
+import { Problem, requestJoin } from './api';
+import { devicePicker } from './devices';
+import { copyText, h, icon, show } from './dom';
+import { connectProblem, mediaProblem, noHttps } from './errors';
+import type { Nav } from './main';
+import { inviteLink } from './names';
+import { captureDefaults, newRoom, renderMeeting } from './meeting';
+import { getDevices, getName, setDevices, setName, touchRecent } from './store';
+
+export function renderPrejoin(nav: Nav, roomName: string): void {
+  const choice = getDevices();
+  let camOn = choice.cameraOn !== false;
+  let micOn = choice.micOn !== false;
+  let video: LocalVideoTrack | undefined;
+  let audio: LocalAudioTrack | undefined;
+  let meter: { cleanup: () => Promise<void> | void; calculateVolume: () => number } | undefined;
+  let meterFrame = 0;
+  let handedOver = false;
+  let joining: Room | undefined;
+  let alive = true;
+
+  const stopAll = () => {
+    alive = false;
+    cancelAnimationFrame(meterFrame);
+    void meter?.cleanup();
+    meter = undefined;
+    if (!handedOver) {
+      video?.stop();
+      audio?.stop();
+      void joining?.disconnect();
+    }
+    navigator.mediaDevices?.removeEventListener?.('devicechange', refreshDevices);
+  };
+  nav.setCleanup(stopAll);
+
+  // ---- preview and toggles -------------------------------------------------------------------
+  const preview = h('video', { class: 'mirror', muted: true, playsInline: true, autoplay: true });
+  preview.muted = true;
+  const previewOff = h('div', { class: 'preview-off', text: 'Camera is off' });
+  const level = h('div', { class: 'level-bar' });
+  const levelBox = h('div', { class: 'level', 'aria-hidden': 'true', title: 'Microphone level' }, level);
+  const mediaError = h('div', { class: 'error', role: 'alert', hidden: true });
+
+  const micButton = h('button', { type: 'button', class: 'toggle', 'aria-pressed': 'true' });
+  const camButton = h('button', { type: 'button', class: 'toggle', 'aria-pressed': 'true' });
+  const paint = () => {
+    micButton.setAttribute('aria-pressed', String(micOn));
+    micButton.innerHTML = `${micOn ? icon.mic : icon.micOff}<span>Microphone</span>`;
+    micButton.title = micOn ? 'Microphone is on: press to mute' : 'Microphone is off: press to unmute';
+    camButton.setAttribute('aria-pressed', String(camOn));
+    camButton.innerHTML = `${camOn ? icon.cam : icon.camOff}<span>Camera</span>`;
+    camButton.title = camOn ? 'Camera is on: press to turn it off' : 'Camera is off: press to turn it on';
+    previewOff.hidden = camOn && !!video;
+    previewOff.textContent = camOn ? 'Starting camera…' : 'Camera is off';
+    levelBox.hidden = !micOn || !audio;
+  };
+
+  const problems = new Map<string, string>();
+  const showProblems = () => {
+    mediaError.hidden = problems.size === 0;
+    mediaError.replaceChildren(...[...problems.values()].map((p) => h('p', { text: p })));
+    if (problems.size) {
+      mediaError.append(h('button', { type: 'button', class: 'small', text: 'Try again', onclick: () => void retry() }));
+    }
+  };
+
+  const startCamera = async () => {
+    problems.delete('camera');
+    try {
+      const t = await createLocalVideoTrack(captureDefaults(getDevices()).video);
+      if (!alive || !camOn) {
+        t.stop();
+        return;
+      }
+      video = t;
+      t.attach(preview);
+    } catch (e) {
+      camOn = false;
+      problems.set('camera', mediaProblem(e, 'camera'));
+    }
+    paint();
+    showProblems();
+  };
+  const stopCamera = () => {
+    video?.detach(preview);
+    video?.stop();
+    video = undefined;
+    paint();
+  };
+  const startMic = async () => {
+    problems.delete('microphone');
+    try {
+      const t = await createLocalAudioTrack(captureDefaults(getDevices()).audio);
+      if (!alive || !micOn) {
+        t.stop();
+        return;
+      }
+      audio = t;
+      startMeter();
+    } catch (e) {
+      micOn = false;
+      problems.set('microphone', mediaProblem(e, 'microphone'));
+    }
+    paint();
+    showProblems();
+  };
+  const stopMic = () => {
+    cancelAnimationFrame(meterFrame);
+    void meter?.cleanup();
+    meter = undefined;
+    audio?.stop();
+    audio = undefined;
+    paint();
+  };
+  const startMeter = () => {
+    if (!audio) return;
+    try {
+      meter = createAudioAnalyser(audio, { cloneTrack: true });
+    } catch {
+      return;
+    }
+    const tick = () => {
+      if (!meter) return;
+      const v = Math.min(1, meter.calculateVolume() * 3);
+      level.style.transform = `scaleX(${v.toFixed(3)})`;
+      meterFrame = requestAnimationFrame(tick);
+    };
+    tick();
+  };
+
+  micButton.addEventListener('click', () => {
+    micOn = !micOn;
+    setDevices({ micOn });
+    if (micOn) void startMic();
+    else stopMic();
+    paint();
+  });
+  camButton.addEventListener('click', () => {
+    camOn = !camOn;
+    setDevices({ cameraOn: camOn });
+    if (camOn) void startCamera();
+    else stopCamera();
+    paint();
+  });
+  const retry = async () => {
+    camOn = camOn || problems.has('camera');
+    micOn = micOn || problems.has('microphone');
+    if (camOn && !video) await startCamera();
+    if (micOn && !audio) await startMic();
+    await refreshDevices();
+  };
+
+  // ---- device pickers ------------------------------------------------------------------------
+  const camPick = devicePicker('videoinput', 'pre', (id) => {
+    setDevices({ videoinput: id });
+    if (video) void video.setDeviceId(id).catch((e: unknown) => problems.set('camera', mediaProblem(e, 'camera')));
+  });
+  const micPick = devicePicker('audioinput', 'pre', (id) => {
+    setDevices({ audioinput: id });
+    if (audio) void audio.setDeviceId(id).catch((e: unknown) => problems.set('microphone', mediaProblem(e, 'microphone')));
+  });
+  const speakerPick = devicePicker('audiooutput', 'pre', (id) => setDevices({ audiooutput: id }));
+  async function refreshDevices() {
+    const d = getDevices();
+    const camId = video ? await video.getDeviceId() : d.videoinput;
+    const micId = audio ? await audio.getDeviceId() : d.audioinput;
+    await Promise.all([camPick.fill(camId), micPick.fill(micId), speakerPick.fill(d.audiooutput)]);
+  }
+  navigator.mediaDevices?.addEventListener?.('devicechange', refreshDevices);
+
+  // ---- name and join -------------------------------------------------------------------------
+  const nameInput = h('input', {
+    id: 'pre-name',
+    autocomplete: 'name',
+    maxlength: '64',
+    required: true,
+    'aria-describedby': 'pre-name-error',
+  });
+  nameInput.value = getName();
+  const nameError = h('p', { id: 'pre-name-error', class: 'field-error' });
+  nameInput.addEventListener('input', () => {
+    nameInput.removeAttribute('aria-invalid');
+    nameError.textContent = '';
+  });
+  const joinError = h('div', { class: 'error', role: 'alert', hidden: true });
+  const joinButton = h('button', { type: 'submit', class: 'primary big', text: 'Join now' });
+
+  const join = async () => {
+    const name = nameInput.value.trim();
+    if (!name) {
+      nameInput.setAttribute('aria-invalid', 'true');
+      nameError.textContent = 'Enter your name so the others know who you are.';
+      nameInput.focus();
+      return;
+    }
+    setName(name);
+    joinError.hidden = true;
+    joinButton.disabled = true;
+    joinButton.textContent = 'Joining…';
+    const room = newRoom(getDevices());
+    joining = room;
+    try {
+      const grant = await requestJoin(roomName, name);
+      await room.connect(grant.url, grant.token);
+      if (!alive) {
+        void room.disconnect();
+        return;
+      }
+      if (room.state !== ConnectionState.Connected) throw new Error('the connection closed while joining');
+      touchRecent(roomName);
+      handedOver = true;
+      joining = undefined;
+      stopAll();
+      renderMeeting(nav, { room, roomName, video: camOn ? video : undefined, audio: micOn ? audio : undefined });
+    } catch (e) {
+      void room.disconnect();
+      joining = undefined;
+      if (!alive) return;
+      joinError.hidden = false;
+      joinError.textContent = e instanceof Problem ? e.message : connectProblem(e);
+      joinButton.disabled = false;
+      joinButton.textContent = 'Join now';
+      joinButton.focus();
+    }
+  };
+
+  const form = h(
+    'form',
+    {
+      class: 'panel stack',
+      novalidate: true,
+      onsubmit: (e: Event) => {
+        e.preventDefault();
+        void join();
+      },
+    },
+    h('div', { class: 'field' }, h('label', { for: 'pre-name', text: 'Your name' }), nameInput, nameError),
+    camPick.field,
+    micPick.field,
+    speakerPick.field,
+    joinError,
+    h(
+      'div',
+      { class: 'row' },
+      joinButton,
+      h('button', { type: 'button', text: 'Back', onclick: () => nav.home() }),
+    ),
+    h(
+      'button',
+      {
+        type: 'button',
+        class: 'linkish',
+        onclick: () => void copyText(inviteLink(roomName), 'Invite link'),
+      },
+      h('span', { html: icon.link }),
+      h('span', { text: 'Copy invite link' }),
+    ),
+  );
+
+  const secure = window.isSecureContext && !!navigator.mediaDevices;
+  show(
+    `Join ${roomName} · confab`,
+    h(
+      'div',
+      { class: 'prejoin' },
+      h('h1', {}, 'Join ', h('span', { class: 'room-chip', text: roomName })),
+      h(
+        'div',
+        { class: 'prejoin-grid' },
+        h(
+          'div',
+          { class: 'preview-col' },
+          h('div', { class: 'preview', role: 'img', 'aria-label': 'Your camera preview' }, preview, previewOff, levelBox),
+          h('div', { class: 'row center', role: 'group', 'aria-label': 'Before you join' }, micButton, camButton),
+          secure ? mediaError : h('p', { class: 'error', role: 'alert', text: noHttps() }),
+        ),
+        form,
+      ),
+    ),
+  );
+  paint();
+  if (!secure) return;
+  void (async () => {
+    await Promise.all([camOn ? startCamera() : null, micOn ? startMic() : null]);
+    if (!alive) return;
+    await refreshDevices();
+  })();
+  if (!nameInput.value) nameInput.focus();
+}
