@@ -550,3 +550,33 @@ fn ready_turns_503_when_state_cannot_be_written_and_recovers() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
     again.stop();
 }
+
+/// HEAD works on HTTP/2 and HTTP/1.1 (livekit-client sends HEAD to the server when the browser
+/// comes back online; a body on a HEAD answer broke the HTTP/2 stream).
+#[test]
+fn head_requests_get_headers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path());
+    let ca = d.ca();
+    for proto in ["--http2", "--http1.1"] {
+        for path in ["/", "/api/health"] {
+            let out = curl(&[
+                "-sS",
+                "-I",
+                proto,
+                "--cacert",
+                ca.to_str().unwrap(),
+                "-w",
+                "%{http_code}",
+                &d.url(path),
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.ends_with("200"),
+                "HEAD {path} {proto}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    d.stop();
+}

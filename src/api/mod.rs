@@ -62,6 +62,17 @@ impl App {
         req: Request<hyper::body::Incoming>,
         tls: bool,
     ) -> Response<Body> {
+        let head = req.method() == Method::HEAD;
+        let resp = self.route(req, tls).await;
+        if head {
+            // The headers of the GET, no body (over HTTP/2 a body on HEAD breaks the stream).
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, Body::default());
+        }
+        resp
+    }
+
+    async fn route(&self, req: Request<hyper::body::Incoming>, tls: bool) -> Response<Body> {
         if tls && crate::signal::ws::wants(&req) {
             return match &self.0.media {
                 Some(m) => crate::signal::ws::upgrade(self.clone(), m.clone(), req).await,
