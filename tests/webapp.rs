@@ -3,7 +3,9 @@
 //! and microphone) takes two people from the home page through the pre-join page into a meeting
 //! where they see each other, chat, share a screen, mute and leave; a third is told that her
 //! camera is blocked and the room is full; the recent rooms list shows the room, then "Room ended"
-//! once it is deleted. Screenshots of every page go to `<target>/webapp-screenshots/`.
+//! once it is deleted. Then the admin page (`/admin`): first-run setup from localhost, overview,
+//! log out, a wrong password refused, login, a live room with its participant listed, "End room",
+//! and the login rate limit. Screenshots of every page go to `<target>/webapp-screenshots/`.
 //!
 //! Needs node, npm, Chromium and a built web app (scripts/install-deps.sh does all of it, with
 //! scripts/build-web.sh); their absence is a failure, not a skip. playwright-core and

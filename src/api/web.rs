@@ -1,6 +1,6 @@
 //! The bundled web app (home, pre-join, meeting): the files of `web/dist`, embedded by build.rs
-//! (`OUT_DIR/web_assets.rs`). The app is one page: `/` and every invite link `/r/<room>` answer
-//! with the same `index.html`, which reads the room from the address. Without a built web app the
+//! (`OUT_DIR/web_assets.rs`). The app is one page: `/`, every invite link `/r/<room>` and the
+//! admin page `/admin` answer with the same `index.html`, which reads the view from the address. Without a built web app the
 //! table holds a page that says so (the binary still builds and runs).
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
@@ -10,8 +10,8 @@ pub fn built() -> bool {
     BUILT
 }
 
-/// The embedded file for a request path: its content type and bytes. `/` and `/r/<room>` give
-/// `index.html`; other paths name a file of `web/dist` (`/assets/app-….js`, `/sw.js`,
+/// The embedded file for a request path: its content type and bytes. `/`, `/r/<room>` and
+/// `/admin` give `index.html`; other paths name a file of `web/dist` (`/assets/app-….js`, `/sw.js`,
 /// `/manifest.webmanifest`, icons). `None`: not part of the web app.
 pub fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
     let file = if is_page(path) {
@@ -39,10 +39,10 @@ pub fn cache_control(path: &str) -> &'static str {
     }
 }
 
-/// The app's page addresses: home and invite links `/r/<room>` (one segment; the page itself
-/// checks the room name and says when it is not one).
+/// The app's page addresses: home, the admin page and invite links `/r/<room>` (one segment; the
+/// page itself checks the room name and says when it is not one).
 fn is_page(path: &str) -> bool {
-    if path == "/" {
+    if matches!(path, "/" | "/admin" | "/admin/") {
         return true;
     }
     match path.strip_prefix("/r/") {
@@ -64,6 +64,8 @@ mod tests {
         assert_eq!(ct, "text/html; charset=utf-8");
         assert_eq!(asset("/r/standup"), Some((ct, home)));
         assert_eq!(asset("/r/team-1.b_2/"), Some((ct, home)));
+        assert_eq!(asset("/admin"), Some((ct, home)));
+        assert_eq!(asset("/admin/"), Some((ct, home)));
         for not_a_page in [
             "/r/",
             "/r",
@@ -72,6 +74,8 @@ mod tests {
             "/nope",
             "",
             "/assets/",
+            "/admin/x",
+            "/administrator",
         ] {
             assert_eq!(asset(not_a_page), None, "{not_a_page}");
         }

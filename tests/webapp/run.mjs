@@ -16,6 +16,11 @@
 // other's video; a chat message goes each way over the data channel; Alice mutes and Bob sees it;
 // Alice shares her screen and Bob decodes it in the spotlight; Bob leaves and his home lists the
 // room ("1 person there now"); Alice leaves; the room is deleted and Bob's list says "Room ended".
+// Then the admin page: first-run setup at /admin (from localhost, so no setup code), the overview
+// (version, checks, CPU, memory, API key behind "Show", update status); log out; a wrong password
+// is refused in words; login; Alice joins another room and the overview lists her there; "End
+// room" removes it from the overview and ends her meeting; five wrong passwords → "wait five
+// minutes".
 // Exit status 0 pass, 1 fail, 2 usage. The last line is `webapp: PASS …` or `webapp: FAIL …`.
 
 import fs from 'node:fs';
@@ -545,6 +550,162 @@ try {
     const after = await recentRooms(bob);
     if (after.some((r) => r.room === room)) throw new Failure(`${room} still listed after Remove: ${JSON.stringify(after)}`);
     log(`  Alice's list: ${JSON.stringify(list)}`);
+  });
+
+  // ---- the admin page -----------------------------------------------------------------------
+  const admin = await open('Admin', { width: 1280, height: 1000 });
+  admin.page.on('dialog', (d) => void d.accept());
+  const password = `admin-pw-${Math.random().toString(36).slice(2, 10)}`;
+  const adminText = (sel) => admin.page.locator(sel).first().innerText();
+  /** The rooms the admin overview lists: name and participant names. */
+  const adminRooms = () =>
+    admin.page.evaluate(() =>
+      [...document.querySelectorAll('.admin-room')].map((li) => ({
+        room: li.getAttribute('data-room'),
+        count: li.querySelector('.participant-count')?.textContent,
+        people: [...li.querySelectorAll('.people li')].map((p) => ({
+          identity: p.getAttribute('data-identity'),
+          name: p.querySelector('.person-name')?.textContent,
+        })),
+      })),
+    );
+  const serverOverview = () =>
+    admin.page.evaluate(async () => (await fetch('/api/admin/overview', { cache: 'no-store' })).json());
+
+  await step('Admin: first-run setup at /admin (from localhost, no code), then the overview', async () => {
+    await admin.page.goto(`${base}/admin`, { timeout: stepTimeoutMs });
+    await admin.page.getByRole('heading', { level: 1, name: 'Set the admin password' }).waitFor({ timeout: stepTimeoutMs });
+    const help = await admin.page.locator('#code-help').innerText();
+    if (!/journalctl -u confab/.test(help) || !/device itself/.test(help)) throw new Failure(`setup code help: ${help}`);
+    await admin.page.getByLabel('New admin password').fill(password);
+    await admin.page.getByLabel('Type it again').fill(`${password}x`);
+    await admin.page.getByRole('button', { name: 'Set password' }).click();
+    await waitUntil({
+      what: 'mismatched passwords refused',
+      expected: '"not the same"',
+      probe: () => adminText('.error:not([hidden])'),
+      check: (t) => /not the same/.test(t),
+    });
+    await admin.page.getByLabel('Type it again').fill(password);
+    await shot(admin, 'admin-setup');
+    await admin.page.getByRole('button', { name: 'Set password' }).click();
+    await admin.page.getByRole('heading', { level: 1, name: 'Overview' }).waitFor({ timeout: stepTimeoutMs });
+    const o = await serverOverview();
+    await waitUntil({
+      what: 'the overview shows the version',
+      expected: o.version,
+      probe: () => adminText('#version'),
+      check: (t) => t === o.version && /^\d+\.\d+/.test(t),
+    });
+    const update = await adminText('#update');
+    if (/no A\/B slots/.test(o.update) ? !/not available in dev mode/.test(update) : !update.includes(o.update)) {
+      throw new Failure(`update status ${JSON.stringify(update)} for ${JSON.stringify(o.update)}`);
+    }
+    await waitUntil({
+      what: 'CPU from two refreshes',
+      expected: 'a percentage',
+      probe: () => adminText('#cpu'),
+      check: (t) => /^\d+(\.\d)? %$/.test(t),
+      timeoutMs: 10000,
+    });
+    if (!/MB$/.test(await adminText('#memory'))) throw new Failure(`memory: ${await adminText('#memory')}`);
+    const checks = await admin.page.locator('.checks li').count();
+    if (checks !== o.checks.length || checks < 1) throw new Failure(`${checks} checks shown, server has ${o.checks.length}`);
+    if (apiKey && (await adminText('#api-key')) !== apiKey) throw new Failure(`API key shown: ${await adminText('#api-key')}`);
+    if (apiSecret && (await adminText('#api-secret')).includes(apiSecret)) throw new Failure('the API secret shows before "Show"');
+    await admin.page.getByRole('button', { name: 'Show', exact: true }).click();
+    if (apiSecret && (await adminText('#api-secret')) !== apiSecret) throw new Failure('"Show" did not reveal the API secret');
+    await admin.page.getByRole('button', { name: 'Hide', exact: true }).click();
+    await shot(admin, 'admin-overview');
+  });
+
+  await step('Admin: log out; a wrong password is refused in words; the right one logs in', async () => {
+    await admin.page.getByRole('button', { name: 'Log out' }).click();
+    await admin.page.getByRole('heading', { level: 1, name: 'Admin login' }).waitFor({ timeout: stepTimeoutMs });
+    const session = await admin.page.evaluate(async () => (await fetch('/api/admin/session')).json());
+    if (session.logged_in) throw new Failure('still logged in after Log out');
+    await admin.page.getByLabel('Admin password').fill('not-the-password');
+    await admin.page.getByRole('button', { name: 'Log in' }).click();
+    await waitUntil({
+      what: 'the wrong password is refused',
+      expected: '"Wrong password"',
+      probe: () => adminText('.error:not([hidden])'),
+      check: (t) => /Wrong password/.test(t),
+    });
+    await shot(admin, 'admin-login-wrong');
+    await admin.page.getByLabel('Admin password').fill(password);
+    await admin.page.getByRole('button', { name: 'Log in' }).click();
+    await admin.page.getByRole('heading', { level: 1, name: 'Overview' }).waitFor({ timeout: stepTimeoutMs });
+  });
+
+  const room2 = `${room}-2`;
+  await step('Alice joins another room; the admin overview lists her there', async () => {
+    await alice.page.goto(`${base}/`, { timeout: stepTimeoutMs });
+    await homeToPrejoin(alice, { name: 'Alice', room: room2 });
+    await prejoinToMeeting(alice, room2);
+    const listed = await waitUntil({
+      what: 'the admin overview lists the room',
+      expected: `${room2} with 1 person, Alice`,
+      probe: adminRooms,
+      check: (l) => {
+        const r = l.find((x) => x.room === room2);
+        return r?.count === '1 person' && r.people.length === 1 && r.people[0].name === 'Alice';
+      },
+      timeoutMs: stepTimeoutMs,
+    });
+    const o = await serverOverview();
+    const server = o.room_list.find((r) => r.name === room2);
+    const shown = listed.find((x) => x.room === room2);
+    if (!server || server.participants.length !== shown.people.length || server.participants[0].identity !== shown.people[0].identity) {
+      throw new Failure(`overview shows ${JSON.stringify(shown)}, server has ${JSON.stringify(server)}`);
+    }
+    await shot(admin, 'admin-room-live');
+  });
+
+  await step('Admin ends the room; it leaves the overview and Alice is out', async () => {
+    await admin.page.getByRole('button', { name: `End room ${room2}` }).click();
+    await waitUntil({
+      what: 'the room leaves the overview',
+      expected: `no ${room2}`,
+      probe: adminRooms,
+      check: (l) => !l.some((x) => x.room === room2),
+    });
+    const o = await serverOverview();
+    if (o.room_list.some((r) => r.name === room2)) throw new Failure(`the server still lists ${room2}`);
+    await waitUntil({
+      what: 'Alice leaves the meeting page',
+      expected: 'no meeting title',
+      probe: () => alice.page.evaluate(() => document.querySelector('.room-title')?.textContent ?? null),
+      check: (t) => t === null,
+    });
+    await alice.page.getByText('The meeting was ended.').waitFor({ timeout: stepTimeoutMs });
+    await shot(admin, 'admin-room-ended');
+    await shot(alice, 'meeting-ended-by-admin');
+  });
+
+  await step('Admin: after five wrong passwords the login says to wait five minutes', async () => {
+    await admin.page.getByRole('button', { name: 'Log out' }).click();
+    await admin.page.getByRole('heading', { level: 1, name: 'Admin login' }).waitFor({ timeout: stepTimeoutMs });
+    for (let i = 1; i <= 6; i++) {
+      await admin.page.getByLabel('Admin password').fill(`wrong-${i}`);
+      await admin.page.getByRole('button', { name: 'Log in' }).click();
+      const want = i <= 5 ? /Wrong password/ : /wait five minutes/i;
+      await waitUntil({
+        what: `wrong password #${i}`,
+        expected: String(want),
+        probe: async () => ({
+          text: await adminText('.error:not([hidden])'),
+          busy: await admin.page.getByRole('button', { name: 'Log in' }).isDisabled(),
+        }),
+        check: (s) => !s.busy && want.test(s.text),
+      });
+      // Each answer replaces the text; clear it so the next one is seen afresh.
+      if (i < 6) await admin.page.evaluate(() => {
+        const e = document.querySelector('.admin .error');
+        if (e) e.textContent = '';
+      });
+    }
+    await shot(admin, 'admin-login-rate-limited');
   });
 
   finished = true;

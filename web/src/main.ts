@@ -1,10 +1,12 @@
-// confab's web app: one page, three views. `/` is home; `/r/<room>` is the pre-join page of that
-// room (invite links); the meeting replaces the pre-join page at the same address.
+// confab's web app: one page, four views. `/` is home; `/r/<room>` is the pre-join page of that
+// room (invite links); the meeting replaces the pre-join page at the same address; `/admin` is
+// the admin page (setup, login, overview).
 
 import './styles.css';
 
 import { setLogLevel } from 'livekit-client';
 
+import { renderAdmin } from './admin';
 import { renderHome } from './home';
 import { roomFromPath, roomPath } from './names';
 import { renderPrejoin } from './prejoin';
@@ -51,6 +53,11 @@ const nav: Nav = {
 
 function route(): void {
   const path = location.pathname;
+  if (path === '/admin' || path === '/admin/') {
+    leaveView();
+    renderAdmin(nav);
+    return;
+  }
   if (path.startsWith('/r/')) {
     const room = roomFromPath(path);
     if (room) {
