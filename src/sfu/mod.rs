@@ -286,6 +286,7 @@ impl Sfu {
             client_protocol: p.client_protocol,
             egress_estimate: None,
             egress_applied: None,
+            can_update_metadata: p.can_update_metadata,
         };
         self.parts.insert(pid, part);
         if let Some(room) = self.rooms.get_mut(&p.room) {
@@ -547,10 +548,8 @@ impl Sfu {
                 return;
             }
             Req::UpdateMetadata(m) => {
-                let allowed = self
-                    .parts
-                    .get(&pid)
-                    .is_some_and(|p| p.perms.can_publish_data);
+                // LiveKit's canUpdateOwnMetadata grant.
+                let allowed = self.parts.get(&pid).is_some_and(|p| p.can_update_metadata);
                 if allowed {
                     let name = (!m.name.is_empty()).then_some(m.name);
                     let meta = (!m.metadata.is_empty()).then_some(m.metadata);

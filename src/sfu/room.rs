@@ -230,6 +230,8 @@ pub struct Participant {
     /// The subscriber peer's bandwidth estimate (TWCC), and the one the layers were chosen for.
     pub egress_estimate: Option<u64>,
     pub egress_applied: Option<u64>,
+    /// The token's `canUpdateOwnMetadata`: may change its own name, metadata, attributes.
+    pub can_update_metadata: bool,
 }
 
 impl Participant {

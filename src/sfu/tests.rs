@@ -923,3 +923,47 @@ fn a_client_that_never_answers_is_disconnected_and_nobody_else() {
     assert!(w.peers[b].subscriber_pc().connected);
     assert_eq!(w.sfu.participant_count(), 1);
 }
+
+#[test]
+fn own_metadata_changes_need_the_grant() {
+    let mut w = two_in_a_room(Mode::V0);
+    let update = |w: &mut World, i: usize| {
+        let pid = w.peers[i].pid;
+        w.sfu.handle_signal(
+            w.now,
+            pid,
+            Req::UpdateMetadata(lk::UpdateParticipantMetadata {
+                name: "New Name".into(),
+                ..Default::default()
+            }),
+        );
+        w.pump();
+        w.sfu.participant_info(pid).unwrap().name
+    };
+    assert_eq!(
+        update(&mut w, 0),
+        "alice",
+        "no canUpdateOwnMetadata: unchanged"
+    );
+    let mut p = World::params("standup", "carol", Mode::V0);
+    p.can_update_metadata = true;
+    let (pid, sid) = w.sfu.join(w.now, p).unwrap();
+    w.peers.push(Peer {
+        pid,
+        sid,
+        inbox: vec![],
+        publisher: Pc::new(w.now, "10.0.0.8:1"),
+        subscriber: Some(Pc::new(w.now, "10.0.0.8:2")),
+        offer_id: 0,
+        closed: None,
+        silent: false,
+    });
+    w.pump();
+    assert_eq!(update(&mut w, 2), "New Name");
+    let seen = updates_of(&mut w.peers[1]);
+    assert!(
+        seen.iter()
+            .any(|p| p.identity == "carol" && p.name == "New Name"),
+        "bob hears of it"
+    );
+}
