@@ -51,7 +51,12 @@ const CONFAB_VARS: &[&str] = &[
 ];
 
 /// Build-time inputs of `build.rs`; `cargo run` also passes them to the program. Not settings.
-const BUILD_VARS: &[&str] = &["CONFAB_GIT_SHA", "CONFAB_BUILD_DATE"];
+pub(crate) const BUILD_VARS: &[&str] = &[
+    "CONFAB_GIT_SHA",
+    "CONFAB_BUILD_DATE",
+    "CONFAB_WEB_APP",
+    "CONFAB_WEB_CLIENT",
+];
 
 /// A value found for a setting, with where it came from.
 enum Found {

@@ -180,3 +180,27 @@ fn build_stamp_variables_from_cargo_run_are_not_settings() {
     ]);
     assert!(Config::from_layers(&[], &e).is_ok());
 }
+
+/// `cargo run` puts build.rs's `rustc-env` variables into the program's environment; each must be
+/// on the ignore list, or `scripts/run.sh` stops with "unknown environment variable".
+#[test]
+fn every_variable_build_rs_stamps_is_ignored() {
+    let build_rs = include_str!("../../build.rs");
+    let stamped: Vec<&str> = build_rs
+        .split("rustc-env=")
+        .skip(1)
+        .map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+                .next()
+                .unwrap_or("")
+        })
+        .filter(|v| v.starts_with("CONFAB_"))
+        .collect();
+    assert!(stamped.len() >= 4, "{stamped:?}");
+    for v in stamped {
+        assert!(
+            super::reader::BUILD_VARS.contains(&v),
+            "{v} is not in BUILD_VARS"
+        );
+    }
+}
