@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod node;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_confab");
 
 /// Four distinct free ports (https, http, udp, tcp) on 127.0.0.1.
@@ -118,11 +120,7 @@ impl Daemon {
     }
 
     pub fn stderr(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.stderr_path) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
+        read_lossy(&self.stderr_path)
     }
 
     /// `GET path` over HTTPS with curl, trusting the daemon's CA: (status code, body).
@@ -190,6 +188,15 @@ pub fn curl(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("curl must be installed (scripts/install-deps.sh installs it)")
+}
+
+/// A file's text, or what could be read of it (empty if it does not exist yet).
+pub fn read_lossy(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
 }
 
 /// Runs the binary to completion with the test environment.
