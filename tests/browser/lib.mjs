@@ -227,7 +227,8 @@ function startPageServer() {
   });
 }
 
-const CHROMIUM_ARGS = [
+/** Headless Chromium with fake camera and microphone on a closed network (see the recipe). */
+export const CHROMIUM_ARGS = [
   '--no-sandbox',
   '--disable-gpu',
   '--disable-quic',

@@ -29,8 +29,16 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
+import {
+  CHROMIUM_ARGS as SHARED_CHROMIUM_ARGS,
+  Failure,
+  log,
+  sleep,
+  waitUntil as sharedWaitUntil,
+  withTimeout,
+} from '../browser/lib.mjs';
+
 const here = path.dirname(fileURLToPath(import.meta.url));
-const started = Date.now();
 const USAGE = `usage: node run.mjs --base https://HOST:PORT --out DIR [--api-key KEY] [--chromium PATH]
                    [--max-participants N] [--step-timeout S] [--deadline S] [--verbose]
   --max-participants  the server's room cap (CONFAB_MAX_PARTICIPANTS); 2 adds the "room full" check`;
@@ -91,42 +99,8 @@ fs.mkdirSync(outDir, { recursive: true });
 // ---------------------------------------------------------------------------------------------
 // Logging, waiting, steps
 
-const stamp = () => `[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s]`;
-const log = (m) => console.log(`${stamp()} ${m}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-class Failure extends Error {}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Failure(`${what}: no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-async function waitUntil({ what, expected, probe, check, timeoutMs = stepTimeoutMs }) {
-  const t0 = Date.now();
-  let seen;
-  let err;
-  for (;;) {
-    try {
-      seen = await probe();
-      err = undefined;
-      if (check(seen)) return seen;
-    } catch (e) {
-      err = e;
-    }
-    if (Date.now() - t0 > timeoutMs) {
-      throw new Failure(
-        `${what}: expected ${expected} within ${timeoutMs} ms; ${err ? `probe failed: ${err.message}` : `saw ${JSON.stringify(seen)}`}`,
-      );
-    }
-    await sleep(250);
-  }
-}
+// Shared with the browser test (tests/browser/lib.mjs); waits default to the step timeout here.
+const waitUntil = (opts) => sharedWaitUntil({ timeoutMs: stepTimeoutMs, ...opts });
 
 let stepNo = 0;
 async function step(title, fn) {
@@ -151,20 +125,9 @@ async function shot(person, name) {
 // Chromium and the two people
 
 const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-ui-for-media-stream',
-  '--use-fake-device-for-media-stream',
-  '--autoplay-policy=no-user-gesture-required',
+  ...SHARED_CHROMIUM_ARGS,
   // getDisplayMedia picks the (fake) screen without a picker.
   '--auto-select-desktop-capture-source=Entire screen',
-  '--ignore-certificate-errors',
-  '--allow-loopback-in-peer-connection',
 ];
 
 let browser;
