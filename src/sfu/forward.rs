@@ -165,15 +165,13 @@ impl Sfu {
     /// Picks the simulcast layer a subscriber should get: the smallest layer at least as wide
     /// as it asked for (the best when it did not say), never above what it can take.
     pub(super) fn choose_layer(&mut self, pid: Pid, track_sid: &str) {
+        let budget = self.video_budget(pid);
         let Some(t) = self.tracks.get(track_sid) else {
             return;
         };
         if !t.simulcast() {
             return;
         }
-        let rids = t.rids.clone();
-        let layers = t.info.layers.clone();
-        let budget = self.video_budget(pid);
         let Some(s) = self
             .parts
             .get_mut(&pid)
@@ -182,19 +180,16 @@ impl Sfu {
             return;
         };
         let by_quality = |q: i32| {
-            let rid = match q {
-                0 => "q",
-                1 => "h",
-                _ => "f",
-            };
-            rids.iter().find(|r| &***r == rid).copied()
+            let rid = room::quality_rid(q);
+            t.rids.iter().find(|r| &***r == rid).copied()
         };
         let wanted = if let Some(q) = s.want_quality {
             by_quality(q)
         } else if s.want_width > 0 {
             // layers are best first; take the last one still wide enough.
+            let layers = &t.info.layers;
             let mut pick = layers.first().map(|l| l.quality);
-            for l in &layers {
+            for l in layers {
                 if l.width >= s.want_width {
                     pick = Some(l.quality);
                 }
@@ -203,20 +198,9 @@ impl Sfu {
         } else {
             None
         }
-        .or_else(|| rids.first().copied());
+        .or_else(|| t.rids.first().copied());
         s.wanted = wanted;
-        let bitrate = |r: &Rid| {
-            let q = match &**r {
-                "q" => 0,
-                "h" => 1,
-                _ => 2,
-            };
-            layers
-                .iter()
-                .find(|l| l.quality == q && l.bitrate > 0)
-                .map_or_else(|| room::default_layer_bitrate(r), |l| l.bitrate as u64)
-        };
-        let target = room::cap_layer(wanted, &rids, budget, bitrate);
+        let target = room::cap_layer(wanted, &t.rids, budget, |r| t.layer_bitrate(r));
         if s.target != target {
             s.target = target;
             s.needs_keyframe = true;
@@ -260,22 +244,7 @@ impl Sfu {
             };
             desired += match (t.kind, s.wanted) {
                 (MediaKind::Audio, _) => room::AUDIO_BUDGET,
-                (MediaKind::Video, Some(r)) => t
-                    .info
-                    .layers
-                    .iter()
-                    .find(|l| {
-                        l.bitrate > 0
-                            && l.quality
-                                == if &*r == "q" {
-                                    0
-                                } else if &*r == "h" {
-                                    1
-                                } else {
-                                    2
-                                }
-                    })
-                    .map_or_else(|| room::default_layer_bitrate(&r), |l| l.bitrate as u64),
+                (MediaKind::Video, Some(r)) => t.layer_bitrate(&r),
                 (MediaKind::Video, None) => room::default_layer_bitrate("f"),
             };
         }

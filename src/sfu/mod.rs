@@ -1195,7 +1195,6 @@ impl Sfu {
                 self.on_event(now, id, e);
             }
         }
-        self.dirty.dedup();
     }
 
     fn on_event(&mut self, now: Instant, peer_id: PeerId, e: Event) {

@@ -70,6 +70,23 @@ impl Room {
     }
 }
 
+/// LiveKit's simulcast layers: rid `q`, `h`, `f` is VideoQuality LOW (0), MEDIUM (1), HIGH (2).
+pub fn rid_quality(rid: &str) -> i32 {
+    match rid {
+        "q" => 0,
+        "h" => 1,
+        _ => 2,
+    }
+}
+
+pub fn quality_rid(quality: i32) -> &'static str {
+    match quality {
+        0 => "q",
+        1 => "h",
+        _ => "f",
+    }
+}
+
 /// What a layer costs when the publisher did not say (LiveKit's defaults for 720p simulcast).
 pub fn default_layer_bitrate(rid: &str) -> u64 {
     match rid {
@@ -129,6 +146,16 @@ pub struct PubTrack {
 impl PubTrack {
     pub fn simulcast(&self) -> bool {
         self.rids.len() > 1
+    }
+
+    /// What a layer costs: the bitrate the publisher announced for it, else LiveKit's default.
+    pub fn layer_bitrate(&self, rid: &Rid) -> u64 {
+        let q = rid_quality(rid);
+        self.info
+            .layers
+            .iter()
+            .find(|l| l.quality == q && l.bitrate > 0)
+            .map_or_else(|| default_layer_bitrate(rid), |l| l.bitrate as u64)
     }
 
     /// The layer to forward to a subscriber that wants `desired`: that one if it is flowing,
