@@ -21,3 +21,32 @@ pub const LONG: &str = concat!(
 pub fn long() -> &'static str {
     LONG
 }
+
+/// The system's release version: on the appliance the image's `IMAGE_VERSION` (os-release), which
+/// is what updates compare and install; elsewhere this binary's [`VERSION`].
+pub fn system_version() -> String {
+    ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| image_version(&text))
+        .unwrap_or_else(|| VERSION.to_string())
+}
+
+/// `IMAGE_VERSION` from os-release text, unquoted.
+pub fn image_version(os_release: &str) -> Option<String> {
+    os_release.lines().find_map(|line| {
+        let value = line.trim().strip_prefix("IMAGE_VERSION=")?;
+        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+        (!value.is_empty()).then(|| value.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn image_version_from_os_release() {
+        let text = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nIMAGE_ID=confab-rpi\nIMAGE_VERSION=\"0.2.0\"\n";
+        assert_eq!(super::image_version(text).as_deref(), Some("0.2.0"));
+        assert_eq!(super::image_version("ID=debian\nIMAGE_VERSION=\n"), None);
+    }
+}

@@ -146,6 +146,9 @@ pub fn run(config: Config, args: UpdateArgs) -> ExitCode {
                     ),
                     None => println!("last check: never"),
                 }
+                if let Some(rollback) = &s.rollback {
+                    println!("rolled back: {rollback}");
+                }
                 if let Some(i) = &s.state.last_install {
                     println!(
                         "last install: v{} into slot {}: {}",

@@ -117,6 +117,23 @@ impl Source {
         Ok(sink.0)
     }
 
+    /// The size of `name` at the source, when the source tells it (a file's length, an HTTP
+    /// `Content-Length`), so an incomplete release is refused before anything is written.
+    pub async fn size(&self, name: &str) -> Result<Option<u64>, FetchError> {
+        match self {
+            Source::Dir(dir) => {
+                let path = dir.join(name);
+                std::fs::metadata(&path)
+                    .map(|m| Some(m.len()))
+                    .map_err(|e| FetchError::File {
+                        path,
+                        detail: e.to_string(),
+                    })
+            }
+            Source::Https { base, connector } => size_https(base, connector, name).await,
+        }
+    }
+
     /// Streams `name` from byte `offset` to the end into `sink`. A body that ends early without
     /// an error is reported by the caller, which knows the expected size.
     pub async fn stream(
@@ -169,13 +186,14 @@ fn stream_file(path: &Path, offset: u64, sink: &mut dyn Sink) -> Result<(), Fetc
     }
 }
 
-async fn stream_https(
+/// Sends one request for `name` (GET from `offset`, or HEAD) and returns its URL and response.
+async fn request_https(
     base: &Uri,
     connector: &TlsConnector,
     name: &str,
+    method: hyper::Method,
     offset: u64,
-    sink: &mut dyn Sink,
-) -> Result<(), FetchError> {
+) -> Result<(String, hyper::Response<hyper::body::Incoming>), FetchError> {
     let url = format!("{base}{name}");
     let uri: Uri = url
         .parse()
@@ -189,7 +207,9 @@ async fn stream_https(
             detail: e.to_string(),
         })?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let mut req = Request::get(path)
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
         .header(
             header::HOST,
             uri.authority().map_or(host.clone(), |a| a.to_string()),
@@ -214,6 +234,37 @@ async fn stream_https(
             url: url.clone(),
             detail: e.to_string(),
         })?;
+    Ok((url, resp))
+}
+
+/// The size the server announces for `name` (HEAD, Content-Length), if it announces one.
+async fn size_https(
+    base: &Uri,
+    connector: &TlsConnector,
+    name: &str,
+) -> Result<Option<u64>, FetchError> {
+    let (url, resp) = request_https(base, connector, name, hyper::Method::HEAD, 0).await?;
+    if resp.status() != StatusCode::OK {
+        return Err(FetchError::Status {
+            url,
+            status: resp.status(),
+        });
+    }
+    Ok(resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok()))
+}
+
+async fn stream_https(
+    base: &Uri,
+    connector: &TlsConnector,
+    name: &str,
+    offset: u64,
+    sink: &mut dyn Sink,
+) -> Result<(), FetchError> {
+    let (url, resp) = request_https(base, connector, name, hyper::Method::GET, offset).await?;
     match (offset, resp.status()) {
         (0, StatusCode::OK) => {}
         (o, StatusCode::PARTIAL_CONTENT) if o > 0 && content_range_start(&resp) == Some(o) => {}

@@ -53,6 +53,15 @@ pub enum UpdateError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Slot(#[from] SlotError),
+    #[error(
+        "{file} is {found} bytes but the signed manifest says {signed}: the release is incomplete \
+         (truncated or still uploading); nothing was written"
+    )]
+    Incomplete {
+        file: String,
+        found: u64,
+        signed: u64,
+    },
     #[error("the health check did not pass within {0:?}: {1}")]
     Unhealthy(Duration, String),
     #[error("cannot run {0:?}: {1}")]
@@ -87,6 +96,8 @@ pub struct StatusReport {
     pub running: String,
     pub slots: Vec<SlotReport>,
     pub state: AgentState,
+    /// Set when the last installed release did not become healthy and the device went back.
+    pub rollback: Option<String>,
 }
 
 /// Progress of an install, for the terminal and the API.
@@ -99,9 +110,10 @@ pub struct ApplyProgress {
     pub total: u64,
 }
 
-/// The running version.
+/// The running version: the image's release version on the appliance (os-release
+/// `IMAGE_VERSION`), this binary's elsewhere.
 pub fn running_version() -> semver::Version {
-    semver::Version::parse(crate::version::VERSION)
+    semver::Version::parse(&crate::version::system_version())
         .unwrap_or_else(|_| semver::Version::new(0, 0, 0))
 }
 
@@ -192,6 +204,27 @@ pub async fn check(config: &Config, from: Option<&str>) -> Result<CheckReport, U
     result
 }
 
+/// Refuses a release whose files at the source do not have the signed sizes (a truncated or
+/// half-finished upload) before the bootloader or a slot is touched.
+async fn check_sizes(source: &Source, release: &Verified<Manifest>) -> Result<(), UpdateError> {
+    for artifact in std::iter::once(&release.image).chain(release.boot_files.iter()) {
+        if let Some(size) = source
+            .size(&artifact.file)
+            .await
+            .map_err(UpdateError::Fetch)?
+        {
+            if size != artifact.size {
+                return Err(UpdateError::Incomplete {
+                    file: source.describe(&artifact.file),
+                    found: size,
+                    signed: artifact.size,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `confab update apply`: verify, write the inactive slot, arm a trial boot, and (unless
 /// `reboot` is false) reboot into it.
 pub async fn apply(
@@ -205,6 +238,7 @@ pub async fn apply(
         open_bootloader(config)?.ok_or_else(|| UpdateError::NoSlots(String::new()))?;
     let source = source(config, from)?;
     let release = fetch_release(config, &source, allow_downgrade).await?;
+    check_sizes(&source, &release).await?;
     let booted = bootloader.booted()?;
     let health = bootloader.health(booted)?;
     let mut plan = InstallPlan::new(&release, booted, health, reboot)?;
@@ -328,12 +362,28 @@ pub fn status(config: &Config) -> Result<StatusReport, UpdateError> {
             });
         }
     }
+    let running = crate::version::system_version();
+    let booted = slots.iter().find(|s| s.booted).map(|s| s.slot);
+    let rollback = match (&state.last_install, booted) {
+        (Some(install), Some(booted)) if install.slot != booted => slots
+            .iter()
+            .find(|s| s.slot == install.slot && s.health == SlotHealth::Bad)
+            .map(|_| {
+                format!(
+                    "v{} was installed into slot {} but did not pass its health check when \
+                     booted, so the device went back to v{running} in slot {booted}",
+                    install.version, install.slot
+                )
+            }),
+        _ => None,
+    };
     Ok(StatusReport {
         bootloader: name,
         board: config.update.board.clone(),
-        running: crate::version::VERSION.to_string(),
+        running,
         slots,
         state,
+        rollback,
     })
 }
 
@@ -344,11 +394,11 @@ pub async fn mark_good(config: &Config, timeout: Duration) -> Result<Slot, Updat
     let mut bootloader = open_bootloader(config)?
         .ok_or_else(|| UpdateError::NoSlots(": nothing to commit".into()))?;
     let booted = bootloader.booted()?;
-    wait_ready(config, timeout).await?;
+    wait_ready_unless(config, timeout, &confab_service_gave_up).await?;
     bootloader.commit(booted)?;
     let version = bootloader
         .version(booted)?
-        .unwrap_or_else(|| crate::version::VERSION.to_string());
+        .unwrap_or_else(crate::version::system_version);
     state::update(&config.update.state_file, |s| {
         s.committed = Some(state::Committed::now(booted, &version))
     })?;
@@ -356,7 +406,46 @@ pub async fn mark_good(config: &Config, timeout: Duration) -> Result<Slot, Updat
     Ok(booted)
 }
 
-async fn wait_ready(config: &Config, timeout: Duration) -> Result<(), UpdateError> {
+/// Under systemd (mark-good runs in confab-health.service): a reason to stop waiting when
+/// confab.service has failed for good or keeps crashing, so a release whose daemon cannot start
+/// rolls back in seconds instead of after the whole timeout.
+fn confab_service_gave_up() -> Option<String> {
+    std::env::var_os("INVOCATION_ID")?;
+    let out = std::process::Command::new("systemctl")
+        .args(["show", "--property=ActiveState,NRestarts", "confab.service"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    let restarts: u32 = value("NRestarts")?.parse().ok()?;
+    let state = value("ActiveState")?;
+    if state == "failed" || restarts >= GIVE_UP_RESTARTS {
+        Some(format!(
+            "confab.service is {state} after {restarts} restarts (see journalctl -u confab)"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Restarts of confab.service during a trial boot after which the boot counts as failed.
+const GIVE_UP_RESTARTS: u32 = 3;
+
+pub(crate) async fn wait_ready(config: &Config, timeout: Duration) -> Result<(), UpdateError> {
+    wait_ready_unless(config, timeout, &|| None).await
+}
+
+/// Polls `/api/health/ready` until it answers 200, `timeout` passes, or `give_up` (asked every
+/// few seconds) names a reason to stop.
+async fn wait_ready_unless(
+    config: &Config,
+    timeout: Duration,
+    give_up: &(dyn Fn() -> Option<String> + Sync),
+) -> Result<(), UpdateError> {
     use crate::api::client;
     let ca = match &config.http.tls {
         crate::config::TlsSource::LocalCa => {
@@ -367,7 +456,17 @@ async fn wait_ready(config: &Config, timeout: Duration) -> Result<(), UpdateErro
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.http.https_port));
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no answer yet");
+    let mut round = 0u32;
     while Instant::now() < deadline {
+        round += 1;
+        if round % 6 == 0 {
+            if let Some(reason) = give_up() {
+                return Err(UpdateError::Unhealthy(
+                    timeout,
+                    format!("{reason}; last answer: {last}"),
+                ));
+            }
+        }
         match client::connector_for_ca(&ca) {
             Ok(connector) => {
                 match client::get(&connector, addr, "localhost", "/api/health/ready", None).await {

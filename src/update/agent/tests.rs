@@ -278,14 +278,45 @@ fn power_cut_in_the_middle_of_writing_the_image_boots_the_old_slot() {
     let image = bytes(3 << 20, 44);
     let signed = signed_release("99.0.0", &image);
     let (pubkey, rel) = (&signed.pubkey, &signed.dir);
-    // The medium holds only half the image: the write stops part-way, as a power cut would.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Every download of the image stops half-way: the write stops part-way, as a power cut would.
+    let server = serve_release(&rt, rel.clone(), usize::MAX);
+    let mut dev = Device::new(pubkey);
+    dev.config.update.url = Some(format!("https://localhost:{}/", server.port));
+    dev.config.update.ca_file = Some(server.ca.clone());
+    let err = rt
+        .block_on(apply(&dev.config, None, false, false, &no_progress()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("download failed after"), "{err}");
+    assert_eq!(dev.boots_a_good_slot(&image), Slot::A);
+    assert_eq!(dev.boots_a_good_slot(&image), Slot::A);
+}
+
+#[test]
+fn a_truncated_release_is_refused_before_anything_is_written() {
+    let image = bytes(3 << 20, 45);
+    let signed = signed_release("99.0.0", &image);
+    let (pubkey, rel) = (&signed.pubkey, &signed.dir);
     let full = std::fs::read(rel.join("root.img")).unwrap();
     std::fs::write(rel.join("root.img"), &full[..full.len() / 2]).unwrap();
     let dev = Device::new(pubkey);
+    let before = serde_json::to_string(&status(&dev.config).unwrap().slots).unwrap();
     let err = apply_error(&dev.config, rel, false);
-    assert!(err.contains("ended after"), "{err}");
-    assert_eq!(dev.boots_a_good_slot(&image), Slot::A);
-    assert_eq!(dev.boots_a_good_slot(&image), Slot::A);
+    assert!(
+        err.contains("incomplete") && err.contains("nothing was written"),
+        "{err}"
+    );
+    let after = serde_json::to_string(&status(&dev.config).unwrap().slots).unwrap();
+    assert_eq!(before, after, "the bootloader's slots changed");
+    assert!(
+        dev.slot_bytes(Slot::B, image.len()).iter().all(|&b| b == 0),
+        "slot B was written"
+    );
 }
 
 #[test]
@@ -367,11 +398,7 @@ struct ReleaseServer {
     _dir: tempfile::TempDir,
 }
 
-fn serve_release(
-    rt: &tokio::runtime::Runtime,
-    dir: PathBuf,
-    drop_first_image: bool,
-) -> ReleaseServer {
+fn serve_release(rt: &tokio::runtime::Runtime, dir: PathBuf, drops: usize) -> ReleaseServer {
     use http_body_util::BodyExt;
     let certs = tempfile::tempdir().unwrap();
     let ca = crate::tls::LocalCa::ensure(certs.path(), &["localhost".to_string()]).unwrap();
@@ -394,7 +421,8 @@ fn serve_release(
         .unwrap();
     let port = listener.local_addr().unwrap().port();
     let ranges = Arc::new(AtomicUsize::new(0));
-    let dropped = Arc::new(AtomicUsize::new(usize::from(!drop_first_image)));
+    // GETs of root.img answered with half the image and then a cut connection.
+    let dropped = Arc::new(AtomicUsize::new(0));
     let ranges2 = ranges.clone();
     rt.spawn(async move {
         loop {
@@ -431,7 +459,10 @@ fn serve_release(
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(|v| v.strip_prefix("bytes="))
                                 .and_then(|v| v.trim_end_matches('-').parse::<usize>().ok());
-                            if name == "root.img" && dropped.fetch_add(1, Ordering::SeqCst) == 0 {
+                            if name == "root.img"
+                                && req.method() == hyper::Method::GET
+                                && dropped.fetch_add(1, Ordering::SeqCst) < drops
+                            {
                                 let half = bytes::Bytes::from(data[..data.len() / 2].to_vec());
                                 let mut r = hyper::Response::new(Dropping(Some(half)).boxed());
                                 r.headers_mut()
@@ -488,7 +519,7 @@ fn https_download_resumes_after_the_connection_drops() {
         .enable_all()
         .build()
         .unwrap();
-    let server = serve_release(&rt, rel.clone(), true);
+    let server = serve_release(&rt, rel.clone(), 1);
     let mut dev = Device::new(pubkey);
     dev.config.update.url = Some(format!("https://localhost:{}/", server.port));
     dev.config.update.ca_file = Some(server.ca.clone());
@@ -512,7 +543,7 @@ fn https_server_with_an_untrusted_certificate_is_refused() {
         .enable_all()
         .build()
         .unwrap();
-    let server = serve_release(&rt, rel, false);
+    let server = serve_release(&rt, rel, 0);
     let mut dev = Device::new(pubkey);
     dev.config.update.url = Some(format!("https://localhost:{}/", server.port));
     // No extra CA: the system roots do not know the test CA.

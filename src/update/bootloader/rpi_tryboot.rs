@@ -200,8 +200,15 @@ impl RpiTryboot {
     }
 
     /// The trial's `cmdline.txt` must mount the trial's root, or the trial boots the wrong slot.
+    /// A release's `cmdline.txt` names its root as `root=PARTLABEL=root-@SLOT@` (a release does
+    /// not know which slot it lands in); that placeholder becomes the slot's letter here.
     fn require_slot_cmdline(&self, slot: Slot) -> Result<(), BootError> {
         let path = self.slot_boot_dirs[index(slot)].join("cmdline.txt");
+        if let Ok(text) = read_text(&path) {
+            if text.contains("@SLOT@") {
+                replace_file(&path, text.replace("@SLOT@", slot.letter()).as_bytes())?;
+            }
+        }
         match cmdline_slot(&path) {
             Ok(Some(root)) if root == slot => Ok(()),
             Ok(_) => Err(BootError::Arm(format!(
@@ -617,6 +624,23 @@ mod tests {
         let root = dev.dir.path().join("boot/firmware");
         assert!(!root.join("autoboot.txt.new").exists());
         assert!(!root.join("confab-slots.json.new").exists());
+    }
+
+    #[test]
+    fn a_release_cmdline_placeholder_names_the_trial_slot() {
+        let mut dev = Device::new(AUTOBOOT);
+        let cmdline = dev.dir.path().join("boot/slot-b/cmdline.txt");
+        std::fs::write(
+            &cmdline,
+            "console=tty1 root=PARTLABEL=root-@SLOT@ rootfstype=erofs ro\n",
+        )
+        .unwrap();
+        dev.try_b("1.3.0").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&cmdline).unwrap(),
+            "console=tty1 root=PARTLABEL=root-b rootfstype=erofs ro\n"
+        );
+        assert_eq!(dev.pi.health(Slot::B).unwrap(), SlotHealth::Trying);
     }
 
     #[test]
