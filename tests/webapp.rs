@@ -7,6 +7,13 @@
 //! log out, a wrong password refused, login, a live room with its participant listed, "End room",
 //! and the login rate limit. Screenshots of every page go to `<target>/webapp-screenshots/`.
 //!
+//! A second run (`--scenario admin`, tests/webapp/admin.mjs) works the admin page's settings
+//! against a confab with its own device key and a real update agent (fake bootloader, a signed
+//! release): check, "Update now" with progress, "Remind me later" across a reload; key rotation
+//! (old key refused by /rtc/validate and Twirp, new one accepted); guest access off with a
+//! passcode room (none, wrong, right) and an invite link (works, then revoked); a 64-character
+//! room name in the rooms panel. Its screenshots go to `<target>/webapp-screenshots/admin/`.
+//!
 //! Needs node, npm, Chromium and a built web app (scripts/install-deps.sh does all of it, with
 //! scripts/build-web.sh); their absence is a failure, not a skip. playwright-core and
 //! livekit-server-sdk come from tests/browser/node_modules (`npm ci` there when it is stale).
@@ -16,6 +23,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::node::{last_lines, prepare, root, run_runner, test_secret};
@@ -25,13 +33,31 @@ const API_KEY: &str = "APIwebapptest";
 /// The runner has a 240 s deadline of its own; this only catches a wedged node.
 const RUNNER_LIMIT: Duration = Duration::from_secs(300);
 
-/// Where the screenshots go: `<target>/webapp-screenshots` (emptied first).
-fn screenshot_dir() -> PathBuf {
+/// One Chromium run at a time (two would share the 2-core CI machine and the screenshots).
+static CHROMIUM: Mutex<()> = Mutex::new(());
+
+/// Where the screenshots go: `<target>/webapp-screenshots[/sub]` (its PNGs removed first).
+fn screenshot_dir(sub: Option<&str>) -> PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dir = tmp.parent().unwrap_or(tmp).join("webapp-screenshots");
-    let _ = std::fs::remove_dir_all(&dir);
+    let mut dir = tmp.parent().unwrap_or(tmp).join("webapp-screenshots");
+    if let Some(sub) = sub {
+        dir = dir.join(sub);
+    }
     std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "png") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     dir
+}
+
+fn count_png(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |r| {
+        r.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+            .count()
+    })
 }
 
 #[test]
@@ -39,6 +65,7 @@ fn two_people_meet_through_the_web_app_in_chromium() {
     if let Err(e) = prepare() {
         panic!("web app test environment: {e}");
     }
+    let _one = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let secret = test_secret("webapp");
     let mut d = Daemon::start_with(dir.path(), free_ports(), |cmd| {
@@ -57,7 +84,7 @@ fn two_people_meet_through_the_web_app_in_chromium() {
         &page[..page.len().min(200)]
     );
 
-    let shots = screenshot_dir();
+    let shots = screenshot_dir(None);
     let ca = d.ca();
     let mut cmd = Command::new("node");
     cmd.arg(root().join("tests/webapp/run.mjs"))
@@ -81,7 +108,7 @@ fn two_people_meet_through_the_web_app_in_chromium() {
         );
     }
     println!("{output}");
-    let count = std::fs::read_dir(&shots).map_or(0, |r| r.count());
+    let count = count_png(&shots);
     assert!(
         count >= 10,
         "expected a screenshot of every page in {}",
@@ -89,4 +116,63 @@ fn two_people_meet_through_the_web_app_in_chromium() {
     );
     eprintln!("webapp: {count} screenshots in {}", shots.display());
     d.stop();
+}
+
+#[test]
+fn the_admin_page_runs_updates_key_rotation_and_guest_access_in_chromium() {
+    use common::release::{fake_device, signed_release, start_agent, stop, update_env};
+    if let Err(e) = prepare() {
+        panic!("web app test environment: {e}");
+    }
+    let _one = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (rel, pubkey) = signed_release(d, "99.1.0");
+    fake_device(d);
+    // An earlier release (0.9.9) went into slot B and failed its health check: the fake device
+    // booted back into A (B is bad), which the panel reports as a rollback.
+    confab::update::agent::state::update(&d.join("data/update-state.json"), |s| {
+        s.last_install = Some(confab::update::agent::state::InstallRecord {
+            at_unix: 1,
+            version: "0.9.9".into(),
+            slot: confab::update::Slot::B,
+            seconds: 30,
+            result: "rebooting into the new slot".into(),
+        })
+    })
+    .unwrap();
+    let agent = start_agent(d, &rel, &pubkey);
+    // The device's own key (generated on first start): only that one can be rotated.
+    let mut daemon = Daemon::start_with(d, free_ports(), |c| update_env(c, d, &rel, &pubkey));
+    let shots = screenshot_dir(Some("admin"));
+    let mut cmd = Command::new("node");
+    cmd.arg(root().join("tests/webapp/run.mjs"))
+        .arg("--base")
+        .arg(daemon.url(""))
+        .arg("--out")
+        .arg(&shots)
+        .args(["--scenario", "admin"])
+        .env("NODE_EXTRA_CA_CERTS", daemon.ca())
+        .current_dir(root().join("tests/webapp"));
+    let log = d.join("runner.log");
+    let (status, output) = run_runner(cmd, &log, RUNNER_LIMIT, "web app runner (admin)", &daemon);
+    let passed = status.success() && output.lines().any(|l| l.starts_with("webapp: PASS"));
+    if !passed {
+        panic!(
+            "web app runner (admin) failed ({status}):\n{output}\n\
+             --- confab stderr (last 200 lines) ---\n{}\n--- agent log ---\n{}",
+            last_lines(&daemon.stderr(), 200),
+            last_lines(&common::read_lossy(&d.join("agent.log")), 50)
+        );
+    }
+    println!("{output}");
+    let count = count_png(&shots);
+    assert!(
+        count >= 8,
+        "expected the admin screenshots in {}",
+        shots.display()
+    );
+    eprintln!("webapp (admin): {count} screenshots in {}", shots.display());
+    stop(agent);
+    daemon.stop();
 }

@@ -102,7 +102,7 @@ impl App {
         self.0.admin.as_ref()
     }
 
-    fn logged_in<B>(&self, req: &Request<B>) -> bool {
+    pub(super) fn logged_in<B>(&self, req: &Request<B>) -> bool {
         let (Some(admin), Some(token)) = (self.admin(), cookie_token(req)) else {
             return false;
         };
@@ -320,18 +320,170 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         }
         _ if !logged_in => error(StatusCode::UNAUTHORIZED, "log in first"),
         (false, "overview") => overview(app).await,
-        (false, "keys") => {
-            let (key, secret) = app
+        (false, "keys") => keys_view(app),
+        (true, "keys/reveal") => {
+            // The secret leaves the server only on this explicit request (the page's "Show").
+            info!(from = ?peer, "API secret shown on the admin page");
+            let secret = app
                 .keys()
                 .primary()
-                .map(|(k, s)| (k.to_string(), s.expose().to_string()))
+                .map(|(_, s)| s.expose().to_string())
                 .unwrap_or_default();
-            json_response(
-                StatusCode::OK,
-                &json!({"api_key": key, "api_secret": secret}),
-            )
+            json_response(StatusCode::OK, &json!({"api_secret": secret}))
+        }
+        (true, "keys/rotate") => match app.0.keys.rotate() {
+            Ok(key) => {
+                // Only the key id is logged, never the secret.
+                info!(api_key = %key, from = ?peer, "API key rotated by the admin; the old key is refused from now on");
+                keys_view(app)
+            }
+            Err(e @ crate::auth::KeysError::Configured) => {
+                error(StatusCode::CONFLICT, &e.to_string())
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        (false, "access") => {
+            json_response(StatusCode::OK, &super::access::admin_view(store.as_ref()))
+        }
+        (true, p) if p.starts_with("access/") => access_action(app, p, &body),
+        (_, p) if p == "update" || p.starts_with("update/") => {
+            super::update::handle(app, post, p).await
         }
         (true, p) if p.starts_with("rooms/") => room_action(app, p, &body).await,
+        _ => error(StatusCode::NOT_FOUND, "no such admin call"),
+    }
+}
+
+/// The API key id and whether "Rotate" can replace it. The secret is not in it: the page asks
+/// for it (`keys/reveal`) only when the admin presses "Show".
+fn keys_view(app: &App) -> Response<Body> {
+    let keys = app.keys();
+    let key = keys
+        .primary()
+        .map(|(k, _)| k.to_string())
+        .unwrap_or_default();
+    let file = app.0.keys.file();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "api_key": key,
+            "rotatable": file.is_some(),
+            "source": if file.is_some() { "device" } else { "config" },
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+struct GuestBody {
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+struct PasscodeBody {
+    room: String,
+    passcode: String,
+}
+
+#[derive(Deserialize)]
+struct InviteBody {
+    room: String,
+    hours: u64,
+}
+
+#[derive(Deserialize)]
+struct RevokeBody {
+    id: String,
+}
+
+/// Guest access, room passcodes and invite links (`api::access`).
+fn access_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
+    use super::access;
+    let store = app.0.readiness.state.as_ref();
+    let bad_room = || {
+        error(
+            StatusCode::BAD_REQUEST,
+            "a room name has 1 to 64 letters, digits, '-', '_' or '.'",
+        )
+    };
+    let done = |r: Result<(), String>| match r {
+        Ok(()) => json_response(StatusCode::OK, &access::admin_view(store)),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    };
+    match path {
+        "access/guest" => {
+            let b: GuestBody = match json_body(body) {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            access::log_change(
+                if b.enabled {
+                    "guest access turned on"
+                } else {
+                    "guest access turned off"
+                },
+                None,
+            );
+            done(access::set_guest_access(store, b.enabled).map_err(|e| e.to_string()))
+        }
+        "access/passcode" => {
+            let b: PasscodeBody = match json_body(body) {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let room = b.room.trim();
+            if !super::rooms::valid_room(room) {
+                return bad_room();
+            }
+            access::log_change(
+                if b.passcode.trim().is_empty() {
+                    "room passcode removed"
+                } else {
+                    "room passcode set"
+                },
+                Some(room),
+            );
+            done(access::set_passcode(store, room, &b.passcode))
+        }
+        "access/invite" => {
+            let b: InviteBody = match json_body(body) {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            let room = b.room.trim();
+            if !super::rooms::valid_room(room) {
+                return bad_room();
+            }
+            match access::create_invite(store, room, b.hours) {
+                Ok((token, id, invite)) => {
+                    access::log_change("invite link created", Some(room));
+                    json_response(
+                        StatusCode::OK,
+                        &json!({
+                            "id": id,
+                            "room": room,
+                            "path": format!("/r/{room}?invite={token}"),
+                            "expires_unix": invite.expires_unix,
+                            "access": access::admin_view(store),
+                        }),
+                    )
+                }
+                Err(e) => error(StatusCode::BAD_REQUEST, &e),
+            }
+        }
+        "access/invite/revoke" => {
+            let b: RevokeBody = match json_body(body) {
+                Ok(b) => b,
+                Err(r) => return *r,
+            };
+            match access::revoke_invite(store, b.id.trim()) {
+                Ok(true) => {
+                    access::log_change("invite link revoked", None);
+                    done(Ok(()))
+                }
+                Ok(false) => error(StatusCode::NOT_FOUND, "no such invite"),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            }
+        }
         _ => error(StatusCode::NOT_FOUND, "no such admin call"),
     }
 }

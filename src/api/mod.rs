@@ -2,12 +2,14 @@
 //! local CA certificate at `/ca.crt`, and a landing page. The plain-HTTP port serves only `/ca.crt`
 //! and health, and redirects everything else to HTTPS.
 
+pub mod access;
 pub mod admin;
 pub mod client;
 mod health;
 mod rooms;
 pub mod server;
 mod twirp;
+pub mod update;
 mod web;
 
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use crate::auth::{self, ApiKeys};
+use crate::auth::{self, ApiKeys, KeyRing};
 
 pub use health::{Check, Readiness};
 
@@ -31,7 +33,8 @@ pub struct App(Arc<AppInner>);
 
 pub struct AppInner {
     pub readiness: Readiness,
-    pub keys: ApiKeys,
+    /// The API keys; the device key can be rotated while the server runs.
+    pub keys: KeyRing,
     pub ca_pem: Option<String>,
     pub https_port: u16,
     pub started: Instant,
@@ -44,6 +47,10 @@ pub struct AppInner {
     pub token_ttl: std::time::Duration,
     /// Admin password sessions (absent in tests of the plain HTTP routes).
     pub admin: Option<admin::AdminState>,
+    /// The update panel's access to the update agent (absent in tests of the plain routes).
+    pub updates: Option<update::UpdateAccess>,
+    /// Wrong room passcodes and invite links per address.
+    pub join_failures: access::Limiter,
 }
 
 impl App {
@@ -51,8 +58,9 @@ impl App {
         App(Arc::new(inner))
     }
 
-    pub fn keys(&self) -> &ApiKeys {
-        &self.0.keys
+    /// The API keys now (a snapshot; "Rotate" in the admin page replaces them).
+    pub fn keys(&self) -> Arc<ApiKeys> {
+        self.0.keys.current()
     }
 
     /// Answers one request, including those that need the body or an upgrade (signalling
@@ -169,7 +177,7 @@ impl App {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let mut resp =
-            match crate::signal::validate_join(&self.0.keys, req.uri().query(), authorization) {
+            match crate::signal::validate_join(&self.keys(), req.uri().query(), authorization) {
                 Ok(_) => text_response(StatusCode::OK, "success"),
                 Err(refusal) => text_response(refusal.status, &refusal.reason),
             };
@@ -209,7 +217,7 @@ impl App {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let claims = match auth::bearer(header).map(|t| auth::verify(&self.0.keys, t)) {
+        let claims = match auth::bearer(header).map(|t| auth::verify(&self.keys(), t)) {
             None => Err(auth::AuthError::Missing),
             Some(r) => r,
         };

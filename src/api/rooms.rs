@@ -2,6 +2,7 @@
 //! and themselves (rooms are open to anyone who can reach the device: LAN or Tailscale), and
 //! `GET /api/rooms/<name>` says whether a room is still there (the recent-rooms list shows
 //! "Room ended"). The token is made here, on request; nothing secret ships in the web bundle.
+//! Who may join is decided by `api::access` (guest access, room passcodes, invite links).
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -21,6 +22,12 @@ const MAX_BODY: usize = 16 << 10;
 struct JoinBody {
     room: String,
     name: String,
+    /// The room's passcode, when it has one (see `api::access`).
+    #[serde(default)]
+    passcode: Option<String>,
+    /// The token of an invite link (`/r/<room>?invite=<token>`).
+    #[serde(default)]
+    invite: Option<String>,
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
@@ -56,6 +63,13 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
+    let admin = app.logged_in(&req);
+    let ip = req
+        .extensions()
+        .get::<super::admin::Peer>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| {
+            p.0.ip().to_canonical()
+        });
     let host = req
         .headers()
         .get(header::HOST)
@@ -85,6 +99,23 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
             "your name must have 1 to 64 characters",
         );
     }
+    // Guest access, room passcodes and invite links (api/access.rs).
+    let creds = super::access::Credentials {
+        passcode: j.passcode.as_deref(),
+        invite: j.invite.as_deref(),
+        admin,
+    };
+    if let Err(refusal) = super::access::decide(
+        app.0.readiness.state.as_ref(),
+        &app.0.join_failures,
+        ip,
+        &room,
+        &creds,
+        super::access::now_unix(),
+    ) {
+        info!(%room, code = refusal.code, "web join refused");
+        return json_response(refusal.status, &refusal.json());
+    }
     // Say "full" now rather than after the camera prompt.
     if let Some(media) = &app.0.media {
         let r = room.clone();
@@ -102,7 +133,8 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
             return error(StatusCode::SERVICE_UNAVAILABLE, "this room is full");
         }
     }
-    let Some((key, _)) = app.keys().primary() else {
+    let keys = app.keys();
+    let Some((key, _)) = keys.primary() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "this server has no API key",
@@ -110,7 +142,7 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
     };
     let identity = identity_for(&name);
     let token = auth::mint(
-        app.keys(),
+        &keys,
         key,
         &TokenRequest {
             identity: identity.clone(),
@@ -169,6 +201,8 @@ pub async fn status(app: &App, path: &str) -> Response<Body> {
             "room": room,
             "active": found.is_some(),
             "participants": found.map_or(0, |r| r.num_participants),
+            // How to join: "open", "passcode" or "invite" (the pre-join page asks accordingly).
+            "access": super::access::room_access(app.0.readiness.state.as_ref(), &room),
         }),
     )
 }

@@ -21,7 +21,7 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
     );
     let app = App::new(AppInner {
         readiness,
-        keys,
+        keys: crate::auth::KeyRing::new(keys, &crate::auth::KeysOrigin::Config),
         ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
         https_port: 7880,
         started: Instant::now(),
@@ -30,6 +30,8 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         media: None,
         token_ttl: std::time::Duration::from_secs(3600),
         admin: None,
+        updates: None,
+        join_failures: Default::default(),
     });
     (app, dir)
 }
@@ -124,7 +126,7 @@ fn plain_http_redirects_except_ca_and_health() {
 fn status_needs_a_listing_token() {
     let (app, _d) = app(live_heartbeat());
     assert_eq!(get(&app, "/api/status", true).0, StatusCode::UNAUTHORIZED);
-    let keys = app.0.keys.clone();
+    let keys = app.keys();
     let mint = |video: crate::auth::VideoGrant| {
         crate::auth::mint(
             &keys,

@@ -148,20 +148,22 @@ async fn serve(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let token = auth::bearer(authorization)
-        .ok_or_else(|| err("unauthenticated", "no Bearer token in Authorization"))?;
-    let claims = auth::verify(app.keys(), token)
-        .map_err(|e| err("unauthenticated", format!("invalid token: {e}")))?;
+    let token = auth::bearer(authorization).map(str::to_string);
     let json = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|c| !c.starts_with("application/protobuf"));
+    // The body (limited) is read before any refusal: answering an HTTP/2 request before its body
+    // is read resets the stream, and the client sees a broken connection instead of the 401.
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| err("malformed", format!("cannot read the request body: {e}")))?
         .to_bytes();
+    let token = token.ok_or_else(|| err("unauthenticated", "no Bearer token in Authorization"))?;
+    let claims = auth::verify(&app.keys(), &token)
+        .map_err(|e| err("unauthenticated", format!("invalid token: {e}")))?;
     let d = Decoded { json, body };
     let media = media.ok_or_else(|| err("unavailable", "the media engine is not running"))?;
     let call = |e: crate::media::MediaGone| err("unavailable", e.to_string());

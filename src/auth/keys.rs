@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, Secret, MIN_SECRET_LEN};
 
@@ -29,6 +30,11 @@ pub enum KeysError {
     Read { path: PathBuf, detail: String },
     #[error("cannot store the generated API keys in {path}: {detail}")]
     Write { path: PathBuf, detail: String },
+    #[error(
+        "the API keys come from the configuration ([keys] or LIVEKIT_API_KEY/LIVEKIT_API_SECRET); \
+         change them there and restart confab"
+    )]
+    Configured,
 }
 
 impl ApiKeys {
@@ -76,6 +82,60 @@ impl ApiKeys {
                 },
             }),
         }
+    }
+}
+
+/// The keys the running server checks tokens against, replaceable while it runs: "Rotate" in the
+/// admin page makes a new device key, writes it to `keys.toml` (so `confab token` uses it too)
+/// and swaps it in here. The old key is refused from that moment: no grace period, because a
+/// rotation is usually done because the secret got out. Keys from the configuration (`[keys]`,
+/// `LIVEKIT_API_KEY`) belong to the operator's files and cannot be rotated from the UI.
+#[derive(Debug)]
+pub struct KeyRing {
+    current: RwLock<Arc<ApiKeys>>,
+    /// The device's keys file, when the keys came from it (None: configured keys).
+    file: Option<PathBuf>,
+}
+
+impl KeyRing {
+    pub fn new(keys: ApiKeys, origin: &KeysOrigin) -> KeyRing {
+        let file = match origin {
+            KeysOrigin::Config => None,
+            KeysOrigin::DeviceFile(p) | KeysOrigin::Generated(p) => Some(p.clone()),
+        };
+        KeyRing {
+            current: RwLock::new(Arc::new(keys)),
+            file,
+        }
+    }
+
+    /// The keys now (a snapshot: a rotation does not change it under the caller).
+    pub fn current(&self) -> Arc<ApiKeys> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Where rotated keys are written, or None when they come from the configuration.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Replaces the device key with a new key and secret: first on disk (atomically), then in
+    /// memory. Returns the new key id.
+    pub fn rotate(&self) -> Result<String, KeysError> {
+        let Some(path) = &self.file else {
+            return Err(KeysError::Configured);
+        };
+        let keys = generate(path)?;
+        write_atomic(path, &keys)?;
+        let id = keys
+            .primary()
+            .map(|(k, _)| k.to_string())
+            .unwrap_or_default();
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        Ok(id)
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-pub use keys::{random_token, ApiKeys, KeysError, KeysOrigin, KEYS_FILE};
+pub use keys::{random_token, ApiKeys, KeyRing, KeysError, KeysOrigin, KEYS_FILE};
 
 /// LiveKit allows one minute of clock difference between token minter and server.
 pub const CLOCK_LEEWAY: Duration = Duration::from_secs(60);

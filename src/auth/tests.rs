@@ -172,3 +172,38 @@ fn missing_device_keys_without_create_explain_what_to_do() {
     let err = ApiKeys::load(&config, false).unwrap_err().to_string();
     assert!(err.contains("start `confab serve` once"), "{err}");
 }
+
+#[test]
+fn rotation_replaces_the_device_key_on_disk_and_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::config::Config::from_layers(&[], &crate::config::Env::new()).unwrap();
+    config.state_dir = dir.path().to_path_buf();
+    let (device, origin) = ApiKeys::load(&config, true).unwrap();
+    let ring = KeyRing::new(device, &origin);
+    let before = ring.current();
+    let (old_key, _) = before.primary().unwrap();
+    let old_token = mint(&before, old_key, &request()).unwrap();
+    let new_key = ring.rotate().unwrap();
+    assert_ne!(new_key, old_key);
+    let now = ring.current();
+    assert_eq!(
+        now.names(),
+        vec![new_key.as_str()],
+        "the old key is gone at once"
+    );
+    assert_eq!(verify(&now, &old_token), Err(AuthError::UnknownKey));
+    let new_token = mint(&now, &new_key, &request()).unwrap();
+    assert!(verify(&now, &new_token).is_ok());
+    // `confab token` (which reads the file) gets the new key too.
+    let (from_file, _) = ApiKeys::load(&config, false).unwrap();
+    assert_eq!(from_file.primary().unwrap().1, now.primary().unwrap().1);
+
+    // Configured keys are the operator's: not rotated from the UI.
+    let ring = KeyRing::new(keys(), &keys::KeysOrigin::Config);
+    assert!(ring.file().is_none());
+    assert!(ring
+        .rotate()
+        .unwrap_err()
+        .to_string()
+        .contains("configuration"));
+}

@@ -61,7 +61,7 @@ async fn serve(config: Config) -> ExitCode {
     let keys = match ApiKeys::load(&config, true) {
         Ok((keys, origin)) => {
             announce_keys(&keys, &origin);
-            keys
+            crate::auth::KeyRing::new(keys, &origin)
         }
         Err(e) => return startup_failed(e),
     };
@@ -110,6 +110,10 @@ async fn serve(config: Config) -> ExitCode {
         media: Some(media.handle.clone()),
         token_ttl: config.auth.token_ttl,
         admin: Some(admin),
+        updates: Some(crate::api::update::UpdateAccess::new(Arc::new(
+            config.clone(),
+        ))),
+        join_failures: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(
@@ -223,3 +227,4 @@ async fn wait_for_signal() -> &'static str {
         _ = tokio::signal::ctrl_c() => "SIGINT",
     }
 }
+

@@ -12,6 +12,7 @@ mod admin;
 mod data;
 mod forward;
 mod peer;
+mod quality;
 pub mod room;
 mod sections;
 #[cfg(test)]
@@ -143,6 +144,8 @@ pub struct Sfu {
     requested_sections: HashMap<Pid, (u32, u32)>,
     /// v1: sections the client offered that carry nothing yet (per participant, per kind).
     free_sections: HashMap<Pid, Vec<(Mid, MediaKind)>>,
+    /// Connection quality per participant (quality.rs).
+    quality: quality::QualityState,
 }
 
 impl Sfu {
@@ -165,6 +168,7 @@ impl Sfu {
             now: Instant::now(),
             requested_sections: HashMap::new(),
             free_sections: HashMap::new(),
+            quality: Default::default(),
         }
     }
 
@@ -199,7 +203,8 @@ impl Sfu {
             .values()
             .filter_map(|p| p.offered_at.map(|t| t + OFFER_TIMEOUT))
             .min();
-        [peers, rooms, gone, offers, self.next_speakers]
+        let quality = self.quality.next();
+        [peers, rooms, gone, offers, self.next_speakers, quality]
             .into_iter()
             .flatten()
             .min()
@@ -373,7 +378,8 @@ impl Sfu {
     fn new_peer(&mut self, now: Instant, owner: Pid, role: Role) -> Result<PeerId, JoinError> {
         let mut b = Rtc::builder()
             .set_ice_lite(true)
-            .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_500)));
+            .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_500)))
+            .set_stats_interval(Some(quality::STATS_INTERVAL));
         if let Some(cert) = &self.dtls_cert {
             b = b.set_dtls_cert(cert.clone());
         }
@@ -1148,6 +1154,7 @@ impl Sfu {
             self.update_speakers(now);
             self.next_speakers = Some(now + SPEAKER_INTERVAL);
         }
+        self.send_connection_quality(now);
         self.drive(now);
     }
 
@@ -1274,6 +1281,7 @@ impl Sfu {
                 }
             }
             Event::ChannelData(d) => self.on_channel_data(peer_id, d),
+            Event::PeerStats(s) => self.on_peer_stats(peer_id, &s),
             Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
                 let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
                     return;

@@ -967,3 +967,53 @@ fn own_metadata_changes_need_the_grant() {
         "bob hears of it"
     );
 }
+
+fn quality_updates(p: &mut Peer) -> Vec<HashMap<String, i32>> {
+    p.take(|m| match m {
+        Resp::ConnectionQuality(u) => Some(
+            u.updates
+                .iter()
+                .map(|i| (i.participant_sid.clone(), i.quality))
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
+#[test]
+fn everyone_is_told_the_connection_quality_of_the_room() {
+    for mode in [Mode::V0, Mode::V1] {
+        let mut w = two_in_a_room(mode);
+        let (alice, bob) = (w.peers[0].sid.clone(), w.peers[1].sid.clone());
+        w.peers.iter_mut().for_each(|p| p.inbox.clear());
+        w.run(quality::QUALITY_INTERVAL + Duration::from_millis(100));
+        for i in 0..2 {
+            let got = quality_updates(&mut w.peers[i]);
+            assert!(!got.is_empty(), "{mode:?}: participant {i} gets updates");
+            let last = got.last().unwrap();
+            let excellent = lk::ConnectionQuality::Excellent as i32;
+            assert_eq!(
+                (last.get(&alice), last.get(&bob)),
+                (Some(&excellent), Some(&excellent)),
+                "{mode:?}: a lossless network is excellent for both: {got:?}"
+            );
+        }
+        // Not more often than every two seconds.
+        w.run(Duration::from_secs(4));
+        let n = quality_updates(&mut w.peers[1]).len();
+        assert!((2..=3).contains(&n), "{mode:?}: {n} updates in 4 s");
+
+        // alice's signal connection drops: bob sees her lost; she is not sent anything.
+        let alice_pid = w.peers[0].pid;
+        w.sfu.session_lost(w.now, alice_pid);
+        w.peers[0].inbox.clear();
+        w.run(quality::QUALITY_INTERVAL + Duration::from_millis(100));
+        let got = quality_updates(&mut w.peers[1]);
+        assert_eq!(
+            got.last().and_then(|u| u.get(&alice)),
+            Some(&(lk::ConnectionQuality::Lost as i32)),
+            "{mode:?}: {got:?}"
+        );
+        assert!(quality_updates(&mut w.peers[0]).is_empty());
+    }
+}

@@ -84,7 +84,7 @@ pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let query = req.uri().query();
-    let grant = match super::validate_join(app.keys(), query, authorization) {
+    let grant = match super::validate_join(&app.keys(), query, authorization) {
         Ok(g) => g,
         Err(r) => {
             info!(reason = %r.reason, "join refused");

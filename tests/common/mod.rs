@@ -9,6 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod node;
+pub mod release;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_confab");
 

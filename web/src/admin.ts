@@ -1,8 +1,10 @@
 // The admin page at /admin: first-run setup (the admin password), login, and the overview
 // (version, uptime, health checks, memory and CPU, live rooms with "End room" and "Remove", the
-// API key, update status, the CA certificate). Talks to /api/admin/* (src/api/admin.rs), which
+// API key with "Rotate", who may join (guest access, passcodes, invite links), updates through the
+// update agent, the CA certificate; the last three live in admin-panels.ts). Talks to /api/admin/* (src/api/admin.rs), which
 // keeps the session in an HttpOnly cookie; every POST is JSON.
 
+import { accessPanel, keysPanel, updatePanel } from './admin-panels';
 import { h, show, toast } from './dom';
 import type { Nav } from './main';
 
@@ -275,25 +277,15 @@ export function renderAdmin(nav: Nav): void {
     const checks = h('ul', { class: 'checks', 'aria-label': 'Health checks' });
     const rooms = h('div', { class: 'rooms', 'aria-live': 'polite' });
     const roomCount = h('span', { class: 'hint', id: 'room-count' });
-    const update = h('p', { id: 'update' });
     const stale = h('p', { class: 'error', role: 'alert', hidden: true });
-
-    const keyOut = h('code', { id: 'api-key', text: '…' });
-    const secretOut = h('code', { id: 'api-secret', text: '••••••••' });
-    let secret = '';
-    const showSecret = h('button', {
-      type: 'button',
-      class: 'small',
-      'aria-pressed': 'false',
-      'aria-controls': 'api-secret',
-      text: 'Show',
-      onclick: () => {
-        const on = showSecret.getAttribute('aria-pressed') !== 'true';
-        showSecret.setAttribute('aria-pressed', String(on));
-        showSecret.textContent = on ? 'Hide' : 'Show';
-        secretOut.textContent = on ? secret : '••••••••';
-      },
-    });
+    const lost = () => {
+      window.clearTimeout(timer);
+      renderLogin('Your session ended. Log in again.');
+    };
+    const keys = keysPanel(call, lost);
+    const access = accessPanel(call, lost);
+    const updates = updatePanel(call, lost);
+    let rounds = 0;
 
     const logout = h('button', {
       type: 'button',
@@ -329,19 +321,9 @@ export function renderAdmin(nav: Nav): void {
           h('div', { class: 'row spread' }, h('h2', { id: 'rooms-h', text: 'Rooms' }), roomCount),
           rooms,
         ),
-        h(
-          'section',
-          { class: 'panel', 'aria-labelledby': 'keys-h' },
-          h('h2', { id: 'keys-h', text: 'API key' }),
-          h('p', { class: 'hint', text: 'For LiveKit SDKs and server tools talking to this confab.' }),
-          dl(['Key', keyOut], ['Secret', h('dd', {}, secretOut, ' ', showSecret)]),
-        ),
-        h(
-          'section',
-          { class: 'panel', 'aria-labelledby': 'update-h' },
-          h('h2', { id: 'update-h', text: 'Updates' }),
-          update,
-        ),
+        updates.el,
+        access.el,
+        keys.el,
         h(
           'section',
           { class: 'panel', 'aria-labelledby': 'ca-h' },
@@ -366,19 +348,8 @@ export function renderAdmin(nav: Nav): void {
       ),
     );
 
-    const lost = () => {
-      window.clearTimeout(timer);
-      renderLogin('Your session ended. Log in again.');
-    };
-
-    void call<{ api_key: string; api_secret: string }>('keys').then((a) => {
-      if (a.ok && a.data) {
-        keyOut.textContent = a.data.api_key || '(none)';
-        secret = a.data.api_secret;
-      } else {
-        keyOut.textContent = 'unavailable';
-      }
-    });
+    void keys.refresh();
+    void access.refresh();
 
     const roomAction = async (room: string, action: 'end' | 'remove', body: unknown, done: string) => {
       const a = await call(`rooms/${encodeURIComponent(room)}/${action}`, body);
@@ -408,11 +379,7 @@ export function renderAdmin(nav: Nav): void {
               h(
                 'div',
                 { class: 'row spread' },
-                h('h3', {}, h('span', { class: 'room-chip', text: r.name })),
-                h('span', {
-                  class: 'hint participant-count',
-                  text: `${r.participants.length} ${r.participants.length === 1 ? 'person' : 'people'}`,
-                }),
+                h('h3', {}, h('span', { class: 'room-chip', title: r.name, text: r.name })),
                 h('button', {
                   type: 'button',
                   class: 'small danger',
@@ -424,6 +391,10 @@ export function renderAdmin(nav: Nav): void {
                   },
                 }),
               ),
+              h('p', {
+                class: 'hint participant-count',
+                text: `${r.participants.length} ${r.participants.length === 1 ? 'person' : 'people'}`,
+              }),
               h(
                 'ul',
                 { class: 'people' },
@@ -489,9 +460,8 @@ export function renderAdmin(nav: Nav): void {
         ),
       );
       drawRooms(o.room_list ?? []);
-      update.textContent = /no A\/B slots/i.test(o.update)
-        ? `Updates are not available in dev mode (this install has no A/B slots). Running v${o.version}.`
-        : `Running v${o.version}. Update status: ${o.update}.`;
+      // The update agent is asked less often than the overview refreshes (every 30 s).
+      if (rounds++ % 10 === 0) await updates.refresh();
     };
 
     const loop = async () => {

@@ -12,37 +12,73 @@ export interface RoomStatus {
   room: string;
   active: boolean;
   participants: number;
+  /** How the room is joined: by anyone, with its passcode, or with an invite link. */
+  access?: 'open' | 'passcode' | 'invite';
+}
+
+/** What a person brings to a room that is not open to everyone. */
+export interface Credentials {
+  passcode?: string;
+  invite?: string;
 }
 
 /** A failure to show as is: `message` is for people. */
 export class Problem extends Error {
   constructor(
     message: string,
-    readonly kind: 'invalid' | 'full' | 'refused' | 'unreachable' | 'server' = 'server',
+    readonly kind: 'invalid' | 'full' | 'refused' | 'unreachable' | 'server' | 'passcode' | 'invite' = 'server',
   ) {
     super(message);
   }
 }
 
-async function errorText(res: Response): Promise<string | undefined> {
+async function errorBody(res: Response): Promise<{ text?: string; code?: string }> {
   try {
-    const body = (await res.json()) as { error?: unknown };
-    return typeof body.error === 'string' ? body.error : undefined;
+    const body = (await res.json()) as { error?: unknown; code?: unknown };
+    return {
+      text: typeof body.error === 'string' ? body.error : undefined,
+      code: typeof body.code === 'string' ? body.code : undefined,
+    };
   } catch {
-    return undefined;
+    return {};
+  }
+}
+
+/** Refusals of guest access, passcodes and invite links (src/api/access.rs), in words. */
+function accessProblem(code: string | undefined, sentence: string | undefined): Problem | null {
+  switch (code) {
+    case 'passcode_required':
+      return new Problem('This room needs a passcode. Enter it above, then join.', 'passcode');
+    case 'passcode_wrong':
+      return new Problem('Wrong passcode. Check it (ask whoever gave it to you) and try again.', 'passcode');
+    case 'invite_expired':
+      return new Problem('This invite link has expired. Ask the person who sent it for a new one.', 'invite');
+    case 'invite_invalid':
+      return new Problem('This invite link is not valid any more (it may have been revoked). Ask for a new one.', 'invite');
+    case 'invite_other_room':
+      return new Problem(`${sentence ?? 'This invite link is for another room'}.`, 'invite');
+    case 'invite_required':
+      return new Problem(
+        'Guest access is off on this confab: joining needs an invite link (or the room’s passcode) from its admin.',
+        'invite',
+      );
+    case 'too_many_attempts':
+      return new Problem('Too many wrong passcodes or invite links from this device. Wait five minutes, then try again.', 'refused');
+    default:
+      return null;
   }
 }
 
 const UNREACHABLE =
   'Cannot reach the confab server. Check that this device is on the same network (or Tailscale) as the server, then try again.';
 
-export async function requestJoin(room: string, name: string): Promise<JoinGrant> {
+export async function requestJoin(room: string, name: string, creds: Credentials = {}): Promise<JoinGrant> {
   let res: Response;
   try {
     res = await fetch('/api/join', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ room, name }),
+      body: JSON.stringify({ room, name, passcode: creds.passcode || undefined, invite: creds.invite || undefined }),
       cache: 'no-store',
     });
   } catch {
@@ -53,8 +89,10 @@ export async function requestJoin(room: string, name: string): Promise<JoinGrant
     if (!grant.token || !grant.url) throw new Problem('The server gave an incomplete answer. Try again.');
     return grant;
   }
-  const text = await errorText(res);
+  const { text, code } = await errorBody(res);
   const sentence = text ? text.charAt(0).toUpperCase() + text.slice(1) : undefined;
+  const access = accessProblem(code, sentence);
+  if (access) throw access;
   if (res.status === 400) throw new Problem(`${sentence ?? 'The room or name was not accepted'}.`, 'invalid');
   if (res.status === 503) {
     const full = /full/i.test(text ?? '');

@@ -26,7 +26,7 @@ import { copyText, h, icon, show, toast } from './dom';
 import { leftBecause, mediaProblem } from './errors';
 import type { Nav } from './main';
 import { initials, inviteLink } from './names';
-import { type DeviceChoice, getDevices, setDevices, touchRecent } from './store';
+import { type DeviceChoice, getDevices, inviteFor, setDevices, touchRecent } from './store';
 
 /** Capture options for the chosen devices (`ideal`: a vanished device falls back to another). */
 export function captureDefaults(d: DeviceChoice): { video: VideoCaptureOptions; audio: AudioCaptureOptions } {
@@ -492,7 +492,7 @@ export function renderMeeting(
           type: 'button',
           class: 'small',
           'aria-label': 'Copy invite link',
-          onclick: () => void copyText(inviteLink(roomName), 'Invite link'),
+          onclick: () => void copyText(inviteLink(roomName, inviteFor(roomName)), 'Invite link'),
         },
         h('span', { html: icon.link }),
         h('span', { text: 'Copy invite link' }),

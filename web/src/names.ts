@@ -60,8 +60,10 @@ export function roomPath(room: string): string {
   return `/r/${encodeURIComponent(room)}`;
 }
 
-export function inviteLink(room: string): string {
-  return `${location.origin}${roomPath(room)}`;
+/** The link to share: with the invite token this tab joined with, if any (guest access off). */
+export function inviteLink(room: string, invite?: string): string {
+  const query = invite ? `?invite=${encodeURIComponent(invite)}` : '';
+  return `${location.origin}${roomPath(room)}${query}`;
 }
 
 /** Initials for a tile without video: "Ada Lovelace" → "AL". */

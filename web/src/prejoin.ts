@@ -11,14 +11,14 @@ import {
   createLocalVideoTrack,
 } from 'livekit-client';
 
-import { Problem, requestJoin } from './api';
+import { Problem, requestJoin, roomStatus } from './api';
 import { devicePicker } from './devices';
 import { copyText, h, icon, show } from './dom';
 import { connectProblem, mediaProblem, noHttps } from './errors';
 import type { Nav } from './main';
 import { inviteLink } from './names';
 import { captureDefaults, newRoom, renderMeeting } from './meeting';
-import { getDevices, getName, setDevices, setName, touchRecent } from './store';
+import { forgetInvite, getDevices, getName, inviteFor, rememberInvite, setDevices, setName, touchRecent } from './store';
 
 export function renderPrejoin(nav: Nav, roomName: string): void {
   const choice = getDevices();
@@ -195,6 +195,35 @@ export function renderPrejoin(nav: Nav, roomName: string): void {
     nameInput.removeAttribute('aria-invalid');
     nameError.textContent = '';
   });
+  // A room with a passcode asks for it; an invite link (/r/<room>?invite=…) brings its token.
+  const fromLink = new URLSearchParams(location.search).get('invite') ?? undefined;
+  if (fromLink) rememberInvite(roomName, fromLink);
+  let invite = fromLink ?? inviteFor(roomName);
+  const passcodeInput = h('input', {
+    id: 'pre-passcode',
+    autocomplete: 'off',
+    spellcheck: 'false',
+    maxlength: '64',
+    'aria-describedby': 'pre-passcode-hint',
+  });
+  const passcodeField = h(
+    'div',
+    { class: 'field', hidden: true },
+    h('label', { for: 'pre-passcode', text: 'Room passcode' }),
+    passcodeInput,
+    h('p', { id: 'pre-passcode-hint', class: 'hint', text: 'This room is protected: type the passcode you were given.' }),
+  );
+  passcodeInput.addEventListener('input', () => passcodeInput.removeAttribute('aria-invalid'));
+  const accessNote = h('p', { class: 'notice', role: 'status', hidden: true });
+  void roomStatus(roomName).then((st) => {
+    if (!alive || !st) return;
+    if (st.access === 'passcode') passcodeField.hidden = false;
+    if (st.access === 'invite' && !invite) {
+      accessNote.hidden = false;
+      accessNote.textContent =
+        'Guest access is off on this confab: you need an invite link (or this room’s passcode) from its admin to join.';
+    }
+  });
   const joinError = h('div', { class: 'error', role: 'alert', hidden: true });
   const joinButton = h('button', { type: 'submit', class: 'primary big', text: 'Join now' });
 
@@ -213,7 +242,7 @@ export function renderPrejoin(nav: Nav, roomName: string): void {
     const room = newRoom(getDevices());
     joining = room;
     try {
-      const grant = await requestJoin(roomName, name);
+      const grant = await requestJoin(roomName, name, { passcode: passcodeInput.value.trim(), invite });
       await room.connect(grant.url, grant.token);
       if (!alive) {
         void room.disconnect();
@@ -233,7 +262,19 @@ export function renderPrejoin(nav: Nav, roomName: string): void {
       joinError.textContent = e instanceof Problem ? e.message : connectProblem(e);
       joinButton.disabled = false;
       joinButton.textContent = 'Join now';
-      joinButton.focus();
+      if (e instanceof Problem && e.kind === 'invite' && invite) {
+        // A refused token is not offered again (nor copied into invite links).
+        forgetInvite(roomName);
+        invite = undefined;
+      }
+      if (e instanceof Problem && e.kind === 'passcode') {
+        passcodeField.hidden = false;
+        passcodeInput.setAttribute('aria-invalid', 'true');
+        passcodeInput.select();
+        passcodeInput.focus();
+      } else {
+        joinButton.focus();
+      }
     }
   };
 
@@ -248,6 +289,8 @@ export function renderPrejoin(nav: Nav, roomName: string): void {
       },
     },
     h('div', { class: 'field' }, h('label', { for: 'pre-name', text: 'Your name' }), nameInput, nameError),
+    passcodeField,
+    accessNote,
     camPick.field,
     micPick.field,
     speakerPick.field,
@@ -263,7 +306,7 @@ export function renderPrejoin(nav: Nav, roomName: string): void {
       {
         type: 'button',
         class: 'linkish',
-        onclick: () => void copyText(inviteLink(roomName), 'Invite link'),
+        onclick: () => void copyText(inviteLink(roomName, invite), 'Invite link'),
       },
       h('span', { html: icon.link }),
       h('span', { text: 'Copy invite link' }),

@@ -90,3 +90,31 @@ export function getDevices(): DeviceChoice {
 export function setDevices(patch: DeviceChoice): void {
   write(KEY.devices, { ...getDevices(), ...patch });
 }
+
+// Invite tokens (/r/<room>?invite=…) are kept for this tab only (sessionStorage), so "Rejoin"
+// and "Copy invite link" still carry the token after the address bar lost it.
+const inviteKey = (room: string) => `confab.invite.${room}`;
+
+export function rememberInvite(room: string, token: string): void {
+  try {
+    sessionStorage.setItem(inviteKey(room), token);
+  } catch {
+    // private mode or storage full: the link in the address bar still works
+  }
+}
+
+export function inviteFor(room: string): string | undefined {
+  try {
+    return sessionStorage.getItem(inviteKey(room)) ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function forgetInvite(room: string): void {
+  try {
+    sessionStorage.removeItem(inviteKey(room));
+  } catch {
+    // nothing kept
+  }
+}

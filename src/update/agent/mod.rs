@@ -2,6 +2,7 @@
 //! bootloader and slot devices, commit after the health gate, and keep the agent's own small state
 //! file (atomic write + fsync + rename; never sled, which belongs to `confab serve`).
 
+pub mod client;
 pub mod fetch;
 pub mod server;
 pub mod slot;
