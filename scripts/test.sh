@@ -31,6 +31,16 @@ CONFAB_BENCH_QUICK=1 cargo bench --locked --bench health_latency
 step "static aarch64 build, run under qemu-aarch64-static"
 scripts/build-static.sh aarch64
 
+step "appliance image: build, boot in QEMU, update, roll back (scripts/test-image.sh)"
+if [ "$(id -u)" -eq 0 ]; then
+    results=$(mktemp)
+    scripts/test-image.sh 2>&1 | tee "$results"
+    passed=$((passed + $(grep -o 'test result: [a-zA-Z]*\. [0-9]* passed' "$results" | awk '{p+=$4} END {print p+0}')))
+    rm -f "$results"
+else
+    echo "SKIPPED: building images needs root; run: sudo scripts/test-image.sh"
+fi
+
 # One closing line for the whole suite (cargo prints one per test binary).
 echo
 echo "tests: $passed passed, $failed failed"

@@ -6,6 +6,7 @@
 //! sd_notify call and the log setup; `cli` is the command line.
 
 pub mod api;
+pub mod appliance;
 pub mod auth;
 pub mod cli;
 pub mod config;

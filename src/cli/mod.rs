@@ -1,5 +1,6 @@
 //! The command line: `serve` (default), `version`, `token`, `status`.
 
+mod appliance;
 mod serve;
 mod status;
 mod token;
@@ -43,6 +44,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Check for, install and commit signed A/B updates.
     Update(update::UpdateArgs),
+    /// Steps of the appliance image run by its systemd units (setup, console banner).
+    #[command(hide = true)]
+    Appliance(appliance::ApplianceArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -56,6 +60,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token(args) => with_config(cli.config, |c| token::run(c, args)),
         Command::Status(args) => with_config(cli.config, |c| status::run(c, args)),
         Command::Update(args) => with_config(cli.config, |c| update::run(c, args)),
+        Command::Appliance(args) => appliance::run(cli.config.as_deref(), args),
     }
 }
 

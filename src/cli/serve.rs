@@ -99,6 +99,7 @@ async fn serve(config: Config) -> ExitCode {
         // One-time: valid only until the admin password is set (from localhost no code is needed).
         info!(setup_code = %code, "no admin password yet: open /admin to set one");
     }
+    write_setup_code_file(setup_code.as_deref());
     let app = App::new(AppInner {
         readiness,
         keys,
@@ -228,3 +229,32 @@ async fn wait_for_signal() -> &'static str {
     }
 }
 
+/// Under systemd (`RuntimeDirectory=confab`), keeps the current one-time setup code in
+/// `$RUNTIME_DIRECTORY/setup-code` (mode 0600) for the appliance's console banner; removes a stale
+/// one when there is none. Best effort: the code is in the journal either way.
+fn write_setup_code_file(code: Option<&str>) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") else {
+        return;
+    };
+    // RuntimeDirectory= may list several directories, separated by ':'.
+    let dir = std::path::PathBuf::from(dir.to_string_lossy().split(':').next().unwrap_or(""));
+    let path = dir.join("setup-code");
+    let result = match code {
+        Some(code) => std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{code}")),
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    };
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot update the setup code file");
+    }
+}
