@@ -7,7 +7,8 @@
 # skipped when everything is present), runs `cargo build --release --locked --target <triple>`
 # (honours CARGO_TARGET_DIR), checks with `file` that the result is static for the right
 # architecture, runs its `--version` (under qemu-aarch64-static for aarch64), and fails above
-# 16 MB. Linker/CC settings live in .cargo/config.toml. The last line printed is the binary's path.
+# 16 MB (aarch64) or 20 MB (x86_64). Linker/CC settings live in .cargo/config.toml. The last line
+# printed is the binary's path.
 set -euo pipefail
 
 arch="${1:-aarch64}"
@@ -15,6 +16,7 @@ case "$arch" in
     aarch64)
         triple=aarch64-unknown-linux-musl
         file_arch="ARM aarch64"
+        max_mb=16
         runner=(qemu-aarch64-static)
         # command that must exist -> Debian package that provides it
         needs=(
@@ -28,6 +30,8 @@ case "$arch" in
     x86_64)
         triple=x86_64-unknown-linux-musl
         file_arch="x86-64"
+        # x86-64 code is larger (aws-lc carries several SIMD variants): 16.65 MB where aarch64 is 13.5.
+        max_mb=20
         runner=()
         needs=(
             "x86_64-linux-gnu-gcc gcc"
@@ -42,7 +46,7 @@ case "$arch" in
         ;;
 esac
 
-max_bytes=$((16 * 1000 * 1000))   # 16 MB: see docs/development.md (Static builds)
+max_bytes=$((max_mb * 1000 * 1000))   # see docs/development.md (Static builds)
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Resolve a relative CARGO_TARGET_DIR against the caller's directory before changing directory.
 if [[ -n "${CARGO_TARGET_DIR:-}" && "${CARGO_TARGET_DIR}" != /* ]]; then
@@ -119,5 +123,5 @@ log "file:    $info"
 log "version: $version"
 log "build:   ${secs} s"
 log "size:    $bytes bytes ($mb MB)"
-((bytes <= max_bytes)) || die "$bin is $mb MB, above the 16 MB limit"
+((bytes <= max_bytes)) || die "$bin is $mb MB, above the $max_mb MB limit for $arch"
 echo "$bin"

@@ -11,6 +11,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v git >/dev/null || need_apt+=(git)
 command -v minisign >/dev/null || need_apt+=(minisign)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# The container sandbox test (tests/container.rs) runs confab under bubblewrap.
+command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 # Browser tests (tests/browser.rs): Debian's Chromium. Node.js >= 20 and npm come with the
 # machine (Debian's own nodejs is 18, too old for playwright-core); installed from Debian only

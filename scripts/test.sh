@@ -31,6 +31,9 @@ CONFAB_BENCH_QUICK=1 cargo bench --locked --bench health_latency
 step "static aarch64 build, run under qemu-aarch64-static"
 scripts/build-static.sh aarch64
 
+step "release pipeline: scripts/release.sh --dry-run --fast (reuses the aarch64 build above)"
+scripts/release.sh --dry-run --fast
+
 step "appliance image: build, boot in QEMU, update, roll back (scripts/test-image.sh)"
 if [ "$(id -u)" -eq 0 ]; then
     results=$(mktemp)

@@ -1,6 +1,7 @@
 //! The command line: `serve` (default), `version`, `token`, `status`.
 
 mod appliance;
+mod health;
 mod serve;
 mod status;
 mod token;
@@ -44,6 +45,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Check for, install and commit signed A/B updates.
     Update(update::UpdateArgs),
+    /// Exit 0 if the local server answers ready, 1 otherwise (for container health checks).
+    Health(health::HealthArgs),
     /// Steps of the appliance image run by its systemd units (setup, console banner).
     #[command(hide = true)]
     Appliance(appliance::ApplianceArgs),
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token(args) => with_config(cli.config, |c| token::run(c, args)),
         Command::Status(args) => with_config(cli.config, |c| status::run(c, args)),
         Command::Update(args) => with_config(cli.config, |c| update::run(c, args)),
+        Command::Health(args) => health::run(cli.config.as_deref(), args),
         Command::Appliance(args) => appliance::run(cli.config.as_deref(), args),
     }
 }
