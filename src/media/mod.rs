@@ -7,6 +7,7 @@
 //! on to match it to a host candidate, and a wildcard socket does not tell. ICE-TCP uses one
 //! listener; RFC 4571 framing (a 16-bit length before each packet) is done here.
 
+mod batch;
 mod tcp;
 
 use std::collections::HashMap;
@@ -290,6 +291,7 @@ impl MediaDriver {
             heartbeat: heartbeat.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
+            outgoing: vec![],
         };
         lp.register().map_err(MediaError::Thread)?;
         let thread = std::thread::Builder::new()
@@ -377,6 +379,9 @@ struct Loop {
     heartbeat: Arc<Heartbeat>,
     stats: Arc<MediaStats>,
     stop: Arc<AtomicBool>,
+    /// UDP datagrams to send, per socket index: sent together by `sendmmsg` at the end of a
+    /// flush.
+    outgoing: Vec<Vec<str0m::net::Transmit>>,
 }
 
 impl Loop {
@@ -394,13 +399,13 @@ impl Loop {
 
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
-        let mut buf = vec![0u8; 2048];
+        let mut batch = batch::RecvBatch::new();
+        self.outgoing = self.udp.iter().map(|_| Vec::new()).collect();
+        let mut next_timeout = self.sfu.poll_timeout();
         while !self.stop.load(Ordering::Relaxed) {
             self.heartbeat.beat();
             let now = Instant::now();
-            let wait = self
-                .sfu
-                .poll_timeout()
+            let wait = next_timeout
                 .map(|t| t.saturating_duration_since(now))
                 .unwrap_or(TURN)
                 .min(TURN);
@@ -416,7 +421,7 @@ impl Loop {
                     WAKER => {}
                     LISTENER => self.accept(),
                     Token(t) if (UDP_BASE..TCP_BASE).contains(&t) => {
-                        self.read_udp(t - UDP_BASE, &mut buf)
+                        self.read_udp(t - UDP_BASE, &mut batch)
                     }
                     token => self.tcp_ready(token, ev.is_readable(), ev.is_writable()),
                 }
@@ -426,11 +431,14 @@ impl Loop {
                 self.command(cmd);
                 self.flush();
             }
+            // The SFU's next deadline is asked once per turn (it scans every peer).
             let now = Instant::now();
-            if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
+            next_timeout = self.sfu.poll_timeout();
+            if next_timeout.is_some_and(|t| t <= now) {
                 self.sfu.handle_timeout(now);
+                self.flush();
+                next_timeout = self.sfu.poll_timeout();
             }
-            self.flush();
             self.stats
                 .participants
                 .store(self.sfu.participant_count() as u64, Ordering::Relaxed);
@@ -470,21 +478,30 @@ impl Loop {
         }
     }
 
-    fn read_udp(&mut self, i: usize, buf: &mut [u8]) {
+    /// Reads the socket dry, a batch (`recvmmsg`) at a time; what the SFU produces for a batch
+    /// goes out together (`sendmmsg`).
+    fn read_udp(&mut self, i: usize, batch: &mut batch::RecvBatch) {
         loop {
             let Some((sock, local)) = self.udp.get(i) else {
                 return;
             };
             let local = *local;
-            match sock.recv_from(buf) {
-                Ok((n, from)) => {
-                    self.stats.datagrams.fetch_add(1, Ordering::Relaxed);
-                    let data = buf.get(..n).unwrap_or_default();
-                    self.sfu
-                        .receive(Instant::now(), Protocol::Udp, from, local, data);
+            match batch.recv(sock) {
+                Ok(n) => {
+                    self.stats.datagrams.fetch_add(n as u64, Ordering::Relaxed);
+                    let now = Instant::now();
+                    for k in 0..n {
+                        if let Some((from, data)) = batch.get(k) {
+                            self.sfu.receive(now, Protocol::Udp, from, local, data);
+                        }
+                    }
                     self.flush();
+                    if n < batch::BATCH {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     // ICMP errors surface here (ECONNREFUSED from a peer that left): not fatal.
                     debug!(error = %e, "media recv failed");
@@ -561,9 +578,8 @@ impl Loop {
                             debug!(source = %t.source, "no socket for a transmit's source");
                             continue;
                         };
-                        if let Some((sock, _)) = self.udp.get(*i) {
-                            // A full send buffer drops the datagram, like the network would.
-                            let _ = sock.send_to(&t.contents, t.destination);
+                        if let Some(q) = self.outgoing.get_mut(*i) {
+                            q.push(t);
                         }
                     }
                     Protocol::Tcp => {
@@ -591,6 +607,16 @@ impl Loop {
                     }
                 }
             }
+        }
+        for (q, (sock, _)) in self.outgoing.iter_mut().zip(&self.udp) {
+            if q.is_empty() {
+                continue;
+            }
+            let items: Vec<(SocketAddr, &[u8])> =
+                q.iter().map(|t| (t.destination, &t.contents[..])).collect();
+            // A full send buffer drops a datagram, like the network would.
+            batch::send(sock, &items);
+            q.clear();
         }
     }
 }

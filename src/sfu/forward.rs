@@ -8,6 +8,27 @@ impl Sfu {
         let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
             return;
         };
+        // The room's member list is borrowed out of the room for the frame (not cloned per
+        // frame) and put back afterwards; nothing below changes membership.
+        let members = match self
+            .parts
+            .get(&pid)
+            .and_then(|p| self.rooms.get_mut(&p.room))
+        {
+            Some(r) => std::mem::take(&mut r.participants),
+            None => return,
+        };
+        self.forward_frame(now, pid, &members, d);
+        if let Some(r) = self
+            .parts
+            .get(&pid)
+            .and_then(|p| self.rooms.get_mut(&p.room))
+        {
+            r.participants = members;
+        }
+    }
+
+    fn forward_frame(&mut self, now: Instant, pid: Pid, members: &[Pid], d: MediaData) {
         let Some(part) = self.parts.get(&pid) else {
             return;
         };
@@ -19,7 +40,6 @@ impl Sfu {
         else {
             return;
         };
-        let room = part.room.clone();
         let kind = self.tracks.get(&track_sid).map(|t| t.kind);
         if kind == Some(MediaKind::Audio) {
             if let Some(level) = d.ext_vals.audio_level {
@@ -44,7 +64,7 @@ impl Sfu {
         };
         let keyframe = d.is_keyframe();
         let mut want_keyframe = vec![];
-        for other in self.room_members(&room) {
+        for &other in members {
             if other == pid {
                 continue;
             }

@@ -383,6 +383,10 @@ impl Sfu {
         if let Some(cert) = &self.dtls_cert {
             b = b.set_dtls_cert(cert.clone());
         }
+        // RTX history per outgoing video stream: str0m's default (1000 packets, up to 3 s) was
+        // a fifth of a meeting participant's memory (docs/performance.md); 256 is ≈ 1.4 s of the
+        // 1.5 Mbit/s layer, far above any round trip a NACK needs.
+        b = b.set_send_buffer_video(256);
         let mut rtc = b.build(now);
         for (addr, proto) in &self.cfg.candidates {
             let c = match proto {
