@@ -740,8 +740,7 @@ fn garbage_datagrams_are_ignored() {
 }
 
 /// Simulcast layer choice: the wanted layer if it flows, else the next lower one flowing, else
-/// the next higher one. (Forwarding simulcast is covered by the browser test: a str0m client
-/// publishing simulcast to this SFU got `UnknownRid` on write after the answer.)
+/// the next higher one. (Forwarding simulcast: `simulcast_publishing_forwards_one_layer`.)
 #[test]
 fn simulcast_layer_choice_follows_what_flows() {
     let now = Instant::now();
@@ -775,6 +774,87 @@ fn simulcast_layer_choice_follows_what_flows() {
     let later = now + Duration::from_secs(2);
     t.layer_seen.insert("f".into(), later);
     assert_eq!(t.flowing_layer(q, later), f);
+}
+
+/// A str0m client publishing three simulcast layers (rids f, h, q) may write every layer after
+/// the SFU's answer, and the subscriber gets one of them (v0 and v1).
+#[test]
+fn simulcast_publishing_forwards_one_layer() {
+    for mode in [Mode::V0, Mode::V1] {
+        let mut w = two_in_a_room(mode);
+        let pid = w.peers[0].pid;
+        let layers = ["f", "h", "q"];
+        w.sfu.handle_signal(
+            w.now,
+            pid,
+            Req::AddTrack(lk::AddTrackRequest {
+                cid: "cam".into(),
+                r#type: lk::TrackType::Video as i32,
+                layers: (0..3)
+                    .map(|q| lk::VideoLayer {
+                        quality: q,
+                        width: 320 << q,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+        );
+        w.pump();
+        let mut mid = None;
+        w.offer(0, |api| {
+            let mut sim = str0m::media::Simulcast::new();
+            for rid in layers {
+                sim.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+            }
+            mid = Some(api.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some("stream".into()),
+                Some("cam".into()),
+                Some(sim),
+            ));
+        });
+        let mid = mid.unwrap();
+        w.run(Duration::from_millis(300));
+        for n in 0..30u64 {
+            let now = w.now;
+            let pc = &mut w.peers[0].publisher;
+            let pt = pc
+                .rtc
+                .writer(mid)
+                .unwrap()
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .map(|p| p.pt())
+                .unwrap();
+            for rid in layers {
+                // A VP8 keyframe header (P bit clear), then the layer's name.
+                let frame = [0x10, 0, 0, 0x9d, 0x01, 0x2a, 1, 0, 1, 0, rid.as_bytes()[0]];
+                let time = MediaTime::new(n * 3000, str0m::media::Frequency::NINETY_KHZ);
+                pc.rtc
+                    .writer(mid)
+                    .unwrap()
+                    .rid(rid.into())
+                    .write(pt, now, time, frame.to_vec())
+                    .unwrap_or_else(|e| panic!("{mode:?}: writing layer {rid}: {e}"));
+            }
+            w.run(Duration::from_millis(33));
+        }
+        let got = w.received(1);
+        assert!(
+            got.len() >= 20,
+            "{mode:?}: bob receives video ({} frames)",
+            got.len()
+        );
+        // One layer at a time (it may switch as the bandwidth estimate moves; a switch down can
+        // repeat one frame time): about one frame per frame time, not three.
+        assert!(
+            got.len() <= 35,
+            "{mode:?}: one layer is forwarded ({} frames)",
+            got.len()
+        );
+    }
 }
 
 #[test]

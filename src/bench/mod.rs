@@ -1,0 +1,844 @@
+//! `confab bench`: a load generator and the benchmarks it is compared with.
+//!
+//! Synthetic participants ([`client`]) speak confab's real signalling (LiveKit v0 over a TLS
+//! WebSocket) and carry real media with str0m (ICE, DTLS, SRTP, simulcast, TWCC) against a
+//! release `confab serve` that this command starts on its own core (`taskset`); the generator
+//! runs on the other cores. confab's CPU and memory are read from `/proc/<pid>`, never the
+//! generator's. Beside it, in the same run: the **limit** ([`limit`]: SRTP protect plus
+//! `sendmmsg`, what forwarding must do per packet) and a **baseline** ([`baseline`]: a naive
+//! str0m forwarder in one loop with a linear `accepts` scan), so confab is reported as ratios
+//! to both.
+//!
+//! A subcommand rather than a separate bench binary: it starts `confab serve` from its own
+//! executable (one build, the release binary under test), and the integration smoke test
+//! (`tests/bench_smoke.rs`) drives it the same way.
+
+pub mod baseline;
+mod client;
+pub mod limit;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, ValueEnum};
+use livekit_protocol as lk;
+use lk::signal_response::Message as Resp;
+use prost::Message as _;
+use tokio::sync::watch;
+
+use crate::auth::{ApiKeys, TokenRequest, VideoGrant};
+use crate::config::Secret;
+use client::{Link, Participant, Plan};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// N participants, each publishing audio and simulcast video, everyone subscribed.
+    Meeting,
+    /// One publisher (audio + simulcast video), N subscribers.
+    Webinar,
+    /// N speakers publishing audio only, everyone subscribed.
+    Audio,
+    /// A meeting of N where participants leave and new ones join at a fixed rate.
+    Churn,
+    /// SRTP protect (AES-GCM, AES-CM) + sendmmsg to loopback: packets/s per core.
+    Limit,
+    /// A naive str0m forwarder (one loop, linear `accepts` scan) under the meeting load.
+    Baseline,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Scenarios to run (default: limit, baseline, meeting, webinar, audio, churn).
+    #[arg(value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// Sizes to run each scenario at (default: three per scenario).
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Vec<usize>,
+    /// Seconds of measurement per scenario and size.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// The CPU confab (and the baseline and the limit) run on.
+    #[arg(long, default_value_t = 0)]
+    pub server_core: usize,
+    /// The CPUs the load generator runs on.
+    #[arg(long, default_value = "1")]
+    pub generator_cores: String,
+    /// Do not pin anything to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// churn: participants leaving (and as many joining) per second.
+    #[arg(long, default_value_t = 2.0)]
+    pub churn_rate: f64,
+    /// The confab binary to measure (default: this one).
+    #[arg(long)]
+    pub confab: Option<PathBuf>,
+    /// Exit 1 unless every subscriber received media (for the CI smoke test).
+    #[arg(long)]
+    pub require_media: bool,
+}
+
+// ------------------------------------------------------------------------------ shared counters
+
+/// What all participants of a run count together (the generator is one process).
+#[derive(Default)]
+pub struct Stats {
+    pub measuring: AtomicBool,
+    /// RTP packets, frames, datagrams and bytes that subscribers received while measuring.
+    pub packets: AtomicU64,
+    pub frames: AtomicU64,
+    pub datagrams: AtomicU64,
+    pub bytes: AtomicU64,
+    pub sent_frames: AtomicU64,
+    /// Participants that have received any media.
+    pub receiving: AtomicU64,
+    pub frames_expected: AtomicU64,
+    pub frames_received: AtomicU64,
+    pub delays_us: Mutex<Vec<u32>>,
+    /// Join (WebSocket open) → first media received, per participant.
+    pub join_ms: Mutex<Vec<u32>>,
+    pub errors: Mutex<Vec<String>>,
+    /// Numbers published tracks (see `client::stamp`).
+    pub next_source: std::sync::atomic::AtomicU32,
+}
+
+impl Stats {
+    pub fn error(&self, e: String) {
+        if let Ok(mut v) = self.errors.lock() {
+            if v.len() < 1000 {
+                v.push(e);
+            }
+        }
+    }
+}
+
+/// Microseconds since the bench started (publishers stamp it, subscribers subtract it).
+pub fn clock_us() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(i).copied()
+}
+
+// ------------------------------------------------------------------------------ /proc
+
+/// CPU seconds (user + system) of a process or thread from its `stat` file.
+pub fn cpu_seconds(stat: &Path) -> Option<f64> {
+    let s = std::fs::read_to_string(stat).ok()?;
+    // Fields after the command name (which may contain spaces) in parentheses.
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14, stime 15.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// A field of `/proc/<pid>/status` in KiB (VmRSS, VmHWM).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Pins the calling thread (and the threads it starts later) to `cores`.
+pub fn pin_current_thread(cores: &[usize]) -> bool {
+    // SAFETY: cpu_set_t is plain data; CPU_SET only writes inside it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in cores {
+            libc::CPU_SET(*c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+fn parse_cores(s: &str) -> Vec<usize> {
+    s.split(',').filter_map(|c| c.trim().parse().ok()).collect()
+}
+
+// ------------------------------------------------------------------------------ the server
+
+/// A `confab serve` started for one measurement, on its own state directory and ports.
+struct Server {
+    child: Child,
+    dir: PathBuf,
+    https: u16,
+    keys: ApiKeys,
+    key: String,
+    tls: tokio_rustls::TlsConnector,
+}
+
+fn free_port_tcp() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn free_port_udp() -> std::io::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Server {
+    async fn start(
+        exe: &Path,
+        core: Option<usize>,
+        max_participants: usize,
+    ) -> Result<Server, String> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "confab-bench-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let port = |r: std::io::Result<u16>| r.map_err(|e| format!("no free port: {e}"));
+        let (https, http, tcp) = (
+            port(free_port_tcp())?,
+            port(free_port_tcp())?,
+            port(free_port_tcp())?,
+        );
+        let udp = port(free_port_udp())?;
+        let mut cmd = match core {
+            Some(c) => {
+                let mut cmd = Command::new("taskset");
+                cmd.arg("-c").arg(c.to_string()).arg(exe);
+                cmd
+            }
+            None => Command::new(exe),
+        };
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CONFAB_STATE_DIR", dir.join("data"))
+            .env("CONFAB_BIND", "127.0.0.1")
+            .env("CONFAB_HTTPS_PORT", https.to_string())
+            .env("CONFAB_HTTP_PORT", http.to_string())
+            .env("CONFAB_UDP_PORT", udp.to_string())
+            .env("CONFAB_TCP_PORT", tcp.to_string())
+            .env(
+                "CONFAB_MAX_PARTICIPANTS",
+                max_participants.max(10).to_string(),
+            )
+            .env("CONFAB_LOG_LEVEL", "warn")
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("stderr.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            );
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let mut s = Server {
+            child,
+            dir,
+            https,
+            keys: ApiKeys::from_map(BTreeMap::new()),
+            key: String::new(),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            )),
+        };
+        s.wait_ready().await?;
+        Ok(s)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ca = self.dir.join("data/tls/ca.crt");
+        let keys = self.dir.join("data/keys.toml");
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!("confab did not start:\n{}", self.log()));
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("confab exited ({status}):\n{}", self.log()));
+            }
+            if ca.exists() && keys.exists() {
+                if let (Ok(tls), Ok(text)) = (
+                    crate::api::client::connector_for_ca(&ca),
+                    std::fs::read_to_string(&keys),
+                ) {
+                    let table: toml::Table = text.parse().map_err(|e| format!("keys.toml: {e}"))?;
+                    let first = table
+                        .get("keys")
+                        .and_then(|k| k.as_table())
+                        .and_then(|k| k.iter().next())
+                        .and_then(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));
+                    if let Some((key, secret)) = first {
+                        self.keys =
+                            ApiKeys::from_map(BTreeMap::from([(key.clone(), Secret::new(secret))]));
+                        self.key = key;
+                        self.tls = tls;
+                        if tokio::net::TcpStream::connect(("127.0.0.1", self.https))
+                            .await
+                            .is_ok()
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    fn token(&self, room: &str, identity: &str, publish: bool) -> Result<String, String> {
+        crate::auth::mint(
+            &self.keys,
+            &self.key,
+            &TokenRequest {
+                identity: identity.into(),
+                ttl: Duration::from_secs(3600),
+                video: VideoGrant {
+                    room_join: Some(true),
+                    room: Some(room.into()),
+                    can_publish: Some(publish),
+                    can_subscribe: Some(true),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Opens `/rtc` (v0) for `identity` and waits for its `join` response.
+    async fn connect(&self, room: &str, identity: &str, publish: bool) -> Result<Link, String> {
+        let token = self.token(room, identity, publish)?;
+        let url = format!(
+            "wss://localhost:{}/rtc?access_token={token}&auto_subscribe=1&protocol=16&sdk=rust",
+            self.https
+        );
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.https))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let name =
+            rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tls)
+            .await
+            .map_err(|e| format!("WebSocket: {e}"))?;
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .map_err(|_| "no join response".to_string())?;
+            match msg {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) => {
+                    if let Ok(lk::SignalResponse {
+                        message: Some(Resp::Join(_)),
+                    }) = lk::SignalResponse::decode(b.as_ref())
+                    {
+                        return Ok(Link::Ws(Box::new(ws)));
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return Err("connection closed before join".into()),
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill with a valid signal on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ------------------------------------------------------------------------------ one run
+
+/// What is measured: confab, or the in-process baseline.
+enum Target {
+    Confab(Server),
+    Baseline(baseline::Baseline),
+}
+
+impl Target {
+    fn cpu(&self) -> Option<f64> {
+        match self {
+            Target::Confab(s) => cpu_seconds(Path::new(&format!("/proc/{}/stat", s.pid()))),
+            Target::Baseline(b) => b.cpu_seconds(),
+        }
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        match self {
+            Target::Confab(s) => status_kib(s.pid(), "VmRSS"),
+            Target::Baseline(_) => None,
+        }
+    }
+
+    async fn connect(&self, room: &str, identity: &str, publish: bool) -> Result<Link, String> {
+        match self {
+            Target::Confab(s) => s.connect(room, identity, publish).await,
+            Target::Baseline(b) => Ok(b.connect()),
+        }
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub name: String,
+    pub size: usize,
+    pub seconds: f64,
+    pub packets_per_s: f64,
+    pub packets_per_cpu_s: f64,
+    pub cpu_percent: f64,
+    pub mbit_out: f64,
+    pub delay_p50_ms: Option<f64>,
+    pub delay_p99_ms: Option<f64>,
+    pub loss_percent: f64,
+    pub rss_idle_kib: Option<u64>,
+    pub rss_kib: Option<u64>,
+    pub receivers: u64,
+    pub expected_receivers: u64,
+    pub join_p50_ms: Option<u32>,
+    /// The generator's own CPU use (% of one core): near 100 % it, not the server, is the
+    /// bottleneck, and the delays it reports include its own queueing.
+    pub generator_cpu_percent: f64,
+    pub errors: Vec<String>,
+}
+
+impl Row {
+    fn header() -> String {
+        "| scenario | N | pkts/s out | pkts per CPU-s | CPU % | Mbit/s out | delay p50/p99 ms | loss % | RSS idle → loaded MiB | KiB per participant | receiving | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|".into()
+    }
+
+    fn line(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+        let rss = match (self.rss_idle_kib, self.rss_kib) {
+            (Some(a), Some(b)) => format!("{:.1} → {:.1}", a as f64 / 1024.0, b as f64 / 1024.0),
+            _ => "-".into(),
+        };
+        let per = match (self.rss_idle_kib, self.rss_kib) {
+            (Some(a), Some(b)) if self.size > 0 => {
+                format!("{:.0}", b.saturating_sub(a) as f64 / self.size as f64)
+            }
+            _ => "-".into(),
+        };
+        let mut receiving = format!("{}/{}", self.receivers, self.expected_receivers);
+        if let Some(j) = self.join_p50_ms {
+            receiving.push_str(&format!(" (join→media p50 {j} ms)"));
+        }
+        format!(
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {}/{} | {:.2} | {} | {} | {} | {:.0} |",
+            self.name,
+            self.size,
+            self.packets_per_s,
+            self.packets_per_cpu_s,
+            self.cpu_percent,
+            self.mbit_out,
+            ms(self.delay_p50_ms),
+            ms(self.delay_p99_ms),
+            self.loss_percent,
+            rss,
+            per,
+            receiving,
+            self.generator_cpu_percent,
+        )
+    }
+}
+
+struct Member {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+/// Joins one participant and starts its task.
+async fn spawn_member(
+    target: &Target,
+    stats: &Arc<Stats>,
+    room: &str,
+    identity: String,
+    plan: Plan,
+) -> Result<Member, String> {
+    let publish = plan.audio || plan.video;
+    let link = target.connect(room, &identity, publish).await?;
+    let p = Participant::new(
+        identity,
+        plan,
+        stats.clone(),
+        link,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+    )
+    .await?;
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(p.run(rx));
+    Ok(Member { stop, task })
+}
+
+async fn end_member(m: Member, stats: &Stats) {
+    let _ = m.stop.send(true);
+    match tokio::time::timeout(Duration::from_secs(5), m.task).await {
+        Ok(Ok(Err(e))) => stats.error(e),
+        Ok(Err(e)) => stats.error(format!("participant task: {e}")),
+        _ => {}
+    }
+}
+
+/// Runs one scenario at one size against `target` and measures it.
+async fn run_one(
+    target: Target,
+    scenario: Scenario,
+    n: usize,
+    seconds: u64,
+    churn_rate: f64,
+) -> Row {
+    let stats = Arc::new(Stats::default());
+    let room = "bench";
+    let rss_idle = target.rss_kib();
+    let av = Plan {
+        audio: true,
+        video: true,
+    };
+    let (plans, expected): (Vec<Plan>, u64) = match scenario {
+        Scenario::Meeting | Scenario::Churn | Scenario::Baseline => (vec![av; n], n as u64),
+        Scenario::Webinar => {
+            let mut v = vec![av];
+            v.extend(std::iter::repeat_n(
+                Plan {
+                    audio: false,
+                    video: false,
+                },
+                n,
+            ));
+            (v, n as u64)
+        }
+        Scenario::Audio => (
+            vec![
+                Plan {
+                    audio: true,
+                    video: false,
+                };
+                n
+            ],
+            n as u64,
+        ),
+        Scenario::Limit => (vec![], 0),
+    };
+    let mut members = std::collections::VecDeque::new();
+    let mut joined = 0usize;
+    for plan in plans {
+        joined += 1;
+        match spawn_member(&target, &stats, room, format!("p{joined}"), plan).await {
+            Ok(m) => members.push_back(m),
+            Err(e) => stats.error(format!("join p{joined}: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // Until everyone receives (or 20 s), then 2 s to settle (layers, bandwidth estimates).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stats.receiving.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let receivers = stats.receiving.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Ok(mut j) = stats.join_ms.lock() {
+        if scenario == Scenario::Churn {
+            j.clear();
+        }
+    }
+
+    let own = Path::new("/proc/self/stat");
+    let (cpu0, gen0) = (target.cpu(), cpu_seconds(own));
+    let t0 = Instant::now();
+    stats.measuring.store(true, Ordering::Relaxed);
+    let end = t0 + Duration::from_secs(seconds);
+    if scenario == Scenario::Churn && churn_rate > 0.0 {
+        let every = Duration::from_secs_f64(1.0 / churn_rate);
+        let mut next = t0 + every;
+        while next < end {
+            tokio::time::sleep_until(next.into()).await;
+            next += every;
+            if let Some(old) = members.pop_front() {
+                end_member(old, &stats).await;
+            }
+            joined += 1;
+            match spawn_member(&target, &stats, room, format!("p{joined}"), av).await {
+                Ok(m) => members.push_back(m),
+                Err(e) => stats.error(format!("join p{joined}: {e}")),
+            }
+        }
+    }
+    tokio::time::sleep_until(end.into()).await;
+    stats.measuring.store(false, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let (cpu1, gen1) = (target.cpu(), cpu_seconds(own));
+    let rss = target.rss_kib();
+    for m in members {
+        end_member(m, &stats).await;
+    }
+    match target {
+        Target::Confab(s) => s.stop(),
+        Target::Baseline(b) => b.stop(),
+    }
+
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
+    let mut generator = match (gen0, gen1) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
+    if matches!(scenario, Scenario::Baseline) {
+        generator -= cpu; // the baseline's thread is in this process
+    }
+    let packets = stats.packets.load(Ordering::Relaxed) as f64;
+    let mut delays = stats
+        .delays_us
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    delays.sort_unstable();
+    let mut joins = stats.join_ms.lock().map(|v| v.clone()).unwrap_or_default();
+    joins.sort_unstable();
+    let expected_frames = stats.frames_expected.load(Ordering::Relaxed) as f64;
+    let received_frames = stats.frames_received.load(Ordering::Relaxed) as f64;
+    Row {
+        name: format!("{scenario:?}").to_lowercase(),
+        size: n,
+        seconds: secs,
+        packets_per_s: packets / secs,
+        packets_per_cpu_s: if cpu > 0.0 { packets / cpu } else { 0.0 },
+        cpu_percent: cpu / secs * 100.0,
+        mbit_out: stats.bytes.load(Ordering::Relaxed) as f64 * 8.0 / secs / 1e6,
+        delay_p50_ms: percentile(&delays, 0.5).map(|v| f64::from(v) / 1000.0),
+        delay_p99_ms: percentile(&delays, 0.99).map(|v| f64::from(v) / 1000.0),
+        loss_percent: if expected_frames > 0.0 {
+            (1.0 - received_frames / expected_frames).max(0.0) * 100.0
+        } else {
+            0.0
+        },
+        rss_idle_kib: rss_idle,
+        rss_kib: rss,
+        receivers,
+        expected_receivers: expected,
+        join_p50_ms: if scenario == Scenario::Churn {
+            percentile(&joins, 0.5)
+        } else {
+            None
+        },
+        generator_cpu_percent: generator / secs * 100.0,
+        errors: stats.errors.lock().map(|v| v.clone()).unwrap_or_default(),
+    }
+}
+
+fn default_sizes(s: Scenario) -> Vec<usize> {
+    match s {
+        Scenario::Meeting | Scenario::Baseline => vec![3, 6, 10],
+        Scenario::Webinar => vec![10, 30, 60],
+        Scenario::Audio => vec![5, 10, 20],
+        Scenario::Churn => vec![4, 8, 12],
+        Scenario::Limit => vec![1],
+    }
+}
+
+/// Entry point of `confab bench`.
+pub fn run(args: BenchArgs) -> ExitCode {
+    let server_core = (!args.no_pin).then_some(args.server_core);
+    let machine = machine_line(server_core, &args);
+    if !args.no_pin {
+        let cores = parse_cores(&args.generator_cores);
+        if cores.is_empty() || !pin_current_thread(&cores) {
+            eprintln!(
+                "confab bench: cannot pin the generator to cores {}",
+                args.generator_cores
+            );
+        }
+    }
+    let exe = match args.confab.clone().map_or_else(std::env::current_exe, Ok) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("confab bench: where is confab? {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("confab bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scenarios = if args.scenarios.is_empty() {
+        vec![
+            Scenario::Limit,
+            Scenario::Baseline,
+            Scenario::Meeting,
+            Scenario::Webinar,
+            Scenario::Audio,
+            Scenario::Churn,
+        ]
+    } else {
+        args.scenarios.clone()
+    };
+    clock_us();
+    println!("{machine}");
+    let mut limit_pps = None;
+    let mut baseline_pps: Option<f64> = None;
+    let mut rows = vec![];
+    let mut failed = false;
+    for sc in scenarios {
+        if sc == Scenario::Limit {
+            let r = limit::run(server_core, Duration::from_secs(2));
+            println!("{r}");
+            limit_pps = Some(r.best());
+            continue;
+        }
+        let sizes = if args.sizes.is_empty() {
+            default_sizes(sc)
+        } else {
+            args.sizes.clone()
+        };
+        for n in sizes {
+            let row = rt.block_on(async {
+                let target = if sc == Scenario::Baseline {
+                    match baseline::Baseline::start(server_core) {
+                        Ok(b) => Target::Baseline(b),
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    Target::Confab(Server::start(&exe, server_core, n + 2).await?)
+                };
+                Ok::<_, String>(run_one(target, sc, n, args.seconds, args.churn_rate).await)
+            });
+            let row = match row {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("confab bench: {sc:?} {n}: {e}");
+                    failed = true;
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                println!("{}", Row::header());
+            }
+            println!("{}", row.line());
+            for e in row.errors.iter().take(5) {
+                eprintln!("  {}: {e}", row.name);
+            }
+            if sc == Scenario::Baseline {
+                baseline_pps = Some(baseline_pps.unwrap_or(0.0).max(row.packets_per_cpu_s));
+            }
+            if row.receivers < row.expected_receivers {
+                failed |= args.require_media;
+            }
+            rows.push(row);
+        }
+    }
+    let best = rows
+        .iter()
+        .filter(|r| r.name != "baseline")
+        .map(|r| r.packets_per_cpu_s)
+        .fold(0.0, f64::max);
+    if best > 0.0 {
+        println!("\nconfab, best packets per CPU-second: {best:.0}");
+        if let Some(l) = limit_pps {
+            println!(
+                "  = {:.1} % of the limit ({l:.0} packets/s per core)",
+                best / l * 100.0
+            );
+        }
+        if let Some(b) = baseline_pps.filter(|b| *b > 0.0) {
+            println!(
+                "  = {:.2}× the baseline ({b:.0} packets per CPU-second)",
+                best / b
+            );
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn machine_line(core: Option<usize>, args: &BenchArgs) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "confab bench: {cpu}, {} CPUs; server on {}, generator on {}; {} s per run; load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        core.map_or("any core".into(), |c| format!("core {c}")),
+        if args.no_pin { "any core" } else { args.generator_cores.as_str() },
+        args.seconds,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    )
+}
