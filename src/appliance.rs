@@ -33,6 +33,8 @@ pub struct Paths {
     pub shadow_out: PathBuf,
     /// `/proc/sys/kernel/hostname`.
     pub kernel_hostname: PathBuf,
+    /// confab's state directory on the data partition (the admin preset goes there).
+    pub confab_state: PathBuf,
 }
 
 impl Default for Paths {
@@ -46,6 +48,7 @@ impl Default for Paths {
             shadow_image: PathBuf::from("/usr/lib/confab/shadow"),
             shadow_out: PathBuf::from("/run/confab-setup/shadow"),
             kernel_hostname: PathBuf::from("/proc/sys/kernel/hostname"),
+            confab_state: PathBuf::from("/data/confab"),
         }
     }
 }
@@ -70,6 +73,8 @@ fn file_error(path: &Path, e: impl std::fmt::Display) -> SetupError {
 #[serde(deny_unknown_fields)]
 pub struct BootConfig {
     pub hostname: Option<String>,
+    #[serde(default)]
+    pub admin: crate::api::admin::Preset,
     #[serde(default)]
     pub console: Console,
     #[serde(default)]
@@ -120,6 +125,20 @@ impl BootConfig {
                 return Err(format!(
                     "hostname {name:?}: use 1-63 letters, digits and '-', not starting or ending with '-'"
                 ));
+            }
+        }
+        if let Some(hash) = &config.admin.password_hash {
+            if !crate::api::admin::valid_preset_hash(hash) {
+                return Err("admin.password_hash must be an Argon2 hash ($argon2id$…, e.g. from \
+                            `argon2` or `confab`'s own admin page); a plain password is not accepted"
+                    .into());
+            }
+        }
+        if let Some(code) = &config.admin.setup_code {
+            if !(8..=64).contains(&code.len())
+                || !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err("admin.setup_code: use 8-64 letters, digits and '-'".into());
             }
         }
         if let Some(hash) = &config.console.root_password_hash {
@@ -230,6 +249,18 @@ fn import(file: &Path, config: &BootConfig, paths: &Paths) -> Result<(), SetupEr
     if let Some(name) = &config.hostname {
         write_atomic(&etc.join("hostname"), format!("{name}\n").as_bytes(), 0o644)?;
         applied.push(format!("hostname = {name:?}"));
+    }
+    if config.admin.password_hash.is_some() || config.admin.setup_code.is_some() {
+        // Read by confab serve (user confab) at start, then removed: owned like its directory.
+        let preset = paths.confab_state.join(crate::api::admin::PRESET_FILE);
+        let text = toml::to_string(&config.admin).map_err(|e| file_error(&preset, e))?;
+        write_atomic(&preset, text.as_bytes(), 0o600)?;
+        if let Ok(dir) = std::fs::metadata(&paths.confab_state) {
+            use std::os::unix::fs::MetadataExt;
+            std::os::unix::fs::chown(&preset, Some(dir.uid()), Some(dir.gid()))
+                .map_err(|e| file_error(&preset, e))?;
+        }
+        applied.push("# admin: password hash / setup code handed to confab (not shown)".into());
     }
     if let Some(hash) = &config.console.root_password_hash {
         write_atomic(
@@ -491,17 +522,22 @@ mod tests {
             shadow_image: dir.join("shadow"),
             shadow_out: dir.join("run/shadow"),
             kernel_hostname: dir.join("hostname"),
+            confab_state: dir.join("data/confab"),
         }
     }
 
     const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    /// A well-formed Argon2id PHC string (only its form matters here).
+    const ARGON: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0hY0kVv6Y3b2kmwPK0bZ5Hk3gBbG6Yb5w0nX9u9uQ1E";
 
     #[test]
     fn imports_settings_and_removes_secrets_from_the_boot_partition() {
         let dir = tempfile::tempdir().unwrap();
         let p = paths(dir.path());
         let text = format!(
-            "hostname = \"meet\"\n[console]\nroot_password_hash = \"$6$salt$hash\"\n\
+            "hostname = \"meet\"\n[admin]\npassword_hash = \"{ARGON}\"\nsetup_code = \"OWNER-CODE-1\"\n\
+             [console]\nroot_password_hash = \"$6$salt$hash\"\n\
              [wifi]\nssid = \"office\"\npsk = \"correct horse\"\ncountry = \"de\"\n\
              [tailscale]\nauth_key = \"tskey-auth-secret\"\n\
              [update]\nurl = \"https://updates.example/confab/\"\nca = \"\"\"{CA}\"\"\"\n"
@@ -519,10 +555,24 @@ mod tests {
         // The original is gone; the copy left on the FAT partition has no secret in it.
         assert!(!p.boot_configs[0].exists());
         let applied = std::fs::read_to_string(dir.path().join("efi/confab.toml.applied")).unwrap();
-        for secret in ["$6$salt$hash", "correct horse", "tskey-auth-secret"] {
+        for secret in [
+            "$6$salt$hash",
+            "correct horse",
+            "tskey-auth-secret",
+            ARGON,
+            "OWNER-CODE-1",
+        ] {
             assert!(!applied.contains(secret), "{secret} left in {applied}");
         }
         assert!(applied.contains("hostname = \"meet\""), "{applied}");
+
+        // The admin preset waits for confab serve in its state directory.
+        let preset: crate::api::admin::Preset = toml::from_str(
+            &std::fs::read_to_string(p.confab_state.join(crate::api::admin::PRESET_FILE)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(preset.password_hash.as_deref(), Some(ARGON));
+        assert_eq!(preset.setup_code.as_deref(), Some("OWNER-CODE-1"));
 
         // Secrets are on the data partition, readable by root only.
         use std::os::unix::fs::PermissionsExt;
@@ -579,6 +629,7 @@ mod tests {
             ("hostnme = \"typo\"\n", "unknown field"),
             ("hostname = \n", "expected"),
             ("[update]\nurl = \"http://plain/\"\n", "https"),
+            ("[admin]\npassword_hash = \"hunter2hunter2\"\n", "Argon2"),
         ] {
             std::fs::write(&p.boot_configs[0], text).unwrap();
             let errors = setup(&p).unwrap_err();

@@ -53,9 +53,16 @@ fn random_token(bytes: usize) -> String {
 impl AdminState {
     /// With `password_set` false, makes the one-time setup code (returned to be shown once).
     pub fn new(password_set: bool) -> (AdminState, Option<String>) {
+        AdminState::with_code(password_set, None)
+    }
+
+    /// Like [`AdminState::new`], with the owner's preset setup code instead of a random one.
+    pub fn with_code(password_set: bool, preset: Option<String>) -> (AdminState, Option<String>) {
         let code = (!password_set).then(|| {
-            let t = random_token(4).to_uppercase();
-            format!("{}-{}", &t[..4], &t[4..])
+            preset.unwrap_or_else(|| {
+                let t = random_token(4).to_uppercase();
+                format!("{}-{}", &t[..4], &t[4..])
+            })
         });
         (
             AdminState {
@@ -66,6 +73,57 @@ impl AdminState {
             code,
         )
     }
+}
+
+/// The owner's admin settings from the appliance's boot partition (`confab appliance setup` writes
+/// them to `<state_dir>/admin-preset.toml`; confab serve applies and removes the file at start).
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    /// An Argon2 PHC hash (`$argon2id$…`) to use as the admin password if none is set yet.
+    pub password_hash: Option<String>,
+    /// The one-time setup code to use instead of a random one.
+    pub setup_code: Option<String>,
+}
+
+pub const PRESET_FILE: &str = "admin-preset.toml";
+
+/// Whether `hash` is an Argon2 PHC string confab can verify passwords against.
+pub fn valid_preset_hash(hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
+}
+
+/// Applies and removes `<state_dir>/admin-preset.toml`: the password hash is stored if no admin
+/// password is set yet (a set password is never replaced from a file); the setup code is
+/// returned for [`AdminState::with_code`]. The file is removed only after the hash is saved.
+pub fn apply_preset(
+    store: &dyn crate::state::Store,
+    state_dir: &std::path::Path,
+) -> Result<Option<String>, String> {
+    let path = state_dir.join(PRESET_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let preset: Preset = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(hash) = &preset.password_hash {
+        if !valid_preset_hash(hash) {
+            return Err(format!(
+                "{}: password_hash is not an Argon2 hash",
+                path.display()
+            ));
+        }
+        if !password_set(store) {
+            store
+                .put(TREE, PASSWORD_KEY, hash.as_bytes())
+                .and_then(|_| store.flush())
+                .map_err(|e| format!("cannot save the preset admin password: {e}"))?;
+            info!("admin password set from the boot partition's confab.toml");
+        }
+    }
+    std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(preset.setup_code)
 }
 
 /// True if the admin password is set in `store`.
@@ -599,5 +657,62 @@ async fn room_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
             }
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin call"),
+    }
+}
+
+#[cfg(test)]
+mod preset_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::state::{SledStore, Store};
+
+    #[test]
+    fn a_preset_sets_the_password_once_and_hands_over_the_setup_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let hash = hash_password("correct horse battery").unwrap();
+        let preset = format!("password_hash = \"{hash}\"\nsetup_code = \"OWNER-CODE-1\"\n");
+        std::fs::write(dir.path().join(PRESET_FILE), &preset).unwrap();
+        let code = apply_preset(&store, dir.path()).unwrap();
+        assert_eq!(code.as_deref(), Some("OWNER-CODE-1"));
+        assert!(!dir.path().join(PRESET_FILE).exists(), "preset kept");
+        let stored = store.get(TREE, PASSWORD_KEY).unwrap().unwrap();
+        assert!(verify_password(
+            &String::from_utf8(stored).unwrap(),
+            "correct horse battery"
+        ));
+        // With a password set, the setup code is not used and a later preset changes nothing.
+        let (_, shown) = AdminState::with_code(password_set(&store), code);
+        assert_eq!(shown, None);
+        let other = hash_password("another password!").unwrap();
+        std::fs::write(
+            dir.path().join(PRESET_FILE),
+            format!("password_hash = \"{other}\"\n"),
+        )
+        .unwrap();
+        apply_preset(&store, dir.path()).unwrap();
+        let stored = store.get(TREE, PASSWORD_KEY).unwrap().unwrap();
+        assert!(verify_password(
+            &String::from_utf8(stored).unwrap(),
+            "correct horse battery"
+        ));
+        // Without a password, the owner's code replaces the random one.
+        let (_, shown) = AdminState::with_code(false, Some("OWNER-CODE-1".into()));
+        assert_eq!(shown.as_deref(), Some("OWNER-CODE-1"));
+    }
+
+    #[test]
+    fn a_bad_preset_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        std::fs::write(
+            dir.path().join(PRESET_FILE),
+            "password_hash = \"hunter2\"\n",
+        )
+        .unwrap();
+        let err = apply_preset(&store, dir.path()).unwrap_err();
+        assert!(err.contains("not an Argon2 hash"), "{err}");
+        assert!(dir.path().join(PRESET_FILE).exists());
+        assert!(!password_set(&store));
     }
 }

@@ -93,8 +93,16 @@ async fn serve(config: Config) -> ExitCode {
 
     let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeat.clone());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
-    let (admin, setup_code) =
-        crate::api::admin::AdminState::new(crate::api::admin::password_set(store.as_ref()));
+    // The appliance owner's admin settings (boot partition confab.toml), applied once.
+    let preset_code = crate::api::admin::apply_preset(store.as_ref(), &config.state_dir)
+        .unwrap_or_else(|e| {
+            warn!(error = %e, "admin preset not applied");
+            None
+        });
+    let (admin, setup_code) = crate::api::admin::AdminState::with_code(
+        crate::api::admin::password_set(store.as_ref()),
+        preset_code,
+    );
     if let Some(code) = &setup_code {
         // One-time: valid only until the admin password is set (from localhost no code is needed).
         info!(setup_code = %code, "no admin password yet: open /admin to set one");
