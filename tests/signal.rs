@@ -82,8 +82,12 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(|_| {})
+    }
+
+    fn start_with(customize: impl FnOnce(&mut std::process::Command)) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let d = Daemon::start(dir.path());
+        let d = Daemon::start_with(dir.path(), common::free_ports(), customize);
         let keys: toml::Table = std::fs::read_to_string(dir.path().join("data/keys.toml"))
             .unwrap()
             .parse()
@@ -614,6 +618,26 @@ async fn an_oversized_message_closes_only_that_connection() {
     let (mut bob, _) = s.join("bob").await;
     bob.ping().await;
     drop((alice, bob, carol));
+    s.stop();
+}
+
+/// Behind 1:1 NAT (a cloud VM) clients must be told the public address: `rtc.node_ip` is offered
+/// on the media ports next to the bound addresses.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_configured_public_address_is_offered() {
+    let s = Server::start_with(|c| {
+        c.env("CONFAB_NODE_IP", "203.0.113.7");
+    });
+    let (mut alice, _) = s.join("alice").await;
+    let offer = alice.offer().await;
+    for line in [
+        format!("127.0.0.1 {} typ host", s.d.udp),
+        format!("203.0.113.7 {} typ host", s.d.udp),
+        format!("203.0.113.7 {} typ host tcptype passive", s.d.tcp),
+    ] {
+        assert!(offer.sdp.contains(&line), "no {line:?} in\n{}", offer.sdp);
+    }
+    drop(alice);
     s.stop();
 }
 

@@ -84,6 +84,7 @@ async fn serve(config: Config) -> ExitCode {
             max_participants: config.rtc.max_participants,
             max_rooms: config.rtc.max_rooms,
             empty_timeout: config.rtc.empty_timeout,
+            advertised_ip: config.rtc.node_ip,
             ..Default::default()
         },
     ) {

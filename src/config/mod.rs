@@ -79,6 +79,9 @@ pub struct RtcConfig {
     pub max_rooms: u32,
     /// An empty room is closed after this long.
     pub empty_timeout: Duration,
+    /// An address to advertise to clients besides the bound ones: the public address of a host
+    /// behind 1:1 NAT (cloud VMs), which forwards to this host's media ports.
+    pub node_ip: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -258,6 +261,7 @@ impl Config {
             1..=300,
         );
         let udp_port = r.port("rtc.udp_port", &["CONFAB_UDP_PORT"], false);
+        let node_ip = r.ip("rtc.node_ip", &["CONFAB_NODE_IP"]);
         let tcp_port = r.port("rtc.tcp_port", &["CONFAB_TCP_PORT"], false);
         let max_participants = r.u64_in(
             "rtc.max_participants",
@@ -365,6 +369,7 @@ impl Config {
                 max_participants: max_participants.unwrap_or(100) as u32,
                 max_rooms: max_rooms.unwrap_or(100) as u32,
                 empty_timeout: empty_timeout.unwrap_or(Duration::from_secs(300)),
+                node_ip,
             },
             auth: AuthConfig {
                 keys,

@@ -263,11 +263,21 @@ impl MediaDriver {
         let tcp_addr = tcp.local_addr().map_err(MediaError::Thread)?;
         let tcp = TcpListener::from_std(tcp);
         let udp_addrs: Vec<SocketAddr> = udp.iter().map(|(_, a)| *a).collect();
-        for a in &udp_addrs {
-            sfu_config.candidates.push((*a, Protocol::Udp));
+        let mut ips: Vec<IpAddr> = udp_addrs.iter().map(|a| a.ip()).collect();
+        // A public address (1:1 NAT) is offered like a bound one; the NAT delivers its packets to
+        // a bound address, where the SFU answers them.
+        if let Some(public) = sfu_config.advertised_ip {
+            if !ips.contains(&public) {
+                ips.push(public);
+            }
+        }
+        for ip in ips {
             sfu_config
                 .candidates
-                .push((SocketAddr::new(a.ip(), tcp_addr.port()), Protocol::Tcp));
+                .push((SocketAddr::new(ip, port), Protocol::Udp));
+            sfu_config
+                .candidates
+                .push((SocketAddr::new(ip, tcp_addr.port()), Protocol::Tcp));
         }
 
         let poll = Poll::new().map_err(MediaError::Thread)?;

@@ -61,6 +61,9 @@ const SPEAKER_THRESHOLD: f32 = 0.004;
 pub struct SfuConfig {
     /// Host candidates: every local address a UDP socket is bound on, and the ICE-TCP addresses.
     pub candidates: Vec<(SocketAddr, Protocol)>,
+    /// Also advertised, on the same ports: the public address of a host behind 1:1 NAT
+    /// (`rtc.node_ip`). Checks sent to it arrive on a bound address, which answers them.
+    pub advertised_ip: Option<std::net::IpAddr>,
     pub max_participants: u32,
     pub max_rooms: u32,
     pub empty_timeout: Duration,
@@ -75,6 +78,7 @@ impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
             candidates: vec![],
+            advertised_ip: None,
             max_participants: 100,
             max_rooms: 100,
             empty_timeout: Duration::from_secs(300),
