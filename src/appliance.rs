@@ -14,7 +14,6 @@
 //! `banner` waits for confab to be ready and prints where to reach it, with the one-time admin
 //! setup code while no admin password is set.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -202,27 +201,9 @@ pub struct SetupReport {
     pub console_login: bool,
 }
 
-/// Writes `contents` to `path` through a temporary file, fsync and rename.
+/// [`crate::fsutil::write_atomic`], with the path in the error.
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), SetupError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".new");
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| file_error(path, e))
+    crate::fsutil::write_atomic(path, contents, mode).map_err(|e| file_error(path, e))
 }
 
 fn remove(path: &Path) -> Result<(), SetupError> {
@@ -346,10 +327,7 @@ fn import(file: &Path, config: &BootConfig, paths: &Paths) -> Result<(), SetupEr
     applied.push(String::new());
     write_atomic(Path::new(&done), applied.join("\n").as_bytes(), 0o600)?;
     remove(file)?;
-    if let Some(dir) = file.parent() {
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
+    crate::fsutil::sync_dir(crate::fsutil::parent_dir(file)).map_err(|e| file_error(file, e))
 }
 
 /// The image's shadow file with root's password field replaced by `hash` (locked when `None`).

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod fsutil;
 pub mod media;
 pub mod net;
 pub mod sfu;

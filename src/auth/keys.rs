@@ -2,7 +2,6 @@
 //! `<state_dir>/keys.toml`, mode 0600, written atomically).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -197,14 +196,10 @@ fn generate(path: &Path) -> Result<ApiKeys, KeysError> {
 }
 
 fn write_atomic(path: &Path, keys: &ApiKeys) -> Result<(), KeysError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let err = |e: std::io::Error| KeysError::Write {
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
     let file = KeysFile {
         keys: keys
             .keys
@@ -216,15 +211,5 @@ fn write_atomic(path: &Path, keys: &ApiKeys) -> Result<(), KeysError> {
         "# confab API key and secret for this device (LiveKit-compatible). Keep this file private.\n{}",
         toml::to_string(&file).map_err(|e| err(std::io::Error::other(e.to_string())))?
     );
-    let tmp = path.with_extension("toml.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    crate::fsutil::write_atomic(path, text.as_bytes(), 0o600).map_err(err)
 }

@@ -199,7 +199,7 @@ pub async fn install_boot_files(
             detail: e.to_string(),
         })?;
     }
-    sync_dir(dir).map_err(|e| SlotError::Write {
+    crate::fsutil::sync_dir(dir).map_err(|e| SlotError::Write {
         path: dir.to_path_buf(),
         detail: e.to_string(),
     })
@@ -230,8 +230,4 @@ fn capacity(file: &File, path: &Path) -> Result<u64, SlotError> {
     })?;
     let _ = f.flush();
     Ok(end)
-}
-
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }

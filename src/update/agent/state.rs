@@ -121,23 +121,12 @@ pub fn update(path: &Path, change: impl FnOnce(&mut AgentState)) -> Result<(), U
 }
 
 fn save(path: &Path, state: &AgentState) -> Result<(), UpdateError> {
-    use std::io::Write;
     let err = |e: std::io::Error| UpdateError::State {
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let tmp = path.with_extension("json.tmp");
     let json = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&json).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    super::slot::sync_dir(dir).map_err(err)
+    crate::fsutil::write_atomic(path, &json, 0o644).map_err(err)
 }
 
 /// One short phrase for `STATUS=`, `confab status` and the admin overview.

@@ -17,7 +17,6 @@ pub mod fake;
 pub mod rpi_tryboot;
 pub mod systemd_boot;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Slot, SlotHealth};
@@ -84,40 +83,13 @@ fn read_text(path: &Path) -> Result<String, BootError> {
     String::from_utf8(bytes).map_err(|_| BootError::file(path, "not UTF-8 text"))
 }
 
-/// `path` with `suffix` appended to its file name (`autoboot.txt` → `autoboot.txt.new`).
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
+use crate::fsutil::parent_dir;
 
-/// The directory holding `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-/// Replaces `path` with `contents`: writes `<path>.new`, fsyncs it, renames it over `path` and
-/// fsyncs the directory. The old file stays complete until the rename. On ext4 and tmpfs the
-/// rename is atomic; on FAT (ESP, Pi boot partition) it is not, so a power cut exactly during
-/// the rename can lose the directory entry — the window is one directory-block update.
+/// Replaces `path` with `contents` ([`crate::fsutil::write_atomic`]: `<path>.new`, fsync,
+/// rename, fsync of the directory). On FAT (ESP, Pi boot partition) the rename is not atomic, so a
+/// power cut exactly during the rename can lose the directory entry — one directory-block update.
 fn replace_file(path: &Path, contents: &[u8]) -> Result<(), BootError> {
-    let tmp = with_suffix(path, ".new");
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()
-    };
-    write().map_err(|e| BootError::file(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        BootError::file(
-            path,
-            format!("cannot rename {} over it: {e}", tmp.display()),
-        )
-    })?;
-    sync_dir(parent_dir(path))
+    crate::fsutil::write_atomic(path, contents, 0o644).map_err(|e| BootError::file(path, e))
 }
 
 /// Renames `from` to `to` (replacing `to`) and fsyncs the directory.
@@ -137,8 +109,7 @@ fn remove_file(path: &Path) -> Result<(), BootError> {
 
 /// Makes renames and removals in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), BootError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
+    crate::fsutil::sync_dir(dir)
         .map_err(|e| BootError::file(dir, format!("cannot fsync the directory: {e}")))
 }
 
