@@ -64,7 +64,8 @@ rpi_boot_partitions() {
            "data $work/data.img 0FC63DAF-8483-4772-8E79-3D69D8477DE4 $data_mib")
 }
 
-# Writes the Raspberry Pi Imager os_list entry for the image: rpi_os_list IMAGE SIZE SHA256.
+# Writes the Raspberry Pi Imager os_list entry for the image:
+#   rpi_os_list IMAGE EXTRACT_SIZE EXTRACT_SHA256 IMAGE_SHA256
 rpi_os_list() {
     local image="$1" url="${CONFAB_RELEASE_URL:-https://github.com/confab-project/confab/releases/download/v$version}"
     cat > "$out/confab-$version-rpi.os_list.json" <<JSON
@@ -78,7 +79,7 @@ rpi_os_list() {
       "extract_size": $2,
       "extract_sha256": "$3",
       "image_download_size": $(stat -c %s "$image"),
-      "image_download_sha256": "$(sha256sum "$image" | cut -d' ' -f1)",
+      "image_download_sha256": "$4",
       "devices": ["pi4-64bit"],
       "init_format": "none"
     }

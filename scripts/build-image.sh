@@ -280,17 +280,25 @@ done
 phase "disk image: $(du -m --apparent-size "$disk" | cut -f1) MiB ($(du -m "$disk" | cut -f1) MiB allocated)"
 
 result="$disk"
-extract_size=$(stat -c %s "$disk")
-extract_sha256=$(sha256sum "$disk" | cut -d' ' -f1)
+if [ "$board" = rpi ]; then # the Imager entry also names the uncompressed image
+    extract_size=$(stat -c %s "$disk")
+    extract_sha256=$(sha256sum "$disk" | cut -d' ' -f1)
+fi
 if [ "$xz" -eq 1 ]; then
     xz -T0 -6 -f "$disk"
     result="$disk.xz"
     phase "compressed: $(du -m "$result" | cut -f1) MiB"
 fi
-(cd "$out" && sha256sum "$(basename "$result")" > "$(basename "$result").sha256")
+# Hash each file once: an uncompressed Pi image's hash is the one just taken.
+if [ "$result" = "$disk" ] && [ "$board" = rpi ]; then
+    sha256=$extract_sha256
+else
+    sha256=$(sha256sum "$result" | cut -d' ' -f1)
+fi
+echo "$sha256  $(basename "$result")" > "$result.sha256"
 if [ -n "$key" ]; then
     minisign -S -s "$key" -m "$result" -x "$result.minisig" \
         -t "confab $version $board image" >/dev/null </dev/null
 fi
-if [ "$board" = rpi ]; then rpi_os_list "$result" "$extract_size" "$extract_sha256"; fi
+if [ "$board" = rpi ]; then rpi_os_list "$result" "$extract_size" "$extract_sha256" "$sha256"; fi
 phase "done: $result"

@@ -7,7 +7,7 @@ mod common;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{free_ports, run, Daemon};
+use common::{free_ports, run, Daemon, Frozen};
 
 fn health(d: &Daemon, args: &[&str]) -> Output {
     let mut all = vec!["health"];
@@ -93,36 +93,6 @@ fn a_bad_configuration_is_exit_1_with_the_problem_not_exit_2() {
     );
     assert_unhealthy(&out, "invalid configuration: ");
     assert_unhealthy(&out, "(and 1 more; `confab serve` lists them all)");
-}
-
-/// Makes files immutable (`chattr +i`, root on ext4/xfs) until dropped, so the server's state
-/// probe fails to write for real.
-struct Frozen(Vec<std::path::PathBuf>);
-
-impl Frozen {
-    fn try_freeze(paths: &[std::path::PathBuf]) -> Option<Frozen> {
-        for p in paths {
-            let ok = std::process::Command::new("chattr")
-                .arg("+i")
-                .arg(p)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                drop(Frozen(paths.to_vec()));
-                return None;
-            }
-        }
-        Some(Frozen(paths.to_vec()))
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr")
-            .arg("-i")
-            .args(&self.0)
-            .status();
-    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{curl, free_ports, run, Daemon};
+use common::{curl, free_ports, run, Daemon, Frozen};
 
 fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes)
@@ -464,29 +464,6 @@ fn rtc_validate_answers_like_livekit() {
     let (code, body) = validate(&format!("/rtc/v1/validate?access_token={token}"));
     assert_eq!((code.as_str(), body.as_str()), ("200", "success"));
     d.stop();
-}
-
-/// Makes files immutable (ext4/xfs, root) so writes to them fail as on a broken disk; undone on drop.
-struct Frozen(Vec<std::path::PathBuf>);
-
-impl Frozen {
-    fn try_freeze(paths: &[std::path::PathBuf]) -> Option<Frozen> {
-        let ok = std::process::Command::new("chattr")
-            .arg("+i")
-            .args(paths)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Frozen(paths.to_vec()))
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr")
-            .arg("-i")
-            .args(&self.0)
-            .status();
-    }
 }
 
 #[test]

@@ -7,21 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::release::{ok, script};
 use confab::update::verify::{verify_release, TrustedKeys, VerifyError};
 use semver::Version;
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/sign-release.sh")
-}
-
-fn ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn keypair(dir: &Path) -> (PathBuf, PathBuf) {
     ok(Command::new(script()).arg("--generate-key").arg(dir));

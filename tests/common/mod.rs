@@ -214,3 +214,33 @@ pub fn run(
     }
     cmd.output().unwrap()
 }
+
+/// Makes files immutable (`chattr +i`, root on ext4/xfs) until dropped, so writes to them fail
+/// as on a broken disk (the server's state probe fails for real). `None` where chattr cannot.
+pub struct Frozen(Vec<std::path::PathBuf>);
+
+impl Frozen {
+    pub fn try_freeze(paths: &[std::path::PathBuf]) -> Option<Frozen> {
+        for p in paths {
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(p)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                drop(Frozen(paths.to_vec()));
+                return None;
+            }
+        }
+        Some(Frozen(paths.to_vec()))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .args(&self.0)
+            .status();
+    }
+}

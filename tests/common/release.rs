@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use confab::update::bootloader::fake::FakeBootloader;
 use confab::update::Slot;
 
-fn script() -> PathBuf {
+/// scripts/sign-release.sh in this repository.
+pub fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/sign-release.sh")
 }
 
-fn ok(cmd: &mut Command) {
+/// Runs `cmd`; fails the test with its stderr unless it succeeds.
+pub fn ok(cmd: &mut Command) {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
