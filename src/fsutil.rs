@@ -4,11 +4,19 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// `path` with `.new` appended to its file name (`autoboot.txt` → `autoboot.txt.new`).
-pub fn new_path(path: &Path) -> PathBuf {
+/// A temporary name beside `path` that no other writer uses: `<path>.new.<pid>.<n>`. Two
+/// processes (or threads) replacing the same file each rename their own complete file; the last
+/// rename wins and neither fails because the other moved its temporary away.
+fn unique_new_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut name = path.as_os_str().to_owned();
-    name.push(".new");
+    name.push(format!(
+        ".new.{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     PathBuf::from(name)
 }
 
@@ -25,14 +33,16 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Replaces `path` with `contents`: creates its directory if needed, writes `<path>.new` (created
-/// with `mode`, less the umask), fsyncs it, renames it over `path` and fsyncs the directory. The
+/// Replaces `path` with `contents`: creates its directory if needed, writes a temporary beside it
+/// (`<path>.new.<pid>.<n>`, created with `mode`, less the umask), fsyncs it, renames it over `path`
+/// and fsyncs the directory. Concurrent writers do not disturb each other (the last rename wins;
+/// callers that read, change and write use a lock, see `update::agent::state`). The
 /// old file stays complete until the rename (atomic on ext4 and tmpfs; on FAT a power cut during
 /// the rename itself can lose the entry). Errors name the step that failed.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir)?;
-    let tmp = new_path(path);
+    let tmp = unique_new_path(path);
     let context = |what: String| {
         move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
     };
@@ -43,11 +53,20 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<
         .mode(mode)
         .open(&tmp)
         .map_err(context(format!("cannot create {}", tmp.display())))?;
-    file.write_all(contents)
+    let written = file
+        .write_all(contents)
         .and_then(|()| file.sync_all())
-        .map_err(context(format!("cannot write {}", tmp.display())))?;
-    std::fs::rename(&tmp, path)
-        .map_err(context(format!("cannot rename {} over it", tmp.display())))?;
+        .map_err(context(format!("cannot write {}", tmp.display())))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .map_err(context(format!("cannot rename {} over it", tmp.display())))
+        });
+    if let Err(e) = written {
+        // A full disk or a failed rename leaves the old file as it was; don't leave the
+        // temporary behind as well.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     sync_dir(dir).map_err(context(format!("cannot fsync {}", dir.display())))
 }
 
@@ -67,7 +86,31 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert!(!super::new_path(&path).exists());
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("keys.toml")]);
+    }
+
+    #[test]
+    fn concurrent_writers_never_fail_and_leave_one_complete_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        super::write_atomic(path, &[b'a' + t; 4096], 0o644).unwrap();
+                    }
+                });
+            }
+        });
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), 4096);
+        assert!(got.iter().all(|b| *b == got[0]), "torn file");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
@@ -78,5 +121,7 @@ mod tests {
         std::fs::create_dir_all(path.join("inside")).unwrap();
         let err = super::write_atomic(&path, b"x", 0o644).unwrap_err();
         assert!(err.to_string().contains("cannot rename"), "{err}");
+        // The temporary is gone; only the directory that was in the way is left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use self::fetch::{FetchError, Source};
 use self::slot::SlotError;
@@ -400,9 +400,14 @@ pub async fn mark_good(config: &Config, timeout: Duration) -> Result<Slot, Updat
     let version = bootloader
         .version(booted)?
         .unwrap_or_else(crate::version::system_version);
-    state::update(&config.update.state_file, |s| {
+    // The bootloader commit above is what makes the boot good; the state file only records it
+    // for `confab update status`. Failing here would reboot (FailureAction=reboot) a device that
+    // is committed and healthy, so a recording error is logged, not returned.
+    if let Err(e) = state::update(&config.update.state_file, |s| {
         s.committed = Some(state::Committed::now(booted, &version))
-    })?;
+    }) {
+        warn!(slot = %booted, %version, "boot committed, but not recorded: {e}");
+    }
     info!(slot = %booted, %version, "boot committed");
     Ok(booted)
 }
