@@ -653,8 +653,17 @@ impl MediaDriver {
                 Err(e) => return Err(MediaError::Thread(e)),
             }
         }
-        for (i, p) in driver.shards.iter().enumerate() {
-            info!(media_thread = i, udp = ?p.udp_addrs, tcp = %p.tcp_addr, "media ports bound");
+        // One line however many threads (a 128-core host would otherwise log 128).
+        if let (Some(first), Some(last)) = (driver.shards.first(), driver.shards.last()) {
+            let port = |p: &ShardPorts| p.udp_addrs.first().map_or(0, |a| a.port());
+            info!(
+                media_threads = threads,
+                udp = ?first.udp_addrs,
+                tcp = %first.tcp_addr,
+                udp_last = port(last),
+                tcp_last = last.tcp_addr.port(),
+                "media ports bound (media thread i on UDP and TCP port + i)"
+            );
         }
         Ok(driver)
     }
