@@ -288,7 +288,7 @@ impl MediaHandle {
         router
             .rooms
             .insert(room.to_string(), Route { shard, pending: 1 });
-        debug!(%room, shard, "room assigned to a media thread");
+        info!(%room, media_thread = shard, "room placed on a media thread");
         Ok(shard)
     }
 
