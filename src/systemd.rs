@@ -66,16 +66,16 @@ pub fn watchdog_period() -> Option<Duration> {
     sd_notify::watchdog_enabled()
 }
 
-/// Pets the systemd watchdog at half its period, but only while the media loop's heartbeat is
-/// fresh: a stuck media thread stops the petting and systemd restarts the service.
-pub fn spawn_watchdog(heartbeat: Arc<Heartbeat>) -> Option<tokio::task::JoinHandle<()>> {
+/// Pets the systemd watchdog at half its period, but only while every media loop's heartbeat is
+/// fresh: one stuck media thread stops the petting and systemd restarts the service.
+pub fn spawn_watchdog(heartbeats: Vec<Arc<Heartbeat>>) -> Option<tokio::task::JoinHandle<()>> {
     let period = watchdog_period()?;
     let every = period / 2;
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let age = heartbeat.age();
+            let age = crate::media::oldest(&heartbeats);
             if age < period {
                 send(&[NotifyState::Watchdog]);
             } else {

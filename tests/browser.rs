@@ -2,7 +2,9 @@
 //! livekit-client in headless Chromium (playwright-core, fake camera and microphone) and uses
 //! livekit-server-sdk for tokens and the RoomService API. Three participants see, hear and message
 //! each other, mute, leave, get removed and have their room deleted — once with the client's
-//! default single-PeerConnection signalling (`/rtc/v1`) and once forced onto `/rtc` (v0).
+//! default single-PeerConnection signalling (`/rtc/v1`) and once forced onto `/rtc` (v0). With
+//! two or more media threads (the default on a multi-core machine) the v0 run's room is put on
+//! the second media thread, so livekit-client is proven against a thread other than the first.
 //!
 //! Needs node, npm and Chromium (scripts/install-deps.sh installs them); their absence is a
 //! failure, not a skip. `npm ci` runs in tests/browser when its node_modules is missing or older
@@ -40,6 +42,13 @@ fn run_browser(mode: &str) -> (String, u64) {
             .env("LIVEKIT_API_SECRET", &secret);
     });
     let ca = d.ca();
+    // With two or more media threads, v0 runs its room on the second one: an empty room created
+    // first takes the first thread (new rooms go to the thread with the fewest participants,
+    // then the fewest rooms), so the browsers' ICE, DTLS and media use that thread's own ports.
+    let second_thread = mode == "v0" && common::media_threads() >= 2;
+    if second_thread {
+        create_room(&d, &secret, "placeholder-on-thread-0");
+    }
     let mut cmd = Command::new("node");
     cmd.arg(browser_dir().join("run.mjs"))
         .args(["--mode", mode, "--api-key", API_KEY])
@@ -66,6 +75,17 @@ fn run_browser(mode: &str) -> (String, u64) {
             last_lines(&d.stderr(), 200)
         );
     };
+    if second_thread {
+        let log = d.stderr();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("room placed on a media thread")
+                    && l.contains(&format!("browser-{mode}-"))
+                    && l.contains("media_thread=1")),
+            "the browsers' room was not on media thread 1:\n{}",
+            last_lines(&log, 200)
+        );
+    }
     // Browsers have left; the daemon still shuts down cleanly.
     d.stop();
     (output, figure)
@@ -83,4 +103,51 @@ fn livekit_client_in_chromium_forced_v0_two_peer_connections() {
     let (output, ms) = run_browser("v0");
     println!("{output}");
     eprintln!("browser v0: join to first remote video frame {ms} ms");
+}
+
+/// CreateRoom over Twirp with an admin token for this test's API key.
+fn create_room(d: &Daemon, secret: &str, name: &str) {
+    use confab::auth::{ApiKeys, TokenRequest, VideoGrant};
+    let keys = ApiKeys::from_map(
+        [(
+            API_KEY.to_string(),
+            confab::config::Secret::new(secret.into()),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let token = confab::auth::mint(
+        &keys,
+        API_KEY,
+        &TokenRequest {
+            identity: "test-admin".into(),
+            ttl: Duration::from_secs(600),
+            video: VideoGrant {
+                room_create: Some(true),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ca = d.ca();
+    let out = common::curl(&[
+        "-sS",
+        "--fail-with-body",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-H",
+        &format!("authorization: Bearer {token}"),
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &format!("{{\"name\":\"{name}\"}}"),
+        &d.url("/twirp/livekit.RoomService/CreateRoom"),
+    ]);
+    assert!(
+        out.status.success(),
+        "CreateRoom {name}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -202,7 +202,7 @@ impl Server {
         (s, join)
     }
 
-    /// `/api/health/ready` is 200 and the media loop turned within the last second (it beats
+    /// `/api/health/ready` is 200 and every media loop turned within the last second (each beats
     /// every 100 ms; readiness only fails after 5 s, so this catches a stuck loop sooner).
     fn assert_ready(&self) {
         let (code, body) = self.d.get("/api/health/ready");
@@ -210,8 +210,8 @@ impl Server {
         let ready: Value = serde_json::from_str(&body).unwrap();
         let detail = ready["checks"]["media"]["detail"].as_str().unwrap();
         let ms: u64 = detail
-            .strip_prefix("media loop last turned ")
-            .and_then(|s| s.strip_suffix(" ms ago"))
+            .rsplit_once("last turned ")
+            .and_then(|(_, s)| s.strip_suffix(" ms ago"))
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("unexpected media detail: {detail}"));
         assert!(ms < 1000, "media loop stalled: {detail}");
@@ -1217,5 +1217,116 @@ async fn admin_setup_login_overview_and_ending_a_room() {
         "limited after five failures, even with the right password: {v}"
     );
     s.assert_no_panic();
+    s.stop();
+}
+
+/// Two media threads (`CONFAB_MEDIA_THREADS=2`): a room created while another has a participant
+/// goes to the other thread (its ICE candidates name the other thread's ports), the Twirp
+/// RoomService sees the rooms and participants of both, and `rtc.max_rooms` holds for the whole
+/// server, not per thread.
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_on_two_media_threads_are_listed_and_limited_together() {
+    let s = Server::start_with(|c| {
+        c.env("CONFAB_MEDIA_THREADS", "2")
+            .env("CONFAB_MAX_ROOMS", "2");
+    });
+    let admin = {
+        let keys = ApiKeys::from_map(BTreeMap::from([(
+            s.key.clone(),
+            Secret::new(s.secret.clone()),
+        )]));
+        confab::auth::mint(
+            &keys,
+            &s.key,
+            &TokenRequest {
+                identity: "ops".into(),
+                ttl: Duration::from_secs(600),
+                video: VideoGrant {
+                    room_create: Some(true),
+                    room_list: Some(true),
+                    room_admin: Some(true),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let twirp = |method: &str, body: Value| -> (String, Value) {
+        let ca = s.d.ca();
+        let auth = format!("authorization: Bearer {admin}");
+        let body = body.to_string();
+        let out = common::curl(&[
+            "-sS",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            &auth,
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+            "-w",
+            "\n%{http_code}",
+            &s.d.url(&format!("/twirp/livekit.RoomService/{method}")),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.to_string(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    };
+
+    // ROOM lands on the first thread: its offer names the first thread's UDP port.
+    let (mut alice, _) = s.join("alice").await;
+    let offer = alice.offer().await;
+    assert!(
+        offer.sdp.contains(&format!(" {} typ host", s.d.udp))
+            && !offer.sdp.contains(&format!(" {} typ host", s.d.udp + 1)),
+        "{}",
+        offer.sdp
+    );
+    // The other thread has fewer participants: the next room goes there.
+    let (code, room) = twirp("CreateRoom", json!({"name": "second"}));
+    assert_eq!(code, "200", "{room}");
+    let (code, list) = twirp("ListRooms", json!({}));
+    assert_eq!(code, "200", "{list}");
+    let names: Vec<&str> = list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["second", ROOM], "{list}");
+    let (code, people) = twirp("ListParticipants", json!({"room": ROOM}));
+    assert_eq!(code, "200", "{people}");
+    assert_eq!(people["participants"][0]["identity"], "alice", "{people}");
+    let (code, people) = twirp("ListParticipants", json!({"room": "second"}));
+    assert_eq!(code, "200", "{people}");
+    // Two rooms on two threads are the server's maximum of two.
+    let (code, refused) = twirp("CreateRoom", json!({"name": "third"}));
+    assert_eq!(code, "429", "{refused}");
+    assert!(
+        refused["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("maximum of 2 rooms"),
+        "{refused}"
+    );
+    // Deleting a room on the second thread frees the slot.
+    let (code, _) = twirp("DeleteRoom", json!({"room": "second"}));
+    assert_eq!(code, "200");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, body) = twirp("CreateRoom", json!({"name": "third"}));
+        if code == "200" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{code} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.assert_ready();
+    drop(alice);
     s.stop();
 }

@@ -559,8 +559,9 @@ async fn overview(app: &App) -> Response<Body> {
     v["checks"] = json!(checks);
     v["process"] = process_figures();
     let rooms = match &app.0.media {
-        Some(m) => m
-            .call(|sfu, _| {
+        Some(m) => {
+            let mut rooms: Vec<(String, Value)> = m
+            .call_all(|sfu, _| {
                 sfu.list_rooms(&[])
                     .into_iter()
                     .map(|r| {
@@ -570,12 +571,18 @@ async fn overview(app: &App) -> Response<Body> {
                             .into_iter()
                             .map(|p| json!({"identity": p.identity, "name": p.name, "tracks": p.tracks.len()}))
                             .collect();
-                        json!({"name": r.name, "participants": people, "created_at": r.creation_time})
+                        (r.name.clone(), json!({"name": r.name, "participants": people, "created_at": r.creation_time}))
                     })
-                    .collect::<Vec<Value>>()
+                    .collect::<Vec<(String, Value)>>()
             })
             .await
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect();
+            rooms.sort_by(|a, b| a.0.cmp(&b.0));
+            rooms.into_iter().map(|(_, v)| v).collect()
+        }
         None => vec![],
     };
     v["room_list"] = json!(rooms);
@@ -619,7 +626,10 @@ async fn room_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
     match action {
         "end" => {
             let r = room.clone();
-            match media.call(move |sfu, now| sfu.delete_room(now, &r)).await {
+            match media
+                .call_room(&room, move |sfu, now| sfu.delete_room(now, &r))
+                .await
+            {
                 Ok(true) => {
                     info!(%room, "room ended by the admin");
                     json_response(StatusCode::OK, &json!({"ended": room}))
@@ -635,7 +645,7 @@ async fn room_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
             };
             let (r, id) = (room.clone(), body.identity.clone());
             let found = media
-                .call(move |sfu, now| match sfu.find(&r, &id) {
+                .call_room(&room, move |sfu, now| match sfu.find(&r, &id) {
                     Some(pid) => {
                         sfu.remove_participant(
                             now,

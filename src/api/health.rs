@@ -19,13 +19,14 @@ pub struct Check {
 
 pub struct Readiness {
     pub state: Arc<dyn Store>,
-    pub media: Arc<Heartbeat>,
+    /// One per media thread: the check fails when any of them stalls.
+    pub media: Vec<Arc<Heartbeat>>,
     pub tls_loaded: AtomicBool,
     pub draining: AtomicBool,
 }
 
 impl Readiness {
-    pub fn new(state: Arc<dyn Store>, media: Arc<Heartbeat>) -> Self {
+    pub fn new(state: Arc<dyn Store>, media: Vec<Arc<Heartbeat>>) -> Self {
         Readiness {
             state,
             media,
@@ -36,7 +37,14 @@ impl Readiness {
 
     pub fn checks(&self) -> Vec<Check> {
         let state_ok = self.state.healthy();
-        let media_age = self.media.age();
+        let ages: Vec<std::time::Duration> = self.media.iter().map(|h| h.age()).collect();
+        let media_age = ages.iter().copied().max().unwrap_or_default();
+        let stalled: Vec<String> = ages
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| **a >= MEDIA_STALL)
+            .map(|(i, _)| i.to_string())
+            .collect();
         let tls = self.tls_loaded.load(Ordering::Relaxed);
         let draining = self.draining.load(Ordering::Relaxed);
         vec![
@@ -51,8 +59,19 @@ impl Readiness {
             },
             Check {
                 name: "media",
-                ok: media_age < MEDIA_STALL,
-                detail: format!("media loop last turned {} ms ago", media_age.as_millis()),
+                ok: media_age < MEDIA_STALL && !ages.is_empty(),
+                detail: match (ages.len(), stalled.is_empty()) {
+                    (1, _) => format!("media loop last turned {} ms ago", media_age.as_millis()),
+                    (n, true) => format!(
+                        "{n} media loops, the slowest last turned {} ms ago",
+                        media_age.as_millis()
+                    ),
+                    (n, false) => format!(
+                        "media loop {} of {n} stalled: last turned {} ms ago",
+                        stalled.join(", "),
+                        media_age.as_millis()
+                    ),
+                },
             },
             Check {
                 name: "tls",

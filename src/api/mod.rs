@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::auth::{self, ApiKeys, KeyRing};
 
-pub use health::{Check, Readiness};
+pub use health::{Check, Readiness, MEDIA_STALL};
 
 pub type Body = Full<Bytes>;
 
@@ -238,16 +238,19 @@ impl App {
 
     /// What `confab status` prints.
     pub fn status_json(&self) -> serde_json::Value {
-        let count = |f: fn(&crate::media::MediaStats) -> u64| {
-            self.0.media.as_ref().map_or(0, |m| f(&m.stats))
-        };
+        let totals = self
+            .0
+            .media
+            .as_ref()
+            .map(|m| m.totals())
+            .unwrap_or_default();
         json!({
             "version": crate::version::VERSION,
             "commit": crate::version::COMMIT,
             "build_date": crate::version::BUILD_DATE,
             "uptime_seconds": self.uptime_seconds(),
-            "rooms": count(|s| s.rooms.load(std::sync::atomic::Ordering::Relaxed)),
-            "participants": count(|s| s.participants.load(std::sync::atomic::Ordering::Relaxed)),
+            "rooms": totals.rooms,
+            "participants": totals.participants,
             "update": crate::update::agent::state::summary(&self.0.update_state, self.0.has_slots),
             "ready": self.0.readiness.checks().iter().all(|c| c.ok),
         })

@@ -120,7 +120,7 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
     if let Some(media) = &app.0.media {
         let r = room.clone();
         let full = media
-            .call(move |sfu, _| {
+            .call_room(&room, move |sfu, _| {
                 sfu.list_rooms(std::slice::from_ref(&r))
                     .first()
                     .is_some_and(|x| {
@@ -191,7 +191,9 @@ pub async fn status(app: &App, path: &str) -> Response<Body> {
     };
     let r = room.clone();
     let found = media
-        .call(move |sfu, _| sfu.list_rooms(std::slice::from_ref(&r)).into_iter().next())
+        .call_room(&room, move |sfu, _| {
+            sfu.list_rooms(std::slice::from_ref(&r)).into_iter().next()
+        })
         .await
         .ok()
         .flatten();

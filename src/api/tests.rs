@@ -10,7 +10,7 @@ use crate::state::SledStore;
 fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
-    let readiness = Readiness::new(store, Arc::new(heartbeat));
+    let readiness = Readiness::new(store, vec![Arc::new(heartbeat)]);
     readiness
         .tls_loaded
         .store(true, std::sync::atomic::Ordering::Relaxed);

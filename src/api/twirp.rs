@@ -179,7 +179,7 @@ async fn serve(
             let (name, max, empty, meta) =
                 (r.name, r.max_participants, r.empty_timeout, r.metadata);
             let room = media
-                .call(move |sfu, now| {
+                .create_room(&name.clone(), move |sfu, now| {
                     let room =
                         sfu.create_room(now, &name, Some(max), (empty > 0).then_some(empty))?;
                     if meta.is_empty() {
@@ -200,10 +200,7 @@ async fn serve(
                 "roomList",
             )?;
             let r: lk::ListRoomsRequest = d.parse()?;
-            let rooms = media
-                .call(move |sfu, _| sfu.list_rooms(&r.names))
-                .await
-                .map_err(call)?;
+            let rooms = media.list_rooms(r.names).await.map_err(call)?;
             Ok(d.reply(&lk::ListRoomsResponse { rooms }))
         }
         "DeleteRoom" => {
@@ -211,7 +208,7 @@ async fn serve(
             let r: lk::DeleteRoomRequest = d.parse()?;
             let room = r.room.clone();
             let found = media
-                .call(move |sfu, now| sfu.delete_room(now, &room))
+                .call_room(&r.room, move |sfu, now| sfu.delete_room(now, &room))
                 .await
                 .map_err(call)?;
             if !found {
@@ -225,7 +222,7 @@ async fn serve(
             admin_of(&claims, &r.room)?;
             let room = r.room.clone();
             let list = media
-                .call(move |sfu, _| sfu.list_participants(&room))
+                .call_room(&r.room, move |sfu, _| sfu.list_participants(&room))
                 .await
                 .map_err(call)?
                 .ok_or_else(|| not_found(&format!("room {:?}", r.room)))?;
@@ -236,7 +233,9 @@ async fn serve(
             admin_of(&claims, &r.room)?;
             let (room, id) = (r.room.clone(), r.identity.clone());
             let info = media
-                .call(move |sfu, _| sfu.find(&room, &id).and_then(|p| sfu.participant_info(p)))
+                .call_room(&r.room, move |sfu, _| {
+                    sfu.find(&room, &id).and_then(|p| sfu.participant_info(p))
+                })
                 .await
                 .map_err(call)?
                 .ok_or_else(|| not_found(&format!("participant {:?}", r.identity)))?;
@@ -247,7 +246,7 @@ async fn serve(
             admin_of(&claims, &r.room)?;
             let (room, id) = (r.room.clone(), r.identity.clone());
             let found = media
-                .call(move |sfu, now| match sfu.find(&room, &id) {
+                .call_room(&r.room, move |sfu, now| match sfu.find(&room, &id) {
                     Some(pid) => {
                         sfu.remove_participant(now, pid, lk::DisconnectReason::ParticipantRemoved);
                         true
@@ -265,9 +264,10 @@ async fn serve(
         "MutePublishedTrack" => {
             let r: lk::MuteRoomTrackRequest = d.parse()?;
             admin_of(&claims, &r.room)?;
+            let shard_room = r.room.clone();
             let (room, id, track, muted) = (r.room, r.identity, r.track_sid.clone(), r.muted);
             let info = media
-                .call(move |sfu, _| {
+                .call_room(&shard_room, move |sfu, _| {
                     let pid = sfu.find(&room, &id)?;
                     let owns = sfu
                         .participant_info(pid)
@@ -286,9 +286,9 @@ async fn serve(
         "UpdateParticipant" => {
             let r: lk::UpdateParticipantRequest = d.parse()?;
             admin_of(&claims, &r.room)?;
-            let identity = r.identity.clone();
+            let (identity, room) = (r.identity.clone(), r.room.clone());
             let info = media
-                .call(move |sfu, _| {
+                .call_room(&room, move |sfu, _| {
                     let pid = sfu.find(&r.room, &r.identity)?;
                     let perms = r.permission.map(|p| Permissions {
                         can_publish: p.can_publish,
@@ -312,9 +312,9 @@ async fn serve(
         "UpdateSubscriptions" => {
             let r: lk::UpdateSubscriptionsRequest = d.parse()?;
             admin_of(&claims, &r.room)?;
-            let identity = r.identity.clone();
+            let (identity, room) = (r.identity.clone(), r.room.clone());
             let found = media
-                .call(move |sfu, now| {
+                .call_room(&room, move |sfu, now| {
                     let Some(pid) = sfu.find(&r.room, &r.identity) else {
                         return false;
                     };
@@ -351,7 +351,7 @@ async fn serve(
                 ..Default::default()
             };
             let found = media
-                .call(move |sfu, now| sfu.send_data(now, &room, packet))
+                .call_room(&r.room, move |sfu, now| sfu.send_data(now, &room, packet))
                 .await
                 .map_err(call)?;
             if !found {
@@ -364,7 +364,9 @@ async fn serve(
             admin_of(&claims, &r.room)?;
             let room = r.room.clone();
             let info = media
-                .call(move |sfu, _| sfu.update_room_metadata(&room, r.metadata))
+                .call_room(&r.room.clone(), move |sfu, _| {
+                    sfu.update_room_metadata(&room, r.metadata)
+                })
                 .await
                 .map_err(call)?
                 .ok_or_else(|| not_found(&format!("room {:?}", r.room)))?;

@@ -80,6 +80,18 @@ pub struct BenchArgs {
     /// Exit 1 unless every subscriber received media (for the CI smoke test).
     #[arg(long)]
     pub require_media: bool,
+    /// meeting, webinar, audio, churn: run this many rooms of N at once (each room on one
+    /// media thread of confab; R × N participants in all).
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// confab's `rtc.media_threads` (default: confab's own default, one per core it may use —
+    /// with `taskset` on one core, one).
+    #[arg(long)]
+    pub media_threads: Option<usize>,
+    /// The CPUs confab runs on, e.g. `0,1` (default: `--server-core`). The limit and the
+    /// baseline stay on `--server-core`.
+    #[arg(long)]
+    pub server_cores: Option<String>,
 }
 
 // ------------------------------------------------------------------------------ shared counters
@@ -209,10 +221,58 @@ fn free_port_udp() -> std::io::Result<u16> {
         .port())
 }
 
+/// A free port `p` (UDP or TCP) with `p + 1 .. p + n` free too: media thread `i` of confab binds
+/// `rtc.udp_port + i` and `rtc.tcp_port + i`.
+fn free_port_range(n: usize, tcp: bool, avoid: &[u16]) -> std::io::Result<u16> {
+    for _ in 0..100 {
+        let p = if tcp {
+            free_port_tcp()?
+        } else {
+            free_port_udp()?
+        };
+        let range = p as usize..p as usize + n.max(1);
+        if range.end > 65_536 || avoid.iter().any(|a| range.contains(&(*a as usize))) {
+            continue;
+        }
+        let free = range.skip(1).all(|q| {
+            let q = q as u16;
+            if tcp {
+                std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()
+            } else {
+                std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()
+            }
+        });
+        if free {
+            return Ok(p);
+        }
+    }
+    Err(std::io::Error::other("no free range of ports"))
+}
+
+/// How confab is started: on which cores, with how many media threads.
+#[derive(Debug, Clone, Default)]
+struct Placement {
+    /// `taskset -c` list; `None` = not pinned.
+    cores: Option<String>,
+    media_threads: Option<usize>,
+}
+
+impl Placement {
+    /// Media threads confab will run: the configured number, or one per core it may use.
+    fn threads(&self) -> usize {
+        self.media_threads.filter(|n| *n > 0).unwrap_or_else(|| {
+            self.cores.as_deref().map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |c| parse_cores(c).len().max(1),
+            )
+        })
+    }
+}
+
 impl Server {
     async fn start(
         exe: &Path,
-        core: Option<usize>,
+        placement: &Placement,
         max_participants: usize,
     ) -> Result<Server, String> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -224,23 +284,27 @@ impl Server {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let port = |r: std::io::Result<u16>| r.map_err(|e| format!("no free port: {e}"));
-        let (https, http, tcp) = (
-            port(free_port_tcp())?,
-            port(free_port_tcp())?,
-            port(free_port_tcp())?,
-        );
-        let udp = port(free_port_udp())?;
-        let mut cmd = match core {
+        let threads = placement.threads();
+        let (https, http) = (port(free_port_tcp())?, port(free_port_tcp())?);
+        let tcp = port(free_port_range(threads, true, &[https, http]))?;
+        let udp = port(free_port_range(threads, false, &[]))?;
+        let mut cmd = match &placement.cores {
             Some(c) => {
                 let mut cmd = Command::new("taskset");
-                cmd.arg("-c").arg(c.to_string()).arg(exe);
+                cmd.arg("-c").arg(c).arg(exe);
                 cmd
             }
             None => Command::new(exe),
         };
+
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(
+                placement
+                    .media_threads
+                    .map(|n| ("CONFAB_MEDIA_THREADS", n.to_string())),
+            )
             .env("CONFAB_STATE_DIR", dir.join("data"))
             .env("CONFAB_BIND", "127.0.0.1")
             .env("CONFAB_HTTPS_PORT", https.to_string())
@@ -426,6 +490,29 @@ impl Target {
         }
     }
 
+    /// CPU seconds of each of confab's media threads (`confab-media*`), by thread name.
+    fn media_cpu(&self) -> Vec<(String, f64)> {
+        let Target::Confab(s) = self else {
+            return vec![];
+        };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", s.pid())) else {
+            return vec![];
+        };
+        let mut v: Vec<(String, f64)> = tasks
+            .filter_map(|t| {
+                let dir = t.ok()?.path();
+                let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                let comm = comm.trim();
+                if !comm.starts_with("confab-media") {
+                    return None;
+                }
+                Some((comm.to_string(), cpu_seconds(&dir.join("stat"))?))
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     fn rss_kib(&self) -> Option<u64> {
         match self {
             Target::Confab(s) => status_kib(s.pid(), "VmRSS"),
@@ -446,6 +533,10 @@ impl Target {
 pub struct Row {
     pub name: String,
     pub size: usize,
+    /// Rooms of `size` run at once.
+    pub rooms: usize,
+    /// CPU % of one core of each media thread of confab.
+    pub media_cpu_percent: Vec<f64>,
     pub seconds: f64,
     pub packets_per_s: f64,
     pub packets_per_cpu_s: f64,
@@ -467,7 +558,7 @@ pub struct Row {
 
 impl Row {
     fn header() -> String {
-        "| scenario | N | pkts/s out | pkts per CPU-s | CPU % | Mbit/s out | delay p50/p99 ms | loss % | RSS idle → loaded MiB | KiB per participant | receiving | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|".into()
+        "| scenario | N | pkts/s out | pkts per CPU-s | CPU % | media threads CPU % | Mbit/s out | delay p50/p99 ms | loss % | RSS idle → loaded MiB | KiB per participant | receiving | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
     }
 
     fn line(&self) -> String {
@@ -477,22 +568,38 @@ impl Row {
             _ => "-".into(),
         };
         let per = match (self.rss_idle_kib, self.rss_kib) {
-            (Some(a), Some(b)) if self.size > 0 => {
-                format!("{:.0}", b.saturating_sub(a) as f64 / self.size as f64)
-            }
+            (Some(a), Some(b)) if self.size > 0 => format!(
+                "{:.0}",
+                b.saturating_sub(a) as f64 / (self.size * self.rooms.max(1)) as f64
+            ),
             _ => "-".into(),
         };
         let mut receiving = format!("{}/{}", self.receivers, self.expected_receivers);
         if let Some(j) = self.join_p50_ms {
             receiving.push_str(&format!(" (join→media p50 {j} ms)"));
         }
+        let size = if self.rooms > 1 {
+            format!("{}×{}", self.rooms, self.size)
+        } else {
+            self.size.to_string()
+        };
+        let threads = if self.media_cpu_percent.is_empty() {
+            "-".to_string()
+        } else {
+            self.media_cpu_percent
+                .iter()
+                .map(|c| format!("{c:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
         format!(
-            "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {}/{} | {:.2} | {} | {} | {} | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {} | {:.1} | {}/{} | {:.2} | {} | {} | {} | {:.0} |",
             self.name,
-            self.size,
+            size,
             self.packets_per_s,
             self.packets_per_cpu_s,
             self.cpu_percent,
+            threads,
             self.mbit_out,
             ms(self.delay_p50_ms),
             ms(self.delay_p99_ms),
@@ -547,11 +654,23 @@ async fn run_one(
     target: Target,
     scenario: Scenario,
     n: usize,
+    rooms: usize,
     seconds: u64,
     churn_rate: f64,
 ) -> Row {
     let stats = Arc::new(Stats::default());
-    let room = "bench";
+    let rooms = if scenario == Scenario::Baseline {
+        1
+    } else {
+        rooms.max(1)
+    };
+    let room_name = |r: usize| {
+        if rooms == 1 {
+            "bench".to_string()
+        } else {
+            format!("bench-{r}")
+        }
+    };
     let rss_idle = target.rss_kib();
     let av = Plan {
         audio: true,
@@ -582,15 +701,20 @@ async fn run_one(
         ),
         Scenario::Limit => (vec![], 0),
     };
+    let expected = expected * rooms as u64;
     let mut members = std::collections::VecDeque::new();
     let mut joined = 0usize;
-    for plan in plans {
-        joined += 1;
-        match spawn_member(&target, &stats, room, format!("p{joined}"), plan).await {
-            Ok(m) => members.push_back(m),
-            Err(e) => stats.error(format!("join p{joined}: {e}")),
+    // Room by room, so each room's publisher comes first (webinar).
+    for r in 0..rooms {
+        let room = room_name(r);
+        for plan in &plans {
+            joined += 1;
+            match spawn_member(&target, &stats, &room, format!("p{joined}"), *plan).await {
+                Ok(m) => members.push_back((m, r)),
+                Err(e) => stats.error(format!("join p{joined}: {e}")),
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
-        tokio::time::sleep(Duration::from_millis(30)).await;
     }
     // Until everyone receives (or 20 s), then 2 s to settle (layers, bandwidth estimates).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -606,7 +730,7 @@ async fn run_one(
     }
 
     let own = Path::new("/proc/self/stat");
-    let (cpu0, gen0) = (target.cpu(), cpu_seconds(own));
+    let (cpu0, gen0, media0) = (target.cpu(), cpu_seconds(own), target.media_cpu());
     let t0 = Instant::now();
     stats.measuring.store(true, Ordering::Relaxed);
     let end = t0 + Duration::from_secs(seconds);
@@ -616,12 +740,14 @@ async fn run_one(
         while next < end {
             tokio::time::sleep_until(next.into()).await;
             next += every;
-            if let Some(old) = members.pop_front() {
+            let mut r = 0;
+            if let Some((old, room)) = members.pop_front() {
                 end_member(old, &stats).await;
+                r = room;
             }
             joined += 1;
-            match spawn_member(&target, &stats, room, format!("p{joined}"), av).await {
-                Ok(m) => members.push_back(m),
+            match spawn_member(&target, &stats, &room_name(r), format!("p{joined}"), av).await {
+                Ok(m) => members.push_back((m, r)),
                 Err(e) => stats.error(format!("join p{joined}: {e}")),
             }
         }
@@ -629,9 +755,19 @@ async fn run_one(
     tokio::time::sleep_until(end.into()).await;
     stats.measuring.store(false, Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
-    let (cpu1, gen1) = (target.cpu(), cpu_seconds(own));
+    let (cpu1, gen1, media1) = (target.cpu(), cpu_seconds(own), target.media_cpu());
+    let media_cpu_percent = media1
+        .iter()
+        .map(|(name, b)| {
+            let a = media0
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0.0, |(_, a)| *a);
+            (b - a) / secs * 100.0
+        })
+        .collect();
     let rss = target.rss_kib();
-    for m in members {
+    for (m, _) in members {
         end_member(m, &stats).await;
     }
     match target {
@@ -664,6 +800,8 @@ async fn run_one(
     Row {
         name: format!("{scenario:?}").to_lowercase(),
         size: n,
+        rooms,
+        media_cpu_percent,
         seconds: secs,
         packets_per_s: packets / secs,
         packets_per_cpu_s: if cpu > 0.0 { packets / cpu } else { 0.0 },
@@ -703,7 +841,15 @@ fn default_sizes(s: Scenario) -> Vec<usize> {
 /// Entry point of `confab bench`.
 pub fn run(args: BenchArgs) -> ExitCode {
     let server_core = (!args.no_pin).then_some(args.server_core);
-    let machine = machine_line(server_core, &args);
+    let placement = Placement {
+        cores: (!args.no_pin).then(|| {
+            args.server_cores
+                .clone()
+                .unwrap_or_else(|| args.server_core.to_string())
+        }),
+        media_threads: args.media_threads,
+    };
+    let machine = machine_line(&args);
     if !args.no_pin {
         let cores = parse_cores(&args.generator_cores);
         if cores.is_empty() || !pin_current_thread(&cores) {
@@ -768,9 +914,11 @@ pub fn run(args: BenchArgs) -> ExitCode {
                         Err(e) => return Err(e),
                     }
                 } else {
-                    Target::Confab(Server::start(&exe, server_core, n + 2).await?)
+                    Target::Confab(Server::start(&exe, &placement, n + 2).await?)
                 };
-                Ok::<_, String>(run_one(target, sc, n, args.seconds, args.churn_rate).await)
+                Ok::<_, String>(
+                    run_one(target, sc, n, args.rooms, args.seconds, args.churn_rate).await,
+                )
             });
             let row = match row {
                 Ok(r) => r,
@@ -823,7 +971,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn machine_line(core: Option<usize>, args: &BenchArgs) -> String {
+fn machine_line(args: &BenchArgs) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -833,11 +981,23 @@ fn machine_line(core: Option<usize>, args: &BenchArgs) -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let server = if args.no_pin {
+        "any core".to_string()
+    } else {
+        format!(
+            "cores {}",
+            args.server_cores
+                .clone()
+                .unwrap_or_else(|| args.server_core.to_string())
+        )
+    };
     format!(
-        "confab bench: {cpu}, {} CPUs; server on {}, generator on {}; {} s per run; load average {}",
+        "confab bench: {cpu}, {} CPUs; server on {server} ({} media threads), generator on {}; {} rooms per run; {} s per run; load average {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        core.map_or("any core".into(), |c| format!("core {c}")),
+        args.media_threads
+            .map_or_else(|| "default".to_string(), |n| n.to_string()),
         if args.no_pin { "any core" } else { args.generator_cores.as_str() },
+        args.rooms,
         args.seconds,
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     )

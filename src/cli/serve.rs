@@ -15,7 +15,7 @@ use crate::api::server::{self, Listeners};
 use crate::api::{App, AppInner, Readiness};
 use crate::auth::{ApiKeys, KeysOrigin};
 use crate::config::Config;
-use crate::media::MediaDriver;
+use crate::media::{MediaDriver, MediaPlan};
 use crate::state::{SledStore, Store};
 use crate::{systemd, tls, version};
 
@@ -77,9 +77,12 @@ async fn serve(config: Config) -> ExitCode {
         Err(e) => return startup_failed(e),
     };
     let mut media = match MediaDriver::start(
-        config.http.bind,
-        config.rtc.udp_port,
-        config.rtc.tcp_port,
+        &MediaPlan {
+            bind: config.http.bind,
+            udp_port: config.rtc.udp_port,
+            tcp_port: config.rtc.tcp_port,
+            threads: config.rtc.media_threads,
+        },
         crate::sfu::SfuConfig {
             max_participants: config.rtc.max_participants,
             max_rooms: config.rtc.max_rooms,
@@ -92,7 +95,7 @@ async fn serve(config: Config) -> ExitCode {
         Err(e) => return startup_failed(e),
     };
 
-    let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeat.clone());
+    let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeats());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
     // The appliance owner's admin settings (boot partition confab.toml), applied once.
     let preset_code = crate::api::admin::apply_preset(store.as_ref(), &config.state_dir)
@@ -133,7 +136,7 @@ async fn serve(config: Config) -> ExitCode {
         stop_rx,
         config.http.shutdown_grace,
     ));
-    let watchdog = systemd::spawn_watchdog(media.heartbeat.clone());
+    let watchdog = systemd::spawn_watchdog(media.heartbeats());
     let status_task = tokio::spawn(status_loop(app.clone(), store.clone()));
 
     let url = format!("https://localhost:{}/", config.http.https_port);

@@ -82,6 +82,12 @@ pub struct RtcConfig {
     /// An address to advertise to clients besides the bound ones: the public address of a host
     /// behind 1:1 NAT (cloud VMs), which forwards to this host's media ports.
     pub node_ip: Option<IpAddr>,
+    /// Media threads (shards), each with its own SFU and ports: thread `i` receives media on
+    /// `udp_port + i` (UDP) and `tcp_port + i` (ICE-TCP). `rtc.media_threads = 0` or unset: one
+    /// per available core. Always ≥ 1 here.
+    pub media_threads: usize,
+    /// Whether `media_threads` was chosen from the core count (not configured).
+    pub media_threads_auto: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +269,7 @@ impl Config {
         let udp_port = r.port("rtc.udp_port", &["CONFAB_UDP_PORT"], false);
         let node_ip = r.ip("rtc.node_ip", &["CONFAB_NODE_IP"]);
         let tcp_port = r.port("rtc.tcp_port", &["CONFAB_TCP_PORT"], false);
+        let media_threads = r.u64_in("rtc.media_threads", &["CONFAB_MEDIA_THREADS"], 0..=1024);
         let max_participants = r.u64_in(
             "rtc.max_participants",
             &["CONFAB_MAX_PARTICIPANTS"],
@@ -319,6 +326,20 @@ impl Config {
             ("http.http_port", http_port),
             ("rtc.tcp_port", Some(tcp_port)),
         ]);
+        let media_threads_auto = matches!(media_threads, None | Some(0));
+        let media_threads = match media_threads {
+            Some(n) if n > 0 => n as usize,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        r.check_media_ports(
+            media_threads,
+            udp_port,
+            tcp_port,
+            &[
+                ("http.https_port", Some(https_port)),
+                ("http.http_port", http_port),
+            ],
+        );
         let tls = match (cert, key) {
             (None, None) => TlsSource::LocalCa,
             (Some(cert), Some(key)) => {
@@ -370,6 +391,8 @@ impl Config {
                 max_rooms: max_rooms.unwrap_or(100) as u32,
                 empty_timeout: empty_timeout.unwrap_or(Duration::from_secs(300)),
                 node_ip,
+                media_threads,
+                media_threads_auto,
             },
             auth: AuthConfig {
                 keys,
@@ -388,7 +411,7 @@ impl Config {
         let keys: Vec<&str> = self.auth.keys.keys().map(String::as_str).collect();
         format!(
             "state_dir={} log_level={} public_url={} bind={} https_port={} http_port={} tls={} \
-             udp_port={} tcp_port={} max_participants={} max_rooms={} empty_timeout={}s api_keys=[{}] token_ttl={}s update_url={} update_check={} board={} bootloader={} sources=[{}]",
+             udp_port={} tcp_port={} media_threads={}{} max_participants={} max_rooms={} empty_timeout={}s api_keys=[{}] token_ttl={}s update_url={} update_check={} board={} bootloader={} sources=[{}]",
             self.state_dir.display(),
             self.log_level,
             self.public_url.as_deref().unwrap_or("-"),
@@ -400,6 +423,12 @@ impl Config {
             tls,
             self.rtc.udp_port,
             self.rtc.tcp_port,
+            self.rtc.media_threads,
+            if self.rtc.media_threads_auto {
+                "(auto)"
+            } else {
+                ""
+            },
             self.rtc.max_participants,
             self.rtc.max_rooms,
             self.rtc.empty_timeout.as_secs(),

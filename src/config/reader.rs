@@ -33,6 +33,7 @@ const CONFAB_VARS: &[&str] = &[
     "CONFAB_UDP_PORT",
     "CONFAB_TCP_PORT",
     "CONFAB_NODE_IP",
+    "CONFAB_MEDIA_THREADS",
     "CONFAB_MAX_PARTICIPANTS",
     "CONFAB_MAX_ROOMS",
     "CONFAB_EMPTY_TIMEOUT_SECONDS",
@@ -433,6 +434,46 @@ impl<'a> Reader<'a> {
                             format!("port {pa} is also used by {b}; each TCP port must differ"),
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The media threads' ports: thread `i` uses `rtc.udp_port + i` (UDP) and `rtc.tcp_port + i`
+    /// (TCP). Both ranges must end by 65535, and the TCP range must not hold another TCP port.
+    pub fn check_media_ports(
+        &mut self,
+        threads: usize,
+        udp_port: u16,
+        tcp_port: u16,
+        others: &[(&str, Option<u16>)],
+    ) {
+        let last = |p: u16| p as usize + threads.saturating_sub(1);
+        for (key, port) in [("rtc.udp_port", udp_port), ("rtc.tcp_port", tcp_port)] {
+            if last(port) > 65_535 {
+                self.error(
+                    key,
+                    format!(
+                        "{threads} media threads use ports {port}..={}, beyond 65535; lower the \
+                         port or rtc.media_threads",
+                        last(port)
+                    ),
+                );
+            }
+        }
+        let range = tcp_port as usize..=last(tcp_port);
+        for (key, port) in others {
+            if let Some(p) = port {
+                if *p != tcp_port && range.contains(&(*p as usize)) {
+                    self.error(
+                        key,
+                        format!(
+                            "port {p} is also used by ICE-TCP: with {threads} media threads, \
+                             rtc.tcp_port {tcp_port} means TCP ports {tcp_port}..={}; each TCP port \
+                             must differ",
+                            last(tcp_port)
+                        ),
+                    );
                 }
             }
         }

@@ -204,3 +204,54 @@ fn every_variable_build_rs_stamps_is_ignored() {
         );
     }
 }
+
+#[test]
+fn media_threads_default_to_the_cores_and_can_be_set() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let c = Config::from_layers(&[], &Env::new()).unwrap();
+    assert_eq!(
+        (c.rtc.media_threads, c.rtc.media_threads_auto),
+        (cores, true)
+    );
+    assert!(c
+        .summary()
+        .contains(&format!("media_threads={cores}(auto)")));
+    let c = Config::from_layers(&[], &env(&[("CONFAB_MEDIA_THREADS", "0")])).unwrap();
+    assert_eq!(
+        (c.rtc.media_threads, c.rtc.media_threads_auto),
+        (cores, true)
+    );
+    let c = Config::from_layers(
+        &[layer("c.toml", "[rtc]\nmedia_threads = 3\n")],
+        &Env::new(),
+    )
+    .unwrap();
+    assert_eq!((c.rtc.media_threads, c.rtc.media_threads_auto), (3, false));
+    assert!(c.summary().contains("media_threads=3 "), "{}", c.summary());
+    let e = env(&[("CONFAB_MEDIA_THREADS", "5000")]);
+    let text = Config::from_layers(&[], &e).unwrap_err().to_string();
+    assert!(
+        text.contains("CONFAB_MEDIA_THREADS: must be between 0 and 1024"),
+        "{text}"
+    );
+}
+
+#[test]
+fn media_port_ranges_must_fit_and_not_hold_other_tcp_ports() {
+    // Thread 2 of 4 would take ICE-TCP 7883, the HTTPS port.
+    let e = env(&[("CONFAB_MEDIA_THREADS", "4"), ("CONFAB_HTTPS_PORT", "7883")]);
+    let text = Config::from_layers(&[], &e).unwrap_err().to_string();
+    assert!(
+        text.contains("http.https_port: port 7883 is also used by ICE-TCP: with 4 media threads, rtc.tcp_port 7881 means TCP ports 7881..=7884"),
+        "{text}"
+    );
+    // With one thread the same ports are fine (UDP 7883 is not TCP).
+    let e = env(&[("CONFAB_MEDIA_THREADS", "1"), ("CONFAB_HTTPS_PORT", "7883")]);
+    assert!(Config::from_layers(&[], &e).is_ok());
+    let e = env(&[("CONFAB_MEDIA_THREADS", "4"), ("CONFAB_UDP_PORT", "65534")]);
+    let text = Config::from_layers(&[], &e).unwrap_err().to_string();
+    assert!(
+        text.contains("rtc.udp_port: 4 media threads use ports 65534..=65537, beyond 65535"),
+        "{text}"
+    );
+}

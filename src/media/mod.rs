@@ -1,20 +1,29 @@
-//! The media IO driver: owns the UDP media sockets and the ICE-TCP listener and runs the SFU core
-//! (`sfu/`) on a dedicated thread with a `mio` poll loop — not a tokio task per packet. Signalling
-//! and the admin API talk to it through a [`MediaHandle`] (a channel plus a `mio::Waker`). Each
-//! turn of its loop beats a [`Heartbeat`] that readiness and the systemd watchdog read.
+//! The media IO driver: owns the UDP media sockets and the ICE-TCP listeners and runs the SFU core
+//! (`sfu/`) on dedicated threads with `mio` poll loops — not a tokio task per packet. Signalling
+//! and the admin API talk to them through a [`MediaHandle`] (a channel plus a `mio::Waker` per
+//! thread). Each turn of a loop beats that thread's [`Heartbeat`], which readiness and the
+//! systemd watchdog read.
+//!
+//! **Shards.** `rtc.media_threads` media threads (default: one per core), each with its own
+//! `Sfu`, its own UDP sockets on `rtc.udp_port + i` and its own ICE-TCP listener on
+//! `rtc.tcp_port + i`; each offers only its own ports as ICE candidates, so a client's media
+//! reaches the thread that hosts its room without any hand-off. Every room lives on exactly one
+//! shard: [`MediaHandle`] keeps the room → shard map, puts a new room on the shard with the
+//! fewest participants, and enforces `rtc.max_rooms` over all shards; a shard reports the rooms
+//! that closed on it. With one thread this is the single media loop confab always had.
 //!
 //! One UDP socket per local address (same port): str0m must know the address a datagram arrived
-//! on to match it to a host candidate, and a wildcard socket does not tell. ICE-TCP uses one
-//! listener; RFC 4571 framing (a 16-bit length before each packet) is done here.
+//! on to match it to a host candidate, and a wildcard socket does not tell. RFC 4571 framing for
+//! ICE-TCP (a 16-bit length before each packet) is done here.
 
 mod batch;
 mod tcp;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -106,6 +115,7 @@ pub type SessionTx = tmpsc::UnboundedSender<SessionEvent>;
 type Call = Box<dyn FnOnce(&mut Sfu, Instant) + Send>;
 
 enum Command {
+    /// A join, counted in its room's route (`Route::pending`) until this shard has run it.
     Join {
         params: Box<JoinParams>,
         conn: u64,
@@ -121,6 +131,8 @@ enum Command {
         conn: u64,
     },
     Call(Call),
+    /// A call that may create `room` here, counted in its route like a join.
+    RoomCall(String, Call),
 }
 
 /// The media thread has stopped (shutdown).
@@ -128,25 +140,164 @@ enum Command {
 #[error("the media engine is not running")]
 pub struct MediaGone;
 
-/// Talks to the media thread from anywhere (cheap to clone).
-#[derive(Clone)]
-pub struct MediaHandle {
-    tx: mpsc::Sender<Command>,
-    waker: Arc<Waker>,
-    next_conn: Arc<AtomicU64>,
-    /// Counters the media thread keeps current (rooms, participants, datagrams).
-    pub stats: Arc<MediaStats>,
+/// A participant as the signalling side knows it: the media thread (shard) its room lives on
+/// and its key in that shard's SFU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShardPid {
+    pub shard: usize,
+    pub pid: Pid,
 }
 
-impl MediaHandle {
+/// Which shard a room lives on. `pending` counts joins and room-creating calls sent to that shard
+/// and not yet run there: while any is in flight the route stays even if the room closed
+/// meanwhile (the queued join recreates it on the same shard), so a room never splits.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    shard: usize,
+    pending: u32,
+}
+
+/// Room → shard, shared by the handle (which assigns) and the shards (which report closed rooms).
+#[derive(Default)]
+struct Router {
+    rooms: HashMap<String, Route>,
+}
+
+type SharedRouter = Arc<Mutex<Router>>;
+
+fn lock(router: &SharedRouter) -> MutexGuard<'_, Router> {
+    router.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One media thread as seen from outside.
+struct Shard {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+    stats: Arc<MediaStats>,
+    heartbeat: Arc<Heartbeat>,
+}
+
+impl Shard {
     fn send(&self, cmd: Command) -> Result<(), MediaGone> {
         self.tx.send(cmd).map_err(|_| MediaGone)?;
         self.waker.wake().map_err(|_| MediaGone)
     }
+}
+
+struct Shared {
+    shards: Vec<Shard>,
+    router: SharedRouter,
+    next_conn: AtomicU64,
+    /// Rooms the whole server hosts at once (`rtc.max_rooms`), over all shards.
+    max_rooms: u32,
+}
+
+/// Talks to the media threads from anywhere (cheap to clone). Every room lives on exactly one
+/// media thread (shard); a new room goes to the shard with the fewest participants.
+#[derive(Clone)]
+pub struct MediaHandle {
+    shared: Arc<Shared>,
+}
+
+/// Counters summed over all shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaTotals {
+    pub datagrams: u64,
+    pub tcp_connections: u64,
+    pub participants: u64,
+    pub rooms: u64,
+}
+
+impl MediaHandle {
+    fn shard(&self, i: usize) -> Result<&Shard, MediaGone> {
+        self.shared.shards.get(i).ok_or(MediaGone)
+    }
+
+    /// How many media threads there are.
+    pub fn shards(&self) -> usize {
+        self.shared.shards.len()
+    }
+
+    /// The shard `room` lives on, if it exists (or is being created).
+    pub fn shard_of(&self, room: &str) -> Option<usize> {
+        lock(&self.shared.router).rooms.get(room).map(|r| r.shard)
+    }
+
+    /// Every media thread's heartbeat (health fails if any is stale).
+    pub fn heartbeats(&self) -> Vec<Arc<Heartbeat>> {
+        self.shared
+            .shards
+            .iter()
+            .map(|s| s.heartbeat.clone())
+            .collect()
+    }
+
+    /// One shard's counters.
+    pub fn shard_stats(&self, i: usize) -> Option<Arc<MediaStats>> {
+        self.shared.shards.get(i).map(|s| s.stats.clone())
+    }
+
+    /// Rooms, participants, datagrams and ICE-TCP connections over all shards.
+    pub fn totals(&self) -> MediaTotals {
+        let mut t = MediaTotals::default();
+        for s in &self.shared.shards {
+            t.datagrams += s.stats.datagrams.load(Ordering::Relaxed);
+            t.tcp_connections += s.stats.tcp_connections.load(Ordering::Relaxed);
+            t.participants += s.stats.participants.load(Ordering::Relaxed);
+            t.rooms += s.stats.rooms.load(Ordering::Relaxed);
+        }
+        t
+    }
 
     /// A fresh id for a signalling connection (tells a resumed session from the old one).
     pub fn new_conn_id(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
+        self.shared.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The shard for `room`, counting one more operation in flight to it. A room not hosted yet
+    /// goes to the shard with the fewest participants (then the fewest rooms), unless the server
+    /// already hosts `rtc.max_rooms` rooms.
+    fn reserve(&self, room: &str) -> Result<usize, JoinError> {
+        let mut router = lock(&self.shared.router);
+        if let Some(route) = router.rooms.get_mut(room) {
+            route.pending += 1;
+            return Ok(route.shard);
+        }
+        if router.rooms.len() as u32 >= self.shared.max_rooms {
+            return Err(JoinError::TooManyRooms(self.shared.max_rooms));
+        }
+        let mut rooms_on = vec![0usize; self.shared.shards.len()];
+        for r in router.rooms.values() {
+            if let Some(n) = rooms_on.get_mut(r.shard) {
+                *n += 1;
+            }
+        }
+        let shard = self
+            .shared
+            .shards
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, s)| {
+                (
+                    s.stats.participants.load(Ordering::Relaxed),
+                    rooms_on.get(*i).copied().unwrap_or(0),
+                    *i,
+                )
+            })
+            .map_or(0, |(i, _)| i);
+        router
+            .rooms
+            .insert(room.to_string(), Route { shard, pending: 1 });
+        info!(%room, media_thread = shard, "room placed on a media thread");
+        Ok(shard)
+    }
+
+    /// Undoes a [`reserve`](Self::reserve) whose command never reached its shard.
+    fn unreserve(&self, room: &str) {
+        let mut router = lock(&self.shared.router);
+        if let Some(route) = router.rooms.get_mut(room) {
+            route.pending = route.pending.saturating_sub(1);
+        }
     }
 
     pub async fn join(
@@ -154,50 +305,150 @@ impl MediaHandle {
         params: JoinParams,
         conn: u64,
         session: SessionTx,
-    ) -> Result<Result<(Pid, String), JoinError>, MediaGone> {
+    ) -> Result<Result<(ShardPid, String), JoinError>, MediaGone> {
+        let room = params.room.clone();
+        if let Some(sid) = &params.resume_sid {
+            // A resumed participant's room exists; without one there is nobody to resume.
+            if self.shard_of(&room).is_none() {
+                return Ok(Err(JoinError::CannotResume(sid.clone())));
+            }
+        }
+        let shard = match self.reserve(&room) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Join {
-            params: Box::new(params),
-            conn,
-            session,
-            reply,
-        })?;
-        rx.await.map_err(|_| MediaGone)
+        let sent = self.shard(shard).and_then(|s| {
+            s.send(Command::Join {
+                params: Box::new(params),
+                conn,
+                session,
+                reply,
+            })
+        });
+        if let Err(e) = sent {
+            self.unreserve(&room);
+            return Err(e);
+        }
+        let result = rx.await.map_err(|_| MediaGone)?;
+        Ok(result.map(|(pid, sid)| (ShardPid { shard, pid }, sid)))
     }
 
-    pub fn signal(&self, pid: Pid, msg: lk::signal_request::Message) -> Result<(), MediaGone> {
-        self.send(Command::Signal {
-            pid,
+    pub fn signal(&self, p: ShardPid, msg: lk::signal_request::Message) -> Result<(), MediaGone> {
+        self.shard(p.shard)?.send(Command::Signal {
+            pid: p.pid,
             msg: Box::new(msg),
         })
     }
 
-    pub fn session_lost(&self, pid: Pid, conn: u64) {
-        let _ = self.send(Command::SessionLost { pid, conn });
+    pub fn session_lost(&self, p: ShardPid, conn: u64) {
+        if let Ok(s) = self.shard(p.shard) {
+            let _ = s.send(Command::SessionLost { pid: p.pid, conn });
+        }
     }
 
-    /// Runs `f` on the media thread with the SFU and the current time; returns its result.
-    pub async fn call<R: Send + 'static>(
+    /// Runs `f` on shard `shard` with its SFU and the current time; returns its result.
+    pub async fn call_shard<R: Send + 'static>(
         &self,
+        shard: usize,
         f: impl FnOnce(&mut Sfu, Instant) -> R + Send + 'static,
     ) -> Result<R, MediaGone> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Call(Box::new(move |sfu, now| {
-            let _ = tx.send(f(sfu, now));
-        })))?;
+        self.shard(shard)?
+            .send(Command::Call(Box::new(move |sfu, now| {
+                let _ = tx.send(f(sfu, now));
+            })))?;
         rx.await.map_err(|_| MediaGone)
+    }
+
+    /// Runs `f` on the shard that hosts `room` (on shard 0 when no shard does, where `f` finds
+    /// no such room). For calls that do not create the room.
+    pub async fn call_room<R: Send + 'static>(
+        &self,
+        room: &str,
+        f: impl FnOnce(&mut Sfu, Instant) -> R + Send + 'static,
+    ) -> Result<R, MediaGone> {
+        let shard = self.shard_of(room).unwrap_or(0);
+        self.call_shard(shard, f).await
+    }
+
+    /// Runs `f`, which may create `room`, on the shard that hosts it or is chosen for it; refused
+    /// with [`JoinError::TooManyRooms`] when that would exceed `rtc.max_rooms` over all shards.
+    pub async fn create_room<R: Send + 'static>(
+        &self,
+        room: &str,
+        f: impl FnOnce(&mut Sfu, Instant) -> Result<R, JoinError> + Send + 'static,
+    ) -> Result<Result<R, JoinError>, MediaGone> {
+        let shard = match self.reserve(room) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = self.shard(shard).and_then(|s| {
+            s.send(Command::RoomCall(
+                room.to_string(),
+                Box::new(move |sfu, now| {
+                    let _ = tx.send(f(sfu, now));
+                }),
+            ))
+        });
+        if let Err(e) = sent {
+            self.unreserve(room);
+            return Err(e);
+        }
+        rx.await.map_err(|_| MediaGone)
+    }
+
+    /// Runs `f` on every shard; the results in shard order.
+    pub async fn call_all<R: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Sfu, Instant) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>, MediaGone> {
+        let f = Arc::new(f);
+        let mut waits = Vec::with_capacity(self.shared.shards.len());
+        for shard in &self.shared.shards {
+            let (tx, rx) = oneshot::channel();
+            let f = f.clone();
+            shard.send(Command::Call(Box::new(move |sfu, now| {
+                let _ = tx.send(f(sfu, now));
+            })))?;
+            waits.push(rx);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for rx in waits {
+            out.push(rx.await.map_err(|_| MediaGone)?);
+        }
+        Ok(out)
+    }
+
+    /// `Sfu::list_rooms` over all shards, sorted by name.
+    pub async fn list_rooms(&self, names: Vec<String>) -> Result<Vec<lk::Room>, MediaGone> {
+        let names = Arc::new(names);
+        let mut rooms: Vec<lk::Room> = self
+            .call_all(move |sfu, _| sfu.list_rooms(&names))
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rooms)
     }
 }
 
-pub struct MediaDriver {
-    /// Every UDP address media is received on (one per local address).
+/// The ports and addresses of one media thread.
+#[derive(Debug, Clone)]
+pub struct ShardPorts {
+    /// Every UDP address it receives media on (one per local address, same port).
     pub udp_addrs: Vec<SocketAddr>,
     pub tcp_addr: SocketAddr,
-    pub heartbeat: Arc<Heartbeat>,
-    pub stats: Arc<MediaStats>,
+}
+
+pub struct MediaDriver {
+    /// Per media thread: its UDP addresses and ICE-TCP listener.
+    pub shards: Vec<ShardPorts>,
     pub handle: MediaHandle,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 /// The local addresses to receive media on: `bind` itself, or every usable interface address
@@ -225,111 +476,210 @@ fn local_addresses(bind: IpAddr) -> Vec<IpAddr> {
     ips
 }
 
-impl MediaDriver {
-    /// Binds the media ports and starts the media thread running the SFU.
-    pub fn start(
-        bind: IpAddr,
-        udp_port: u16,
-        tcp_port: u16,
-        mut sfu_config: SfuConfig,
-    ) -> Result<MediaDriver, MediaError> {
-        let mut udp = vec![];
-        let mut port = udp_port;
-        for ip in local_addresses(bind) {
-            let addr = SocketAddr::new(ip, port);
-            let sock = match std::net::UdpSocket::bind(addr) {
-                Ok(s) => s,
-                // An address that went away between listing and binding is not fatal; the first
-                // one is.
-                Err(e) if !udp.is_empty() && e.kind() == ErrorKind::AddrNotAvailable => continue,
-                Err(source) => {
-                    return Err(MediaError::Bind {
-                        what: "media UDP port (rtc.udp_port)",
-                        addr,
-                        source,
-                    })
-                }
-            };
-            sock.set_nonblocking(true).map_err(MediaError::Thread)?;
-            let local = sock.local_addr().map_err(MediaError::Thread)?;
-            // With port 0, the first socket picks a port and the others follow it.
-            port = local.port();
-            udp.push((UdpSocket::from_std(sock), local));
-        }
-        let tcp = bind_with_fallback(bind, tcp_port, "ICE-TCP port (rtc.tcp_port)", |a| {
-            std::net::TcpListener::bind(a)
-        })?;
-        tcp.set_nonblocking(true).map_err(MediaError::Thread)?;
-        let tcp_addr = tcp.local_addr().map_err(MediaError::Thread)?;
-        let tcp = TcpListener::from_std(tcp);
-        let udp_addrs: Vec<SocketAddr> = udp.iter().map(|(_, a)| *a).collect();
-        let mut ips: Vec<IpAddr> = udp_addrs.iter().map(|a| a.ip()).collect();
-        // A public address (1:1 NAT) is offered like a bound one; the NAT delivers its packets to
-        // a bound address, where the SFU answers them.
-        if let Some(public) = sfu_config.advertised_ip {
-            if !ips.contains(&public) {
-                ips.push(public);
-            }
-        }
-        for ip in ips {
-            sfu_config
-                .candidates
-                .push((SocketAddr::new(ip, port), Protocol::Udp));
-            sfu_config
-                .candidates
-                .push((SocketAddr::new(ip, tcp_addr.port()), Protocol::Tcp));
-        }
+/// Media ports and threads: `rtc.media_threads` shards; shard `i` receives UDP on
+/// `udp_port + i` and ICE-TCP on `tcp_port + i` and offers only its own as candidates.
+#[derive(Debug, Clone)]
+pub struct MediaPlan {
+    pub bind: IpAddr,
+    pub udp_port: u16,
+    pub tcp_port: u16,
+    pub threads: usize,
+}
 
-        let poll = Poll::new().map_err(MediaError::Thread)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(MediaError::Thread)?);
-        let (tx, rx) = mpsc::channel();
-        let heartbeat = Arc::new(Heartbeat::default());
-        heartbeat.beat();
-        let stats = Arc::new(MediaStats::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut lp = Loop {
-            poll,
-            udp,
-            udp_by_addr: HashMap::new(),
-            listener: tcp,
-            tcp: HashMap::new(),
-            tcp_by_route: HashMap::new(),
-            next_tcp: TCP_BASE,
-            sfu: Sfu::new(sfu_config),
-            sessions: HashMap::new(),
-            commands: rx,
-            heartbeat: heartbeat.clone(),
-            stats: stats.clone(),
-            stop: stop.clone(),
-            outgoing: vec![],
+/// The sockets of one shard, bound before any thread starts.
+struct Bound {
+    udp: Vec<(UdpSocket, SocketAddr)>,
+    tcp: TcpListener,
+    ports: ShardPorts,
+}
+
+fn offset_port(base: u16, i: usize, what: &'static str, bind: IpAddr) -> Result<u16, MediaError> {
+    u16::try_from(base as usize + i).map_err(|_| MediaError::Bind {
+        what,
+        addr: SocketAddr::new(bind, base),
+        source: std::io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("port {base} + {i} (media thread {i}) is beyond 65535"),
+        ),
+    })
+}
+
+fn bind_shard(bind: IpAddr, udp_port: u16, tcp_port: u16) -> Result<Bound, MediaError> {
+    let mut udp = vec![];
+    let mut port = udp_port;
+    for ip in local_addresses(bind) {
+        let addr = SocketAddr::new(ip, port);
+        let sock = match std::net::UdpSocket::bind(addr) {
+            Ok(s) => s,
+            // An address that went away between listing and binding is not fatal; the first
+            // one is.
+            Err(e) if !udp.is_empty() && e.kind() == ErrorKind::AddrNotAvailable => continue,
+            Err(source) => {
+                return Err(MediaError::Bind {
+                    what: "media UDP port (rtc.udp_port + media thread)",
+                    addr,
+                    source,
+                })
+            }
         };
-        lp.register().map_err(MediaError::Thread)?;
-        let thread = std::thread::Builder::new()
-            .name("confab-media".into())
-            .spawn(move || lp.run())
-            .map_err(MediaError::Thread)?;
-        info!(udp = ?udp_addrs, %tcp_addr, "media ports bound");
-        Ok(MediaDriver {
+        sock.set_nonblocking(true).map_err(MediaError::Thread)?;
+        let local = sock.local_addr().map_err(MediaError::Thread)?;
+        // With port 0, the first socket picks a port and the others follow it.
+        port = local.port();
+        udp.push((UdpSocket::from_std(sock), local));
+    }
+    let tcp = bind_with_fallback(
+        bind,
+        tcp_port,
+        "ICE-TCP port (rtc.tcp_port + media thread)",
+        std::net::TcpListener::bind,
+    )?;
+    tcp.set_nonblocking(true).map_err(MediaError::Thread)?;
+    let tcp_addr = tcp.local_addr().map_err(MediaError::Thread)?;
+    let udp_addrs = udp.iter().map(|(_, a)| *a).collect();
+    Ok(Bound {
+        udp,
+        tcp: TcpListener::from_std(tcp),
+        ports: ShardPorts {
             udp_addrs,
             tcp_addr,
-            heartbeat,
-            stats: stats.clone(),
-            handle: MediaHandle {
+        },
+    })
+}
+
+impl MediaDriver {
+    /// Binds every shard's media ports, then starts one media thread per shard, each running
+    /// its own SFU.
+    pub fn start(plan: &MediaPlan, sfu_config: SfuConfig) -> Result<MediaDriver, MediaError> {
+        let threads = plan.threads.max(1);
+        let mut bound = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let udp_port = if plan.udp_port == 0 {
+                0
+            } else {
+                offset_port(plan.udp_port, i, "media UDP port (rtc.udp_port)", plan.bind)?
+            };
+            let tcp_port = if plan.tcp_port == 0 {
+                0
+            } else {
+                offset_port(plan.tcp_port, i, "ICE-TCP port (rtc.tcp_port)", plan.bind)?
+            };
+            bound.push(bind_shard(plan.bind, udp_port, tcp_port)?);
+        }
+        let router: SharedRouter = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut shards = Vec::with_capacity(threads);
+        let mut loops = Vec::with_capacity(threads);
+        let mut ports = Vec::with_capacity(threads);
+        for (i, b) in bound.into_iter().enumerate() {
+            let mut cfg = sfu_config.clone();
+            let udp_port = b.ports.udp_addrs.first().map_or(0, |a| a.port());
+            let mut ips: Vec<IpAddr> = b.ports.udp_addrs.iter().map(|a| a.ip()).collect();
+            // A public address (1:1 NAT) is offered like a bound one; the NAT delivers its
+            // packets to a bound address, where the SFU answers them.
+            if let Some(public) = cfg.advertised_ip {
+                if !ips.contains(&public) {
+                    ips.push(public);
+                }
+            }
+            for ip in ips {
+                cfg.candidates
+                    .push((SocketAddr::new(ip, udp_port), Protocol::Udp));
+                cfg.candidates
+                    .push((SocketAddr::new(ip, b.ports.tcp_addr.port()), Protocol::Tcp));
+            }
+            let poll = Poll::new().map_err(MediaError::Thread)?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(MediaError::Thread)?);
+            let (tx, rx) = mpsc::channel();
+            let heartbeat = Arc::new(Heartbeat::default());
+            heartbeat.beat();
+            let stats = Arc::new(MediaStats::default());
+            let mut lp = Loop {
+                shard: i,
+                poll,
+                udp: b.udp,
+                udp_by_addr: HashMap::new(),
+                listener: b.tcp,
+                tcp: HashMap::new(),
+                tcp_by_route: HashMap::new(),
+                next_tcp: TCP_BASE,
+                sfu: Sfu::new(cfg),
+                sessions: HashMap::new(),
+                commands: rx,
+                heartbeat: heartbeat.clone(),
+                stats: stats.clone(),
+                stop: stop.clone(),
+                outgoing: vec![],
+                router: router.clone(),
+                known_rooms: HashSet::new(),
+            };
+            lp.register().map_err(MediaError::Thread)?;
+            shards.push(Shard {
                 tx,
                 waker,
-                next_conn: Arc::new(AtomicU64::new(1)),
                 stats,
-            },
+                heartbeat,
+            });
+            ports.push(b.ports);
+            loops.push(lp);
+        }
+        let handle = MediaHandle {
+            shared: Arc::new(Shared {
+                shards,
+                router,
+                next_conn: AtomicU64::new(1),
+                max_rooms: sfu_config.max_rooms,
+            }),
+        };
+        let mut driver = MediaDriver {
+            shards: ports,
+            handle,
             stop,
-            thread: Some(thread),
-        })
+            threads: Vec::with_capacity(threads),
+        };
+        for (i, lp) in loops.into_iter().enumerate() {
+            // Thread names are at most 15 bytes on Linux.
+            let name = if threads == 1 {
+                "confab-media".to_string()
+            } else {
+                format!("confab-media{i}")
+            };
+            match std::thread::Builder::new()
+                .name(name)
+                .spawn(move || lp.run())
+            {
+                Ok(t) => driver.threads.push(t),
+                // Dropping the driver stops the threads already started.
+                Err(e) => return Err(MediaError::Thread(e)),
+            }
+        }
+        // One line however many threads (a 128-core host would otherwise log 128).
+        if let (Some(first), Some(last)) = (driver.shards.first(), driver.shards.last()) {
+            let port = |p: &ShardPorts| p.udp_addrs.first().map_or(0, |a| a.port());
+            info!(
+                media_threads = threads,
+                udp = ?first.udp_addrs,
+                tcp = %first.tcp_addr,
+                udp_last = port(last),
+                tcp_last = last.tcp_addr.port(),
+                "media ports bound (media thread i on UDP and TCP port + i)"
+            );
+        }
+        Ok(driver)
     }
 
-    /// Asks the media thread to stop and waits for it.
+    /// Every media thread's heartbeat.
+    pub fn heartbeats(&self) -> Vec<Arc<Heartbeat>> {
+        self.handle.heartbeats()
+    }
+
+    /// Asks the media threads to stop and waits for them.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.handle.waker.wake();
-        if let Some(t) = self.thread.take() {
+        for s in &self.handle.shared.shards {
+            let _ = s.waker.wake();
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -376,6 +726,8 @@ fn unmap(a: SocketAddr) -> SocketAddr {
 }
 
 struct Loop {
+    /// This media thread's index.
+    shard: usize,
     poll: Poll,
     udp: Vec<(UdpSocket, SocketAddr)>,
     udp_by_addr: HashMap<SocketAddr, usize>,
@@ -392,6 +744,10 @@ struct Loop {
     /// UDP datagrams to send, per socket index: sent together by `sendmmsg` at the end of a
     /// flush.
     outgoing: Vec<Vec<str0m::net::Transmit>>,
+    router: SharedRouter,
+    /// The rooms this shard's SFU had at the last check: one that is gone is reported to the
+    /// router so its name can go to any shard again.
+    known_rooms: HashSet<String>,
 }
 
 impl Loop {
@@ -437,9 +793,11 @@ impl Loop {
                 }
                 self.flush();
             }
+            let mut commanded = false;
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd);
                 self.flush();
+                commanded = true;
             }
             // The SFU's next deadline is asked once per turn (it scans every peer).
             let now = Instant::now();
@@ -452,10 +810,14 @@ impl Loop {
             self.stats
                 .participants
                 .store(self.sfu.participant_count() as u64, Ordering::Relaxed);
-            self.stats
-                .rooms
-                .store(self.sfu.rooms().count() as u64, Ordering::Relaxed);
+            let rooms = self.sfu.rooms().count();
+            // Rooms appear only through commands; they close through commands or timeouts.
+            if commanded || rooms != self.known_rooms.len() {
+                self.sync_rooms();
+            }
+            self.stats.rooms.store(rooms as u64, Ordering::Relaxed);
         }
+        debug!(shard = self.shard, "media loop stopping");
         for (_, (_, tx)) in self.sessions.drain() {
             let _ = tx.send(SessionEvent::Close(lk::DisconnectReason::ServerShutdown));
         }
@@ -471,10 +833,12 @@ impl Loop {
                 session,
                 reply,
             } => {
+                let room = params.room.clone();
                 let result = self.sfu.join(now, *params);
                 if let Ok((pid, _)) = &result {
                     self.sessions.insert(*pid, (conn, session));
                 }
+                self.settle(&room, true);
                 let _ = reply.send(result);
             }
             Command::Signal { pid, msg } => self.sfu.handle_signal(now, pid, *msg),
@@ -485,6 +849,38 @@ impl Loop {
                 }
             }
             Command::Call(f) => f(&mut self.sfu, now),
+            Command::RoomCall(room, f) => {
+                f(&mut self.sfu, now);
+                self.settle(&room, true);
+            }
+        }
+    }
+
+    /// After a counted operation on `room` ran here (`counted`), or after `room` closed here:
+    /// forgets the route when nothing more is in flight to it and this SFU does not host it.
+    fn settle(&mut self, room: &str, counted: bool) {
+        let mut router = lock(&self.router);
+        let Some(route) = router.rooms.get_mut(room) else {
+            return;
+        };
+        if route.shard != self.shard {
+            return;
+        }
+        if counted {
+            route.pending = route.pending.saturating_sub(1);
+        }
+        if route.pending == 0 && !self.sfu.rooms().any(|r| r == room) {
+            router.rooms.remove(room);
+        }
+    }
+
+    /// Reports the rooms that closed since the last check to the router.
+    fn sync_rooms(&mut self) {
+        let now: HashSet<String> = self.sfu.rooms().map(str::to_string).collect();
+        let gone: Vec<String> = self.known_rooms.difference(&now).cloned().collect();
+        self.known_rooms = now;
+        for room in gone {
+            self.settle(&room, false);
         }
     }
 
@@ -630,3 +1026,11 @@ impl Loop {
         }
     }
 }
+
+/// The age of the stalest heartbeat (zero when there are none).
+pub fn oldest(heartbeats: &[Arc<Heartbeat>]) -> Duration {
+    heartbeats.iter().map(|h| h.age()).max().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -28,8 +28,8 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
 use crate::api::{text_response, App, Body};
-use crate::media::{MediaHandle, SessionEvent};
-use crate::sfu::{JoinError, JoinParams, Mode, Permissions, Pid};
+use crate::media::{MediaHandle, SessionEvent, ShardPid};
+use crate::sfu::{JoinError, JoinParams, Mode, Permissions};
 
 /// Largest signalling message accepted (SDP offers are a few KiB; data goes over WebRTC).
 const MAX_MESSAGE: usize = 1 << 20;
@@ -240,7 +240,7 @@ fn encode(msg: Resp) -> WsMessage {
 async fn session<S>(
     mut ws: WebSocketStream<S>,
     media: MediaHandle,
-    pid: Option<Pid>,
+    pid: Option<ShardPid>,
     conn: u64,
     mut rx: mpsc::UnboundedReceiver<SessionEvent>,
     reconnect: bool,

@@ -13,8 +13,11 @@ pub mod release;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_confab");
 
-/// Four distinct free ports (https, http, udp, tcp) on 127.0.0.1.
+/// Four distinct free ports (https, http, udp, tcp) on 127.0.0.1. The daemon runs one media
+/// thread per core by default, thread `i` on `udp + i` and `tcp + i`: those are free too (up to
+/// one per core), and the TCP range holds neither the https nor the http port.
 pub fn free_ports() -> [u16; 4] {
+    let n = media_threads() as u16;
     loop {
         let tcp: Vec<TcpListener> = (0..3)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -27,10 +30,27 @@ pub fn free_ports() -> [u16; 4] {
             tcp[2].local_addr().unwrap().port(),
         ];
         // The UDP port must also be free for TCP-less use; distinctness is what matters here.
-        if p[2] != p[0] && p[2] != p[1] && p[2] != p[3] {
+        if p[2] == p[0] || p[2] == p[1] || p[2] == p[3] {
+            continue;
+        }
+        let (u, t) = (p[2] as u32, p[3] as u32);
+        let clash = |x: u16| (x as u32) > t && (x as u32) < t + n as u32;
+        if u + n as u32 > 65_536 || t + n as u32 > 65_536 || clash(p[0]) || clash(p[1]) {
+            continue;
+        }
+        let rest_free = (1..n).all(|i| {
+            UdpSocket::bind(("127.0.0.1", p[2] + i)).is_ok()
+                && TcpListener::bind(("127.0.0.1", p[3] + i)).is_ok()
+        });
+        if rest_free {
             return p;
         }
     }
+}
+
+/// How many media threads a daemon started without `CONFAB_MEDIA_THREADS` runs here.
+pub fn media_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 pub struct Daemon {
