@@ -40,7 +40,7 @@ export function connectProblem(err: unknown): string {
       case ConnectionErrorReason.WebSocket:
         return `Cannot reach the meeting server${detail}. Check your network and try again.`;
       case ConnectionErrorReason.Timeout:
-        return 'Connecting took too long. The network may block the call (UDP 7882 or TCP 7881); try again.';
+        return 'Connecting took too long. The network may block the call (its media ports: UDP 7882 and up, or TCP 7881 and up); try again.';
       case ConnectionErrorReason.Cancelled:
         return 'Joining was cancelled.';
       case ConnectionErrorReason.LeaveRequest:
