@@ -21,6 +21,8 @@ use crate::{systemd, tls, version};
 
 /// How often the `STATUS=` line and the state probe refresh.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// How long an idle blocking-pool thread waits for work before it exits.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 pub fn run(config: Config) -> ExitCode {
     systemd::init_logging(&config.log_level);
@@ -29,6 +31,10 @@ pub fn run(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("confab-io")
+        // Longer than STATUS_EVERY: the state probe's blocking thread then lives from one probe to
+        // the next. With tokio's default (10 s, the probe's period) an idle confab started and
+        // ended a thread (with its own allocator heap) for almost every probe.
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .build()
     {
         Ok(r) => r,

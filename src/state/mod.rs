@@ -16,6 +16,12 @@ pub const DB_DIR: &str = "state";
 /// Copy of the database taken at the last successful start, kept beside it for recovery (sled
 /// rewrites damaged files while it tries to recover them, so the damaged copy is no backup).
 pub const BACKUP_DIR: &str = "state.last-good";
+/// Upper bound of sled's in-memory page cache. sled's default is 1 GiB, as much as the whole
+/// service may use (`MemoryMax=1G`) and all of a 1 GB Raspberry Pi. confab's state (settings,
+/// rooms, the admin hash) is kilobytes, so this never evicts in practice; it only stops the cache
+/// from growing with the database. Not persisted: changing it is safe for existing databases
+/// (unlike `segment_size`, which sled records in its `conf` file and must stay at its default).
+const CACHE_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 const META: &str = "meta";
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -239,7 +245,12 @@ fn open_sled(path: &Path) -> Result<sled::Db, StateError> {
     // sled 0.34 may panic instead of returning an error on some damaged files. A damaged file is
     // input we do not control, so contain that here and report it as corruption.
     let p = path.to_path_buf();
-    let result = std::panic::catch_unwind(move || sled::Config::new().path(p).open());
+    let result = std::panic::catch_unwind(move || {
+        sled::Config::new()
+            .path(p)
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .open()
+    });
     match result {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(classify(path, e)),
