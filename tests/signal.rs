@@ -621,6 +621,27 @@ async fn an_oversized_message_closes_only_that_connection() {
     s.stop();
 }
 
+/// The server reads with a small buffer (8 KiB per connection); a frame many times larger but
+/// within the limit still arrives whole and the session goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_larger_than_the_read_buffer_is_read_whole() {
+    let s = Server::start();
+    let (mut alice, _) = s.join("alice").await;
+    let init = json!({ "candidate": "x".repeat(256 * 1024) }).to_string();
+    alice
+        .send(Req::Trickle(lk::TrickleRequest {
+            candidate_init: init,
+            target: 0,
+            r#final: false,
+        }))
+        .await;
+    // A broken or truncated read would end the connection instead of answering.
+    alice.ping().await;
+    s.assert_ready();
+    drop(alice);
+    s.stop();
+}
+
 /// Behind 1:1 NAT (a cloud VM) clients must be told the public address: `rtc.node_ip` is offered
 /// on the media ports next to the bound addresses.
 #[tokio::test(flavor = "multi_thread")]

@@ -205,7 +205,11 @@ pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -
                 return;
             }
         };
+        // An 8 KiB read buffer instead of tungstenite's 128 KiB (zero-filled on the first
+        // read, so resident for every participant): signal messages are small, and a larger
+        // frame still reads (the codec reserves a frame's length).
         let config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
             .max_message_size(Some(MAX_MESSAGE))
             .max_frame_size(Some(MAX_MESSAGE));
         let ws =
