@@ -14,6 +14,7 @@ mod forward;
 mod peer;
 mod quality;
 pub mod room;
+mod rtp;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -29,7 +30,7 @@ use prost::Message as _;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelData;
 use str0m::config::DtlsCert;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tracing::{debug, info, warn};
@@ -382,6 +383,9 @@ impl Sfu {
     fn new_peer(&mut self, now: Instant, owner: Pid, role: Role) -> Result<PeerId, JoinError> {
         let mut b = Rtc::builder()
             .set_ice_lite(true)
+            // RTP mode: packets are forwarded as they come (forward.rs), not depacketised into
+            // frames and packetised again for every subscriber.
+            .set_rtp_mode(true)
             .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_500)))
             .set_stats_interval(Some(quality::STATS_INTERVAL));
         if let Some(cert) = &self.dtls_cert {
@@ -757,6 +761,7 @@ impl Sfu {
                 rids: vec![],
                 last_keyframe_request: HashMap::new(),
                 layer_seen: HashMap::new(),
+                params: None,
             },
         );
         self.signal(
@@ -1242,7 +1247,7 @@ impl Sfu {
                     .unwrap_or_default();
                 self.on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
             }
-            Event::MediaData(d) => self.on_media_data(now, peer_id, d),
+            Event::RtpPacket(p) => self.on_rtp_packet(now, peer_id, p),
             Event::MediaChanged(m) if !m.direction.is_receiving() => {
                 // A browser unpublishes by stopping its sender and offering again: the section
                 // stops sending to us. There is no signal message for it.
