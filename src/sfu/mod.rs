@@ -151,6 +151,8 @@ pub struct Sfu {
     free_sections: HashMap<Pid, Vec<(Mid, MediaKind)>>,
     /// Connection quality per participant (quality.rs).
     quality: quality::QualityState,
+    /// Events polled from a peer, reused across `drive` rounds.
+    events: Vec<Event>,
 }
 
 impl Sfu {
@@ -174,6 +176,7 @@ impl Sfu {
             requested_sections: HashMap::new(),
             free_sections: HashMap::new(),
             quality: Default::default(),
+            events: Vec::new(),
         }
     }
 
@@ -1183,7 +1186,8 @@ impl Sfu {
                 warn!("media loop did not settle; continuing next turn");
                 break;
             }
-            let mut events = vec![];
+            // One buffer for the events of every round (a packet is an event in RTP mode).
+            let mut events = std::mem::take(&mut self.events);
             {
                 let Some(peer) = self.peers.get_mut(&id) else {
                     continue;
@@ -1211,9 +1215,10 @@ impl Sfu {
                     }
                 }
             }
-            for e in events {
+            for e in events.drain(..) {
                 self.on_event(now, id, e);
             }
+            self.events = events;
         }
     }
 
