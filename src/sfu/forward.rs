@@ -1,7 +1,8 @@
 //! The media path: forwarding frames to subscribers, simulcast layer choice (wanted, fitting
 //! the bandwidth estimate, flowing), keyframe requests, active speakers.
 
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::format::Codec;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 
 use super::room::PubTrack;
 use super::*;
@@ -128,6 +129,13 @@ impl Sfu {
         }
         let t: &PubTrack = t;
         let keyframe = video && rtp::starts_keyframe(params.spec().codec, &pkt.payload);
+        // VP8: the payload descriptor, for PictureID continuity across layer switches.
+        let vp8 = match params.spec().codec {
+            Codec::Vp8 if rtp::vp8_has_long_picture_id(&pkt.payload) => {
+                Vp8Descriptor::parse(&pkt.payload).ok()
+            }
+            _ => None,
+        };
         let seq = *pkt.seq_no;
         let ts = header.timestamp;
         // What the subscriber needs of the publisher's header extensions; str0m adds its own
@@ -164,6 +172,9 @@ impl Sfu {
                         s.current = target;
                         s.rewrite.start(seq, ts, SWITCH_TS_STEP);
                         s.needs_keyframe = false;
+                        if let Some(d) = &vp8 {
+                            s.vp8.start(d);
+                        }
                     } else {
                         want_keyframe.push(target);
                     }
@@ -175,6 +186,9 @@ impl Sfu {
                 if keyframe {
                     s.needs_keyframe = false;
                     s.rewrite.start(seq, ts, SWITCH_TS_STEP);
+                    if let Some(d) = &vp8 {
+                        s.vp8.start(d);
+                    }
                 } else {
                     // A decoder cannot start on a delta frame: hold back until a keyframe.
                     want_keyframe.push(None);
@@ -182,10 +196,14 @@ impl Sfu {
                 }
             } else if !s.rewrite.started() {
                 s.rewrite.start(seq, ts, SWITCH_TS_STEP);
+                if let Some(d) = &vp8 {
+                    s.vp8.start(d);
+                }
             }
             let Some((out_seq, out_ts)) = s.rewrite.map(seq, ts) else {
                 continue;
             };
+            let vp8_patch = vp8.as_ref().and_then(|d| s.vp8.patch(d));
             let Some(peer) = peers.get_mut(&sub_peer) else {
                 continue;
             };
@@ -205,18 +223,20 @@ impl Sfu {
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
-            tx.write_rtp(
-                RtpWrite::new(
-                    out_pt,
-                    out_seq.into(),
-                    out_ts,
-                    pkt.timestamp,
-                    pkt.payload.clone(),
-                )
-                .marker(header.marker)
-                .ext_vals(ext.clone())
-                .nackable(video),
-            );
+            let mut w = RtpWrite::new(
+                out_pt,
+                out_seq.into(),
+                out_ts,
+                pkt.timestamp,
+                pkt.payload.clone(),
+            )
+            .marker(header.marker)
+            .ext_vals(ext.clone())
+            .nackable(video);
+            if let Some(patch) = vp8_patch {
+                w = w.vp8_patch(patch);
+            }
+            tx.write_rtp(w);
             dirty.push(sub_peer);
         }
         if want_keyframe.len > 0 {

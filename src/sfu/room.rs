@@ -203,6 +203,8 @@ pub struct Sub {
     /// Sequence number and timestamp rewriting of what is forwarded (continuous across layer
     /// switches).
     pub rewrite: super::rtp::Rewrite,
+    /// VP8 PictureID / TL0PICIDX rewriting (continuous across layer switches).
+    pub vp8: super::rtp::Vp8Munge,
     /// The last payload type mapping: the publisher's PT, and the subscriber's for the same
     /// codec parameters.
     pub pt_map: Option<(Pt, Pt)>,
@@ -224,6 +226,7 @@ impl Sub {
             want_width: 0,
             want_quality: None,
             rewrite: Default::default(),
+            vp8: Default::default(),
             pt_map: None,
             needs_keyframe: true,
             stopping: false,

@@ -59,6 +59,12 @@ pub fn vp8_starts_keyframe(payload: &[u8]) -> bool {
     payload.get(at).is_some_and(|h| h & 0x01 == 0)
 }
 
+/// Whether a VP8 payload descriptor carries a 15-bit PictureID (X, I and M bits set), the only
+/// kind [`Vp8Munge`] rewrites.
+pub fn vp8_has_long_picture_id(payload: &[u8]) -> bool {
+    matches!(payload, [x, i, m, ..] if x & 0x80 != 0 && i & 0x80 != 0 && m & 0x80 != 0)
+}
+
 /// VP9 (RFC 9628 §4.2): the first octet of the payload descriptor has P (inter-picture
 /// predicted) and B (start of a frame); a keyframe starts where B = 1 and P = 0 on the lowest
 /// spatial layer (when the layer indices are present, L = 1, the spatial id must be 0).
@@ -221,5 +227,72 @@ impl Rewrite {
             self.last_out = Some((out_seq, out_ts));
         }
         Some((out_seq, out_ts))
+    }
+}
+
+/// VP8 PictureID and TL0PICIDX continuity for one subscriber (RFC 7741 §4.2): each simulcast
+/// layer numbers its pictures on its own, so after a layer switch the receiver would see the
+/// picture ids jump. Like sequence numbers, they are rewritten as input + offset, the offsets
+/// recomputed at a switch so that the output goes on at the next value. Only for 15-bit
+/// PictureIDs (what browsers send, [`vp8_has_long_picture_id`]); others are forwarded as they
+/// are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Vp8Munge {
+    pic_offset: u16,
+    tl0_offset: u8,
+    /// The newest output PictureID and TL0PICIDX.
+    last: Option<(u16, Option<u8>)>,
+}
+
+const PIC_MASK: u16 = 0x7fff;
+
+/// Whether 15-bit picture id `a` comes after `b` (by less than half the range).
+fn pic_newer(a: u16, b: u16) -> bool {
+    let d = a.wrapping_sub(b) & PIC_MASK;
+    d != 0 && d < 0x4000
+}
+
+impl Vp8Munge {
+    /// Starts a new source at (the keyframe described by) `d`.
+    pub fn start(&mut self, d: &str0m::rtp::Vp8Descriptor) {
+        let Some(pic) = d.picture_id() else {
+            return;
+        };
+        match self.last {
+            Some((last_pic, last_tl0)) => {
+                self.pic_offset = last_pic.wrapping_add(1).wrapping_sub(pic) & PIC_MASK;
+                if let (Some(last_tl0), Some(tl0)) = (last_tl0, d.tl0_pic_idx()) {
+                    self.tl0_offset = last_tl0.wrapping_add(1).wrapping_sub(tl0);
+                }
+            }
+            None => {
+                self.pic_offset = 0;
+                self.tl0_offset = 0;
+            }
+        }
+    }
+
+    /// The output PictureID and TL0PICIDX for a packet described by `d`.
+    pub fn map(&mut self, d: &str0m::rtp::Vp8Descriptor) -> Option<(u16, Option<u8>)> {
+        let pic = d.picture_id()?;
+        let out_pic = pic.wrapping_add(self.pic_offset) & PIC_MASK;
+        let out_tl0 = d.tl0_pic_idx().map(|t| t.wrapping_add(self.tl0_offset));
+        if self.last.is_none_or(|(p, _)| pic_newer(out_pic, p)) {
+            self.last = Some((out_pic, out_tl0));
+        }
+        Some((out_pic, out_tl0))
+    }
+
+    /// The patch str0m applies when it writes the packet, if anything is to be rewritten.
+    pub fn patch(&mut self, d: &str0m::rtp::Vp8Descriptor) -> Option<str0m::rtp::Vp8Patch> {
+        let (pic, tl0) = self.map(d)?;
+        if self.pic_offset == 0 && self.tl0_offset == 0 {
+            return None;
+        }
+        let mut b = d.patch().picture_id(pic);
+        if let Some(tl0) = tl0 {
+            b = b.tl0_pic_idx(tl0);
+        }
+        b.build().ok()
     }
 }

@@ -1265,3 +1265,40 @@ fn short_and_malformed_payloads_never_panic() {
     assert!(!fwd::vp8_starts_keyframe(&[]));
     assert!(!fwd::h264_starts_keyframe(&[0x78, 0x00]));
 }
+
+#[test]
+fn vp8_picture_ids_stay_continuous_across_a_layer_switch() {
+    use str0m::rtp::Vp8Descriptor;
+    // X, I (15-bit PictureID), L (TL0PICIDX), T; then a VP8 payload header byte.
+    let desc = |pic: u16, tl0: u8, key: bool| {
+        let p = [
+            0x90,
+            0xe0,
+            0x80 | (pic >> 8) as u8,
+            pic as u8,
+            tl0,
+            0x20,
+            u8::from(!key),
+        ];
+        Vp8Descriptor::parse(&p).unwrap()
+    };
+    let mut m = fwd::Vp8Munge::default();
+    m.start(&desc(100, 7, true));
+    assert_eq!(m.map(&desc(100, 7, true)), Some((100, Some(7))));
+    assert!(
+        m.patch(&desc(101, 7, false)).is_none(),
+        "nothing to rewrite"
+    );
+    // Switch to a layer numbering its pictures far away (and wrapping at 2^15).
+    m.start(&desc(32_767, 200, true));
+    assert_eq!(m.map(&desc(32_767, 200, true)), Some((102, Some(8))));
+    assert_eq!(m.map(&desc(0, 201, false)), Some((103, Some(9))));
+    assert!(m.patch(&desc(1, 201, false)).is_some());
+    // Only 15-bit PictureIDs are rewritten (7-bit ones wrap at 128); nothing for cut-off ones.
+    assert!(fwd::vp8_has_long_picture_id(&[
+        0x90, 0x80, 0x80, 0x05, 0x00
+    ]));
+    assert!(!fwd::vp8_has_long_picture_id(&[0x90, 0x80, 0x05, 0x00]));
+    assert!(!fwd::vp8_has_long_picture_id(&[0x10, 0x00, 0x00]));
+    assert!(!fwd::vp8_has_long_picture_id(&[0x90, 0x80]));
+}
