@@ -162,6 +162,12 @@ impl Sfu {
             let (Some(out_mid), true, false) = (s.mid, s.open, s.disabled) else {
                 continue;
             };
+            if !s.rewrite.started() {
+                // A section used before: its stream goes on where the last track left it.
+                if let Some(last) = peers.get(&sub_peer).and_then(|p| p.last_out.get(&out_mid)) {
+                    s.rewrite.continue_after(*last);
+                }
+            }
             // Simulcast: forward one layer; switch to the wanted layer (or the best one flowing
             // below it) at the first packet of its keyframe.
             if rid.is_some() {
@@ -237,7 +243,9 @@ impl Sfu {
                 w = w.vp8_patch(patch);
             }
             tx.write_rtp(w);
-            dirty.push(sub_peer);
+            if !dirty.contains(&sub_peer) {
+                dirty.push(sub_peer);
+            }
         }
         if want_keyframe.len > 0 {
             let sid = t.sid.clone();

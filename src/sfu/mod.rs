@@ -935,6 +935,11 @@ impl Sfu {
         let Some(mid) = sub.mid else {
             return;
         };
+        // The section's outgoing stream (its SSRC) may carry another track later (v1 reuses
+        // sections): that one continues its sequence numbers and timestamps.
+        if let (Some(last), Some(peer)) = (sub.rewrite.last_out(), self.peers.get_mut(&sub_peer)) {
+            peer.last_out.insert(mid, last);
+        }
         match mode {
             Mode::V0 => {
                 if let Some(peer) = self.peers.get_mut(&sub_peer) {

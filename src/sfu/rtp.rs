@@ -208,6 +208,19 @@ impl Rewrite {
         self.started = true;
     }
 
+    /// Continues an output stream another source left at (`seq`, `ts`): the next start goes on
+    /// from there as after a switch.
+    pub fn continue_after(&mut self, last: (u64, u32)) {
+        if self.last_out.is_none() {
+            self.last_out = Some(last);
+        }
+    }
+
+    /// The highest output sequence number sent, and its timestamp.
+    pub fn last_out(&self) -> Option<(u64, u32)> {
+        self.last_out
+    }
+
     /// Whether [`Rewrite::start`] was ever called.
     pub fn started(&self) -> bool {
         self.started

@@ -1148,6 +1148,12 @@ fn rewriting_stays_continuous_across_a_layer_switch() {
     // And back to h: continues after the highest sequence number sent.
     r.start(h0 + 500, 200_000, 3000);
     assert_eq!(r.map(h0 + 500, 200_000), Some((1_016, 108_000)));
+    // Another track forwarded later on the same section (same SSRC) goes on from there, so
+    // the receiver's sequence (and SRTP rollover counter) stays continuous.
+    let mut next = Rewrite::default();
+    next.continue_after(r.last_out().unwrap());
+    next.start(7, 555, 3000);
+    assert_eq!(next.map(7, 555), Some((1_017, 111_000)));
 }
 
 #[test]
