@@ -148,6 +148,9 @@ impl Sfu {
             ..Default::default()
         };
         let mut want_keyframe = Wanted::default();
+        // The layer to forward for a wanted one, for the last wanted layer asked (subscribers
+        // mostly want the same).
+        let mut flowing: Option<(Option<Rid>, Option<Rid>)> = None;
         for &other in members {
             if other == pid {
                 continue;
@@ -171,7 +174,14 @@ impl Sfu {
             // Simulcast: forward one layer; switch to the wanted layer (or the best one flowing
             // below it) at the first packet of its keyframe.
             if rid.is_some() {
-                let target = t.flowing_layer(s.target, now);
+                let target = match flowing {
+                    Some((wanted, layer)) if wanted == s.target => layer,
+                    _ => {
+                        let layer = t.flowing_layer(s.target, now);
+                        flowing = Some((s.target, layer));
+                        layer
+                    }
+                };
                 if target != s.current && rid == target {
                     if keyframe {
                         debug!(track = %t.sid, from = ?s.current, to = ?target, "layer switch");

@@ -272,7 +272,7 @@ pub struct Participant {
 }
 
 impl Participant {
-    pub fn info(&self, tracks: &HashMap<String, PubTrack>) -> lk::ParticipantInfo {
+    pub fn info(&self, tracks: &super::FastMap<String, PubTrack>) -> lk::ParticipantInfo {
         lk::ParticipantInfo {
             sid: self.sid.clone(),
             identity: self.identity.clone(),
