@@ -193,6 +193,12 @@ impl Sfu {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.out.is_empty() && !self.dirty.is_empty() {
+            // Peers that packets were forwarded to are polled here, once for a whole batch of
+            // received datagrams (`receive` polls only the receiving peer).
+            let now = self.now;
+            self.drive(now);
+        }
         self.out.pop_front()
     }
 
@@ -202,6 +208,10 @@ impl Sfu {
 
     /// The earliest instant [`Sfu::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.dirty.is_empty() {
+            // Output is waiting to be polled (`poll_output` was not drained): due now.
+            return Some(self.now);
+        }
         let peers = self.peers.values().map(|p| p.timeout).min();
         let rooms = self
             .rooms
@@ -1111,8 +1121,9 @@ impl Sfu {
             self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
             return;
         }
-        self.dirty.push(peer_id);
-        self.drive(now);
+        // The receiving peer is polled now: in RTP mode str0m holds one received packet until
+        // it is polled. The peers it forwards to are polled when the output is asked for.
+        self.poll_peer(now, peer_id);
     }
 
     /// Lets time pass: str0m timers, empty rooms, departed participants, speaker updates.
@@ -1198,40 +1209,43 @@ impl Sfu {
                 warn!("media loop did not settle; continuing next turn");
                 break;
             }
-            // One buffer for the events of every round (a packet is an event in RTP mode).
-            let mut events = std::mem::take(&mut self.events);
-            {
-                let Some(peer) = self.peers.get_mut(&id) else {
-                    continue;
-                };
-                loop {
-                    match peer.rtc.poll_output() {
-                        Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
-                        Ok(str0m::Output::Timeout(t)) => {
-                            peer.timeout = t;
-                            break;
-                        }
-                        Ok(str0m::Output::Event(e)) => events.push(e),
-                        Err(e) => {
-                            warn!("media connection failed: {e}");
-                            events.clear();
-                            peer.timeout = now;
-                            let owner = peer.owner;
-                            self.remove_participant(
-                                now,
-                                owner,
-                                lk::DisconnectReason::StateMismatch,
-                            );
-                            break;
-                        }
+            self.poll_peer(now, id);
+        }
+    }
+
+    /// Polls one peer until it only has a timeout left, and handles its events (which may make
+    /// other peers dirty).
+    fn poll_peer(&mut self, now: Instant, id: PeerId) {
+        // One buffer for the events of every round (a packet is an event in RTP mode).
+        let mut events = std::mem::take(&mut self.events);
+        {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                self.events = events;
+                return;
+            };
+            loop {
+                match peer.rtc.poll_output() {
+                    Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
+                    Ok(str0m::Output::Timeout(t)) => {
+                        peer.timeout = t;
+                        break;
+                    }
+                    Ok(str0m::Output::Event(e)) => events.push(e),
+                    Err(e) => {
+                        warn!("media connection failed: {e}");
+                        events.clear();
+                        peer.timeout = now;
+                        let owner = peer.owner;
+                        self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
+                        break;
                     }
                 }
             }
-            for e in events.drain(..) {
-                self.on_event(now, id, e);
-            }
-            self.events = events;
         }
+        for e in events.drain(..) {
+            self.on_event(now, id, e);
+        }
+        self.events = events;
     }
 
     fn on_event(&mut self, now: Instant, peer_id: PeerId, e: Event) {
