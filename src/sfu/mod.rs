@@ -412,9 +412,11 @@ impl Sfu {
             b = b.set_dtls_cert(cert.clone());
         }
         // RTX history per outgoing video stream: str0m's default (1000 packets, up to 3 s) was
-        // a fifth of a meeting participant's memory (docs/performance.md); 256 is ≈ 1.4 s of the
-        // 1.5 Mbit/s layer, far above any round trip a NACK needs.
-        b = b.set_send_buffer_video(256);
+        // a fifth of a meeting participant's memory (docs/performance.md). In RTP mode an entry
+        // is a ≈ 400-byte packet header (the payload is shared by all subscribers): 128 is
+        // ≈ 55 KB per subscribed video stream and ≈ 0.7 s of the 1.5 Mbit/s layer, still far
+        // above any round trip a NACK needs (meeting 10: 5.4–5.7 → 3.9–4.3 MiB per participant).
+        b = b.set_send_buffer_video(128);
         let mut rtc = b.build(now);
         for (addr, proto) in &self.cfg.candidates {
             let c = match proto {
