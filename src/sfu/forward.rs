@@ -1,15 +1,56 @@
 //! The media path: forwarding frames to subscribers, simulcast layer choice (wanted, fitting
 //! the bandwidth estimate, flowing), keyframe requests, active speakers.
 
+use str0m::format::Codec;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
+
+use super::room::PubTrack;
 use super::*;
 
+/// How far the output timestamp moves at a simulcast layer switch (one frame at 30 fps, 90 kHz).
+const SWITCH_TS_STEP: u32 = 3000;
+
+/// Keyframe requests collected while forwarding one packet (one per layer at most; no heap).
+#[derive(Default)]
+struct Wanted {
+    rids: [Option<Rid>; 4],
+    len: usize,
+}
+
+impl Wanted {
+    fn push(&mut self, rid: Option<Rid>) {
+        let known = &self.rids[..self.len];
+        if !known.contains(&rid) && self.len < self.rids.len() {
+            self.rids[self.len] = rid;
+            self.len += 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Option<Rid>> + '_ {
+        self.rids[..self.len].iter().copied()
+    }
+}
+
 impl Sfu {
-    pub(super) fn on_media_data(&mut self, now: Instant, peer_id: PeerId, d: MediaData) {
-        let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
+    /// An RTP packet arrived from a publisher: forward it to every subscriber of its track
+    /// (one simulcast layer each), rewriting sequence number, timestamp and payload type.
+    pub(super) fn on_rtp_packet(&mut self, now: Instant, peer_id: PeerId, pkt: RtpPacket) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
-        // The room's member list is borrowed out of the room for the frame (not cloned per
-        // frame) and put back afterwards; nothing below changes membership.
+        let pid = peer.owner;
+        // The receive stream knows the section and layer of the SSRC (the header carries mid
+        // and rid only until the first receiver report).
+        let Some((mid, rid)) = peer
+            .rtc
+            .direct_api()
+            .stream_rx(&pkt.header.ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
+            return;
+        };
+        // The room's member list is borrowed out of the room for the packet (not cloned per
+        // packet) and put back afterwards; nothing below changes membership.
         let members = match self
             .parts
             .get(&pid)
@@ -18,7 +59,7 @@ impl Sfu {
             Some(r) => std::mem::take(&mut r.participants),
             None => return,
         };
-        self.forward_frame(now, pid, &members, d);
+        self.forward_packet(now, pid, peer_id, mid, rid, &members, pkt);
         if let Some(r) = self
             .parts
             .get(&pid)
@@ -28,110 +69,199 @@ impl Sfu {
         }
     }
 
-    fn forward_frame(&mut self, now: Instant, pid: Pid, members: &[Pid], d: MediaData) {
-        let Some(part) = self.parts.get(&pid) else {
+    #[allow(clippy::too_many_arguments)]
+    fn forward_packet(
+        &mut self,
+        now: Instant,
+        pid: Pid,
+        peer_id: PeerId,
+        mid: Mid,
+        rid: Option<Rid>,
+        members: &[Pid],
+        pkt: RtpPacket,
+    ) {
+        let Sfu {
+            parts,
+            tracks,
+            peers,
+            dirty,
+            ..
+        } = self;
+        let Some(part) = parts.get_mut(&pid) else {
             return;
         };
-        let Some(track_sid) = part
+        let Some(t) = part
             .tracks
             .iter()
-            .find(|t| self.tracks.get(*t).is_some_and(|t| t.mid == Some(d.mid)))
-            .cloned()
+            .find(|t| tracks.get(*t).is_some_and(|t| t.mid == Some(mid)))
+            .and_then(|sid| tracks.get_mut(sid))
         else {
             return;
         };
-        let kind = self.tracks.get(&track_sid).map(|t| t.kind);
-        if kind == Some(MediaKind::Audio) {
-            if let Some(level) = d.ext_vals.audio_level {
-                let linear = 10f32.powf(level as f32 / 20.0);
-                if let Some(p) = self.parts.get_mut(&pid) {
-                    p.audio_level = p.audio_level * 0.7 + linear * 0.3;
-                    p.last_audio = Some(now);
+        let header = &pkt.header;
+        let pt = header.payload_type;
+        let params = match t.params {
+            Some(p) if p.pt() == pt => p,
+            _ => {
+                let Some(p) = peers
+                    .get(&peer_id)
+                    .and_then(|p| p.rtc.codec_config().find(|p| p.pt() == pt).copied())
+                else {
+                    return;
+                };
+                if t.info.mime_type.is_empty() {
+                    t.info.mime_type = format!("{}/{}", t.kind, p.spec().codec);
                 }
+                t.params = Some(p);
+                p
+            }
+        };
+        let video = t.kind == MediaKind::Video;
+        if !video {
+            if let Some(level) = header.ext_vals.audio_level {
+                let linear = 10f32.powf(level as f32 / 20.0);
+                part.audio_level = part.audio_level * 0.7 + linear * 0.3;
+                part.last_audio = Some(now);
             }
         }
-        let Some(t) = self.tracks.get_mut(&track_sid) else {
-            return;
-        };
-        if t.info.mime_type.is_empty() {
-            t.info.mime_type = format!("{}/{}", t.kind, d.params.spec().codec);
-        }
-        if let Some(rid) = d.rid {
+        if let Some(rid) = rid {
             t.layer_seen.insert(rid, now);
         }
-        let Some(t) = self.tracks.get(&track_sid) else {
-            return;
+        let t: &PubTrack = t;
+        let keyframe = video && rtp::starts_keyframe(params.spec().codec, &pkt.payload);
+        // VP8: the payload descriptor, for PictureID continuity across layer switches.
+        let vp8 = match params.spec().codec {
+            Codec::Vp8 if rtp::vp8_has_long_picture_id(&pkt.payload) => {
+                Vp8Descriptor::parse(&pkt.payload).ok()
+            }
+            _ => None,
         };
-        let keyframe = d.is_keyframe();
-        let mut want_keyframe = vec![];
+        let seq = *pkt.seq_no;
+        let ts = header.timestamp;
+        // What the subscriber needs of the publisher's header extensions; str0m adds its own
+        // (mid, rid, transport-wide sequence numbers, absolute send time).
+        let ext = ExtensionValues {
+            audio_level: header.ext_vals.audio_level,
+            voice_activity: header.ext_vals.voice_activity,
+            video_orientation: header.ext_vals.video_orientation,
+            video_content_type: header.ext_vals.video_content_type,
+            ..Default::default()
+        };
+        let mut want_keyframe = Wanted::default();
+        // The layer to forward for a wanted one, for the last wanted layer asked (subscribers
+        // mostly want the same).
+        let mut flowing: Option<(Option<Rid>, Option<Rid>)> = None;
         for &other in members {
             if other == pid {
                 continue;
             }
-            let Some(p) = self.parts.get_mut(&other) else {
+            let Some(p) = parts.get_mut(&other) else {
                 continue;
             };
             let sub_peer = p.subscriber;
-            let Some(s) = p.subs.get_mut(&track_sid) else {
+            let Some(s) = p.subs.get_mut(&t.sid) else {
                 continue;
             };
-            let (Some(mid), true, false) = (s.mid, s.open, s.disabled) else {
+            let (Some(out_mid), true, false) = (s.mid, s.open, s.disabled) else {
                 continue;
             };
+            if !s.rewrite.started() {
+                // A section used before: its stream goes on where the last track left it.
+                if let Some(last) = peers.get(&sub_peer).and_then(|p| p.last_out.get(&out_mid)) {
+                    s.rewrite.continue_after(*last);
+                }
+            }
             // Simulcast: forward one layer; switch to the wanted layer (or the best one flowing
-            // below it) on its keyframe.
-            if d.rid.is_some() {
-                let target = t.flowing_layer(s.target, now);
-                if target != s.current && d.rid == target {
+            // below it) at the first packet of its keyframe.
+            if rid.is_some() {
+                let target = match flowing {
+                    Some((wanted, layer)) if wanted == s.target => layer,
+                    _ => {
+                        let layer = t.flowing_layer(s.target, now);
+                        flowing = Some((s.target, layer));
+                        layer
+                    }
+                };
+                if target != s.current && rid == target {
                     if keyframe {
-                        let last = s.last_out_time;
-                        debug!(track = %track_sid, from = ?s.current, to = ?target, "layer switch");
+                        debug!(track = %t.sid, from = ?s.current, to = ?target, "layer switch");
                         s.current = target;
-                        s.time_offset = match last {
-                            Some((t, _)) => t + 3000 - d.time.numer() as i64,
-                            None => 0,
-                        };
+                        s.rewrite.start(seq, ts, SWITCH_TS_STEP);
                         s.needs_keyframe = false;
+                        if let Some(d) = &vp8 {
+                            s.vp8.start(d);
+                        }
                     } else {
                         want_keyframe.push(target);
                     }
                 }
-                if d.rid != s.current {
+                if rid != s.current {
                     continue;
                 }
-            } else if s.needs_keyframe && kind == Some(MediaKind::Video) {
+            } else if s.needs_keyframe && video {
                 if keyframe {
                     s.needs_keyframe = false;
+                    s.rewrite.start(seq, ts, SWITCH_TS_STEP);
+                    if let Some(d) = &vp8 {
+                        s.vp8.start(d);
+                    }
                 } else {
                     // A decoder cannot start on a delta frame: hold back until a keyframe.
                     want_keyframe.push(None);
                     continue;
                 }
+            } else if !s.rewrite.started() {
+                s.rewrite.start(seq, ts, SWITCH_TS_STEP);
+                if let Some(d) = &vp8 {
+                    s.vp8.start(d);
+                }
             }
-            let out_time = (d.time.numer() as i64).wrapping_add(s.time_offset);
-            s.last_out_time = Some((out_time, d.time.denom() as u64));
-            let time = str0m::media::MediaTime::new(out_time as u64, d.time.frequency());
-            let Some(peer) = self.peers.get_mut(&sub_peer) else {
+            let Some((out_seq, out_ts)) = s.rewrite.map(seq, ts) else {
                 continue;
             };
-            let Some(w) = peer.rtc.writer(mid) else {
+            let vp8_patch = vp8.as_ref().and_then(|d| s.vp8.patch(d));
+            let Some(peer) = peers.get_mut(&sub_peer) else {
                 continue;
             };
-            let Some(pt) = w.match_params(d.params) else {
+            // The subscriber's PT for the same codec (PTs may differ per peer).
+            let out_pt = match s.pt_map {
+                Some((from, to)) if from == pt => to,
+                _ => {
+                    let Some(to) = peer.rtc.codec_config().match_params(params).map(|p| p.pt())
+                    else {
+                        continue;
+                    };
+                    s.pt_map = Some((pt, to));
+                    to
+                }
+            };
+            let mut api = peer.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
-            if let Err(e) = w.write(pt, d.network_time, time, d.data.clone()) {
-                debug!("forwarding failed: {e}");
+            let mut w = RtpWrite::new(
+                out_pt,
+                out_seq.into(),
+                out_ts,
+                pkt.timestamp,
+                pkt.payload.clone(),
+            )
+            .marker(header.marker)
+            .ext_vals(ext.clone())
+            .nackable(video);
+            if let Some(patch) = vp8_patch {
+                w = w.vp8_patch(patch);
             }
-            self.dirty.push(sub_peer);
+            tx.write_rtp(w);
+            if !dirty.contains(&sub_peer) {
+                dirty.push(sub_peer);
+            }
         }
-        if !d.contiguous {
-            want_keyframe.push(d.rid);
-        }
-        want_keyframe.sort_by_key(|r| r.map(|r| r.to_string()));
-        want_keyframe.dedup();
-        for rid in want_keyframe {
-            self.request_keyframe(now, &track_sid, rid);
+        if want_keyframe.len > 0 {
+            let sid = t.sid.clone();
+            for rid in want_keyframe.iter() {
+                self.request_keyframe(now, &sid, rid);
+            }
         }
     }
 
@@ -173,10 +303,9 @@ impl Sfu {
         };
         let peer_id = owner.publisher;
         if let Some(peer) = self.peers.get_mut(&peer_id) {
-            if let Some(mut w) = peer.rtc.writer(mid) {
-                if let Err(e) = w.request_keyframe(rid, KeyframeRequestKind::Pli) {
-                    debug!("keyframe request not sent: {e}");
-                }
+            match peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+                Some(rx) => rx.request_keyframe(KeyframeRequestKind::Pli),
+                None => debug!(%mid, ?rid, "keyframe request not sent: no stream yet"),
             }
             self.dirty.push(peer_id);
         }

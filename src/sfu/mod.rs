@@ -14,6 +14,7 @@ mod forward;
 mod peer;
 mod quality;
 pub mod room;
+mod rtp;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -29,7 +30,7 @@ use prost::Message as _;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelData;
 use str0m::config::DtlsCert;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tracing::{debug, info, warn};
@@ -38,6 +39,10 @@ pub use peer::rewrite_answer;
 use peer::{Peer, Role};
 use room::{new_sid, unix_ms, Participant, PubTrack, Room, Sub};
 pub use room::{Mode, Permissions};
+
+/// A `HashMap` with foldhash: several times cheaper than SipHash for the short keys the packet
+/// path looks up (ids, track sids, room names).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Participant key inside the SFU (the LiveKit sid is for the wire).
 pub type Pid = u64;
@@ -133,10 +138,13 @@ pub enum Output {
 pub struct Sfu {
     cfg: SfuConfig,
     dtls_cert: Option<DtlsCert>,
-    rooms: HashMap<String, Room>,
-    parts: HashMap<Pid, Participant>,
-    peers: HashMap<PeerId, Peer>,
-    tracks: HashMap<String, PubTrack>,
+    // The maps the packet path looks up, per packet and subscriber, hash with foldhash (keys
+    // are the SFU's own ids and authenticated room names; `routes`, keyed by what the network
+    // sends, keeps SipHash).
+    rooms: FastMap<String, Room>,
+    parts: FastMap<Pid, Participant>,
+    peers: FastMap<PeerId, Peer>,
+    tracks: FastMap<String, PubTrack>,
     routes: HashMap<(Protocol, SocketAddr, SocketAddr), PeerId>,
     out: VecDeque<Output>,
     dirty: Vec<PeerId>,
@@ -150,6 +158,8 @@ pub struct Sfu {
     free_sections: HashMap<Pid, Vec<(Mid, MediaKind)>>,
     /// Connection quality per participant (quality.rs).
     quality: quality::QualityState,
+    /// Events polled from a peer, reused across `drive` rounds.
+    events: Vec<Event>,
 }
 
 impl Sfu {
@@ -160,10 +170,10 @@ impl Sfu {
         Sfu {
             cfg,
             dtls_cert,
-            rooms: HashMap::new(),
-            parts: HashMap::new(),
-            peers: HashMap::new(),
-            tracks: HashMap::new(),
+            rooms: FastMap::default(),
+            parts: FastMap::default(),
+            peers: FastMap::default(),
+            tracks: FastMap::default(),
             routes: HashMap::new(),
             out: VecDeque::new(),
             dirty: vec![],
@@ -173,6 +183,7 @@ impl Sfu {
             requested_sections: HashMap::new(),
             free_sections: HashMap::new(),
             quality: Default::default(),
+            events: Vec::new(),
         }
     }
 
@@ -182,6 +193,12 @@ impl Sfu {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.out.is_empty() && !self.dirty.is_empty() {
+            // Peers that packets were forwarded to are polled here, once for a whole batch of
+            // received datagrams (`receive` polls only the receiving peer).
+            let now = self.now;
+            self.drive(now);
+        }
         self.out.pop_front()
     }
 
@@ -191,6 +208,10 @@ impl Sfu {
 
     /// The earliest instant [`Sfu::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.dirty.is_empty() {
+            // Output is waiting to be polled (`poll_output` was not drained): due now.
+            return Some(self.now);
+        }
         let peers = self.peers.values().map(|p| p.timeout).min();
         let rooms = self
             .rooms
@@ -382,15 +403,20 @@ impl Sfu {
     fn new_peer(&mut self, now: Instant, owner: Pid, role: Role) -> Result<PeerId, JoinError> {
         let mut b = Rtc::builder()
             .set_ice_lite(true)
+            // RTP mode: packets are forwarded as they come (forward.rs), not depacketised into
+            // frames and packetised again for every subscriber.
+            .set_rtp_mode(true)
             .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_500)))
             .set_stats_interval(Some(quality::STATS_INTERVAL));
         if let Some(cert) = &self.dtls_cert {
             b = b.set_dtls_cert(cert.clone());
         }
         // RTX history per outgoing video stream: str0m's default (1000 packets, up to 3 s) was
-        // a fifth of a meeting participant's memory (docs/performance.md); 256 is ≈ 1.4 s of the
-        // 1.5 Mbit/s layer, far above any round trip a NACK needs.
-        b = b.set_send_buffer_video(256);
+        // a fifth of a meeting participant's memory (docs/performance.md). In RTP mode an entry
+        // is a ≈ 400-byte packet header (the payload is shared by all subscribers): 128 is
+        // ≈ 55 KB per subscribed video stream and ≈ 0.7 s of the 1.5 Mbit/s layer, still far
+        // above any round trip a NACK needs (meeting 10: 5.4–5.7 → 3.9–4.3 MiB per participant).
+        b = b.set_send_buffer_video(128);
         let mut rtc = b.build(now);
         for (addr, proto) in &self.cfg.candidates {
             let c = match proto {
@@ -757,6 +783,7 @@ impl Sfu {
                 rids: vec![],
                 last_keyframe_request: HashMap::new(),
                 layer_seen: HashMap::new(),
+                params: None,
             },
         );
         self.signal(
@@ -927,6 +954,11 @@ impl Sfu {
         let Some(mid) = sub.mid else {
             return;
         };
+        // The section's outgoing stream (its SSRC) may carry another track later (v1 reuses
+        // sections): that one continues its sequence numbers and timestamps.
+        if let (Some(last), Some(peer)) = (sub.rewrite.last_out(), self.peers.get_mut(&sub_peer)) {
+            peer.last_out.insert(mid, last);
+        }
         match mode {
             Mode::V0 => {
                 if let Some(peer) = self.peers.get_mut(&sub_peer) {
@@ -1091,8 +1123,9 @@ impl Sfu {
             self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
             return;
         }
-        self.dirty.push(peer_id);
-        self.drive(now);
+        // The receiving peer is polled now: in RTP mode str0m holds one received packet until
+        // it is polled. The peers it forwards to are polled when the output is asked for.
+        self.poll_peer(now, peer_id);
     }
 
     /// Lets time pass: str0m timers, empty rooms, departed participants, speaker updates.
@@ -1178,38 +1211,43 @@ impl Sfu {
                 warn!("media loop did not settle; continuing next turn");
                 break;
             }
-            let mut events = vec![];
-            {
-                let Some(peer) = self.peers.get_mut(&id) else {
-                    continue;
-                };
-                loop {
-                    match peer.rtc.poll_output() {
-                        Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
-                        Ok(str0m::Output::Timeout(t)) => {
-                            peer.timeout = t;
-                            break;
-                        }
-                        Ok(str0m::Output::Event(e)) => events.push(e),
-                        Err(e) => {
-                            warn!("media connection failed: {e}");
-                            events.clear();
-                            peer.timeout = now;
-                            let owner = peer.owner;
-                            self.remove_participant(
-                                now,
-                                owner,
-                                lk::DisconnectReason::StateMismatch,
-                            );
-                            break;
-                        }
+            self.poll_peer(now, id);
+        }
+    }
+
+    /// Polls one peer until it only has a timeout left, and handles its events (which may make
+    /// other peers dirty).
+    fn poll_peer(&mut self, now: Instant, id: PeerId) {
+        // One buffer for the events of every round (a packet is an event in RTP mode).
+        let mut events = std::mem::take(&mut self.events);
+        {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                self.events = events;
+                return;
+            };
+            loop {
+                match peer.rtc.poll_output() {
+                    Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
+                    Ok(str0m::Output::Timeout(t)) => {
+                        peer.timeout = t;
+                        break;
+                    }
+                    Ok(str0m::Output::Event(e)) => events.push(e),
+                    Err(e) => {
+                        warn!("media connection failed: {e}");
+                        events.clear();
+                        peer.timeout = now;
+                        let owner = peer.owner;
+                        self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
+                        break;
                     }
                 }
             }
-            for e in events {
-                self.on_event(now, id, e);
-            }
         }
+        for e in events.drain(..) {
+            self.on_event(now, id, e);
+        }
+        self.events = events;
     }
 
     fn on_event(&mut self, now: Instant, peer_id: PeerId, e: Event) {
@@ -1242,7 +1280,7 @@ impl Sfu {
                     .unwrap_or_default();
                 self.on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
             }
-            Event::MediaData(d) => self.on_media_data(now, peer_id, d),
+            Event::RtpPacket(p) => self.on_rtp_packet(now, peer_id, p),
             Event::MediaChanged(m) if !m.direction.is_receiving() => {
                 // A browser unpublishes by stopping its sender and offering again: the section
                 // stops sending to us. There is no signal message for it.

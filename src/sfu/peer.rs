@@ -1,6 +1,7 @@
 //! One WebRTC PeerConnection on the server side: a str0m `Rtc` plus what LiveKit's signalling
 //! needs around it (offer ids, the pending offer, the two data channels).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use str0m::change::SdpPendingOffer;
@@ -37,6 +38,9 @@ pub struct Peer {
     pub renegotiate: bool,
     /// Sections to stop in the next offer (subscriptions that ended).
     pub stopping: Vec<str0m::media::Mid>,
+    /// The last sequence number and timestamp sent on a section whose subscription ended: a
+    /// track forwarded on it later continues from there (one SSRC, one sequence).
+    pub last_out: HashMap<str0m::media::Mid, (u64, u32)>,
 }
 
 impl Peer {
@@ -54,6 +58,7 @@ impl Peer {
             connected: false,
             renegotiate: false,
             stopping: vec![],
+            last_out: HashMap::new(),
         }
     }
 

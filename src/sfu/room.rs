@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use livekit_protocol as lk;
-use str0m::media::{MediaKind, Mid, Rid};
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid, Pt, Rid};
 
 use super::{PeerId, Pid};
 
@@ -141,6 +142,9 @@ pub struct PubTrack {
     /// When each simulcast layer last carried media. The browser turns layers on and off with
     /// its bandwidth estimate (the best one only after a ramp-up of seconds).
     pub layer_seen: HashMap<Rid, Instant>,
+    /// The codec parameters of the payload type last received (looked up again when the PT
+    /// changes).
+    pub params: Option<PayloadParams>,
 }
 
 impl PubTrack {
@@ -196,9 +200,14 @@ pub struct Sub {
     /// Requested size; 0 = no preference (take the best layer).
     pub want_width: u32,
     pub want_quality: Option<i32>,
-    /// Output timestamp continuity across layer switches: offset added to the layer's RTP time.
-    pub time_offset: i64,
-    pub last_out_time: Option<(i64, u64)>,
+    /// Sequence number and timestamp rewriting of what is forwarded (continuous across layer
+    /// switches).
+    pub rewrite: super::rtp::Rewrite,
+    /// VP8 PictureID / TL0PICIDX rewriting (continuous across layer switches).
+    pub vp8: super::rtp::Vp8Munge,
+    /// The last payload type mapping: the publisher's PT, and the subscriber's for the same
+    /// codec parameters.
+    pub pt_map: Option<(Pt, Pt)>,
     pub needs_keyframe: bool,
     /// A media section that was used before and is being stopped.
     pub stopping: bool,
@@ -216,8 +225,9 @@ impl Sub {
             disabled: false,
             want_width: 0,
             want_quality: None,
-            time_offset: 0,
-            last_out_time: None,
+            rewrite: Default::default(),
+            vp8: Default::default(),
+            pt_map: None,
             needs_keyframe: true,
             stopping: false,
         }
@@ -262,7 +272,7 @@ pub struct Participant {
 }
 
 impl Participant {
-    pub fn info(&self, tracks: &HashMap<String, PubTrack>) -> lk::ParticipantInfo {
+    pub fn info(&self, tracks: &super::FastMap<String, PubTrack>) -> lk::ParticipantInfo {
         lk::ParticipantInfo {
             sid: self.sid.clone(),
             identity: self.identity.clone(),

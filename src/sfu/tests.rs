@@ -754,6 +754,7 @@ fn simulcast_layer_choice_follows_what_flows() {
         rids: vec!["f".into(), "h".into(), "q".into()],
         last_keyframe_request: HashMap::new(),
         layer_seen: HashMap::new(),
+        params: None,
     };
     let f = Some("f".into());
     let h = Some("h".into());
@@ -1096,4 +1097,214 @@ fn everyone_is_told_the_connection_quality_of_the_room() {
         );
         assert!(quality_updates(&mut w.peers[0]).is_empty());
     }
+}
+
+// ---------------------------------------------------------------- packet-level forwarding
+
+use super::rtp::{self as fwd, Rewrite};
+
+#[test]
+fn rewriting_stays_continuous_across_a_layer_switch() {
+    let mut r = Rewrite::default();
+    assert!(!r.started());
+    assert_eq!(r.map(5, 0), None, "nothing is mapped before a start");
+    // Layer h: extended sequence numbers with a rollover counter of 1; the output starts at
+    // rollover counter 0 with the input's low 16 bits and keeps the input's timestamps.
+    let h0 = 65_536 + 1_000;
+    r.start(h0, 90_000, 3000);
+    for i in 0..5u64 {
+        let ts = 90_000 + 3000 * (i as u32 / 2);
+        assert_eq!(r.map(h0 + i, ts), Some((1_000 + i, ts)));
+    }
+    // A retransmission of an earlier packet keeps its place and does not move the end.
+    assert_eq!(r.map(h0 + 2, 93_000), Some((1_002, 93_000)));
+    // Switch to layer f at its keyframe: another SSRC, unrelated numbers.
+    let f0 = 40_000u64;
+    let f_ts = 4_000_000_000u32;
+    r.start(f0, f_ts, 3000);
+    assert_eq!(
+        r.map(f0, f_ts),
+        Some((1_005, 96_000 + 3000)),
+        "next sequence number, one frame step after the last timestamp"
+    );
+    assert_eq!(r.map(f0 + 1, f_ts), Some((1_006, 99_000)));
+    // f's timestamps wrap around 2^32; the output follows without a jump.
+    let wrapped = f_ts.wrapping_add(400_000_000);
+    assert_eq!(
+        r.map(f0 + 2, wrapped),
+        Some((1_007, 99_000u32.wrapping_add(400_000_000)))
+    );
+    // Packets of f from before the switch point (reordered) would collide: dropped.
+    assert_eq!(r.map(f0 - 1, f_ts - 3000), None);
+    // A late packet of f (repaired by retransmission) after newer ones: its own place.
+    assert_eq!(
+        r.map(f0 + 10, f_ts.wrapping_add(6000)),
+        Some((1_015, 105_000))
+    );
+    assert_eq!(
+        r.map(f0 + 9, f_ts.wrapping_add(6000)),
+        Some((1_014, 105_000))
+    );
+    // And back to h: continues after the highest sequence number sent.
+    r.start(h0 + 500, 200_000, 3000);
+    assert_eq!(r.map(h0 + 500, 200_000), Some((1_016, 108_000)));
+    // Another track forwarded later on the same section (same SSRC) goes on from there, so
+    // the receiver's sequence (and SRTP rollover counter) stays continuous.
+    let mut next = Rewrite::default();
+    next.continue_after(r.last_out().unwrap());
+    next.start(7, 555, 3000);
+    assert_eq!(next.map(7, 555), Some((1_017, 111_000)));
+}
+
+#[test]
+fn vp8_keyframes_are_found_from_the_payload_descriptor_and_header() {
+    // Minimal descriptor (S = 1, PID = 0), then the VP8 payload header: P = 0 is a keyframe.
+    assert!(fwd::vp8_starts_keyframe(&[0x10, 0x00, 0x00, 0x9d]));
+    assert!(!fwd::vp8_starts_keyframe(&[0x10, 0x01, 0x00, 0x00]));
+    // Not the start of a frame, or not the first partition: never a keyframe start.
+    assert!(!fwd::vp8_starts_keyframe(&[0x00, 0x00, 0x00]));
+    assert!(!fwd::vp8_starts_keyframe(&[0x11, 0x00, 0x00]));
+    // Extended descriptor as Chrome sends it: X, then I (15-bit PictureID), L, T.
+    let key = [0x90, 0xe0, 0x80 | 0x12, 0x34, 0x05, 0x20, 0x50, 0x2a, 0x01];
+    assert!(fwd::vp8_starts_keyframe(&key));
+    let delta = [0x90, 0xe0, 0x80 | 0x12, 0x35, 0x05, 0x20, 0x51, 0x2a, 0x01];
+    assert!(!fwd::vp8_starts_keyframe(&delta));
+    // 7-bit PictureID, no L/T.
+    assert!(fwd::vp8_starts_keyframe(&[0x90, 0x80, 0x12, 0x00]));
+    assert!(!fwd::vp8_starts_keyframe(&[0x90, 0x80, 0x12, 0x01]));
+    // K only (KEYIDX octet).
+    assert!(fwd::vp8_starts_keyframe(&[0x90, 0x10, 0x03, 0x00]));
+    // Through the codec dispatch as the forwarder uses it.
+    assert!(fwd::starts_keyframe(Codec::Vp8, &key));
+    assert!(!fwd::starts_keyframe(Codec::Opus, &key), "not video");
+}
+
+#[test]
+fn h264_keyframes_are_found_in_single_nal_stap_a_and_fu_a() {
+    // Single NAL unit packets: IDR slice (5) and SPS (7) start a keyframe; a non-IDR slice
+    // (1), a PPS (8) and an SEI (6) do not.
+    assert!(fwd::h264_starts_keyframe(&[0x65, 0x88, 0x80]));
+    assert!(fwd::h264_starts_keyframe(&[0x67, 0x42, 0xc0, 0x1f]));
+    assert!(!fwd::h264_starts_keyframe(&[0x41, 0x9a, 0x00]));
+    assert!(!fwd::h264_starts_keyframe(&[0x68, 0xce, 0x3c]));
+    assert!(!fwd::h264_starts_keyframe(&[0x06, 0x05]));
+    // STAP-A (24) of SPS + PPS, as browsers send before an IDR.
+    let stap = [0x78, 0x00, 0x03, 0x67, 0x42, 0xc0, 0x00, 0x02, 0x68, 0xce];
+    assert!(fwd::h264_starts_keyframe(&stap));
+    // STAP-A of SEI + PPS only.
+    let stap_delta = [0x78, 0x00, 0x02, 0x06, 0x05, 0x00, 0x02, 0x68, 0xce];
+    assert!(!fwd::h264_starts_keyframe(&stap_delta));
+    // FU-A (28): the start fragment of an IDR slice; not a middle one, nor a non-IDR start.
+    assert!(fwd::h264_starts_keyframe(&[0x7c, 0x85, 0xb8]));
+    assert!(!fwd::h264_starts_keyframe(&[0x7c, 0x05, 0xb8]));
+    assert!(!fwd::h264_starts_keyframe(&[0x7c, 0x81, 0x9a]));
+    assert!(fwd::starts_keyframe(Codec::H264, &stap));
+}
+
+#[test]
+fn other_codecs_keyframes_and_unknown_ones_conservatively() {
+    // VP9: B = 1, P = 0 (no layer indices), and with L = 1 only on spatial layer 0.
+    assert!(fwd::vp9_starts_keyframe(&[0x08, 0x00]));
+    assert!(!fwd::vp9_starts_keyframe(&[0x48, 0x00]));
+    assert!(!fwd::vp9_starts_keyframe(&[0x00, 0x00]));
+    assert!(fwd::vp9_starts_keyframe(&[0xa8, 0x80, 0x01, 0x00, 0x00]));
+    assert!(!fwd::vp9_starts_keyframe(&[0xa8, 0x80, 0x01, 0x02, 0x00]));
+    // H.265: IDR_W_RADL (19) single NAL, an AP with a VPS, an FU start of a CRA (21).
+    assert!(fwd::h265_starts_keyframe(&[19 << 1, 0x01, 0xaf]));
+    assert!(!fwd::h265_starts_keyframe(&[1 << 1, 0x01, 0xaf]));
+    assert!(fwd::h265_starts_keyframe(&[
+        48 << 1,
+        0x01,
+        0x00,
+        0x02,
+        32 << 1,
+        0x01
+    ]));
+    assert!(fwd::h265_starts_keyframe(&[49 << 1, 0x01, 0x80 | 21, 0x00]));
+    assert!(!fwd::h265_starts_keyframe(&[49 << 1, 0x01, 21, 0x00]));
+    // AV1: N bit of the aggregation header.
+    assert!(fwd::av1_starts_keyframe(&[0x18, 0x00]));
+    assert!(!fwd::av1_starts_keyframe(&[0x10, 0x00]));
+    // A codec it cannot parse is never taken for a keyframe.
+    assert!(!fwd::starts_keyframe(Codec::Opus, &[0x10, 0x00, 0x00]));
+}
+
+#[test]
+fn short_and_malformed_payloads_never_panic() {
+    let codecs = [
+        Codec::Vp8,
+        Codec::Vp9,
+        Codec::H264,
+        Codec::H265,
+        Codec::Av1,
+        Codec::Opus,
+    ];
+    let samples: [&[u8]; 6] = [
+        &[0x90, 0xe0, 0x80 | 0x12, 0x34, 0x05, 0x20, 0x50],
+        &[0x78, 0xff, 0xff, 0x67],
+        &[0x78, 0x00, 0x00, 0x65],
+        &[0x7c],
+        &[48 << 1, 0x01, 0xff, 0xff],
+        &[0xa8, 0x80],
+    ];
+    for c in codecs {
+        for s in samples {
+            for n in 0..=s.len() {
+                let _ = fwd::starts_keyframe(c, &s[..n]);
+            }
+        }
+        // Pseudo-random payloads of every length up to 64.
+        let mut x: u32 = 0x1234_5678;
+        for len in 0..=64usize {
+            for _ in 0..50 {
+                let mut buf = [0u8; 64];
+                for b in buf.iter_mut().take(len) {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    *b = (x >> 24) as u8;
+                }
+                let _ = fwd::starts_keyframe(c, &buf[..len]);
+            }
+        }
+    }
+    // Cut-off descriptors are not keyframes.
+    assert!(!fwd::vp8_starts_keyframe(&[0x90, 0xe0, 0x80 | 0x12]));
+    assert!(!fwd::vp8_starts_keyframe(&[]));
+    assert!(!fwd::h264_starts_keyframe(&[0x78, 0x00]));
+}
+
+#[test]
+fn vp8_picture_ids_stay_continuous_across_a_layer_switch() {
+    use str0m::rtp::Vp8Descriptor;
+    // X, I (15-bit PictureID), L (TL0PICIDX), T; then a VP8 payload header byte.
+    let desc = |pic: u16, tl0: u8, key: bool| {
+        let p = [
+            0x90,
+            0xe0,
+            0x80 | (pic >> 8) as u8,
+            pic as u8,
+            tl0,
+            0x20,
+            u8::from(!key),
+        ];
+        Vp8Descriptor::parse(&p).unwrap()
+    };
+    let mut m = fwd::Vp8Munge::default();
+    m.start(&desc(100, 7, true));
+    assert_eq!(m.map(&desc(100, 7, true)), Some((100, Some(7))));
+    assert!(
+        m.patch(&desc(101, 7, false)).is_none(),
+        "nothing to rewrite"
+    );
+    // Switch to a layer numbering its pictures far away (and wrapping at 2^15).
+    m.start(&desc(32_767, 200, true));
+    assert_eq!(m.map(&desc(32_767, 200, true)), Some((102, Some(8))));
+    assert_eq!(m.map(&desc(0, 201, false)), Some((103, Some(9))));
+    assert!(m.patch(&desc(1, 201, false)).is_some());
+    // Only 15-bit PictureIDs are rewritten (7-bit ones wrap at 128); nothing for cut-off ones.
+    assert!(fwd::vp8_has_long_picture_id(&[
+        0x90, 0x80, 0x80, 0x05, 0x00
+    ]));
+    assert!(!fwd::vp8_has_long_picture_id(&[0x90, 0x80, 0x05, 0x00]));
+    assert!(!fwd::vp8_has_long_picture_id(&[0x10, 0x00, 0x00]));
+    assert!(!fwd::vp8_has_long_picture_id(&[0x90, 0x80]));
 }
