@@ -8,19 +8,13 @@ mod common;
 
 use std::process::Command;
 
-#[test]
-fn a_tiny_meeting_carries_media_to_every_subscriber() {
+/// Runs `confab bench meeting --sizes 2 --seconds 2 --no-pin --require-media` with `extra`
+/// arguments; returns the cells of the row that starts with `| meeting | {size} |`.
+fn bench_row(extra: &[&str], size: &str) -> Vec<String> {
     let out = Command::new(common::BIN)
-        .args([
-            "bench",
-            "meeting",
-            "--sizes",
-            "2",
-            "--seconds",
-            "2",
-            "--no-pin",
-            "--require-media",
-        ])
+        .args(["bench", "meeting", "--sizes", "2", "--seconds", "2"])
+        .args(extra)
+        .args(["--no-pin", "--require-media"])
         .env("CONFAB_LOG_LEVEL", "warn")
         .output()
         .unwrap();
@@ -31,17 +25,23 @@ fn a_tiny_meeting_carries_media_to_every_subscriber() {
         "confab bench failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
+    let prefix = format!("| meeting | {size} |");
     let row = stdout
         .lines()
-        .find(|l| l.starts_with("| meeting | 2 |"))
+        .find(|l| l.starts_with(&prefix))
         .unwrap_or_else(|| panic!("no meeting row in:\n{stdout}\n{stderr}"));
-    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    row.split('|').map(|c| c.trim().to_string()).collect()
+}
+
+#[test]
+fn a_tiny_meeting_carries_media_to_every_subscriber() {
+    let cells = bench_row(&[], "2");
     // | scenario | N | pkts/s out | … | receiving | generator CPU % |
     let packets: f64 = cells[3].parse().unwrap();
-    assert!(packets > 0.0, "packets were forwarded: {row}");
+    assert!(packets > 0.0, "packets were forwarded: {cells:?}");
     assert!(
         cells[cells.len() - 3].starts_with("2/2"),
-        "both participants receive media: {row}"
+        "both participants receive media: {cells:?}"
     );
 }
 
@@ -49,48 +49,19 @@ fn a_tiny_meeting_carries_media_to_every_subscriber() {
 /// media, by their CPU time) and every participant in each receives media.
 #[test]
 fn two_rooms_on_two_media_threads_both_carry_media() {
-    let out = Command::new(common::BIN)
-        .args([
-            "bench",
-            "meeting",
-            "--sizes",
-            "2",
-            "--rooms",
-            "2",
-            "--media-threads",
-            "2",
-            "--seconds",
-            "2",
-            "--no-pin",
-            "--require-media",
-        ])
-        .env("CONFAB_LOG_LEVEL", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "confab bench failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let row = stdout
-        .lines()
-        .find(|l| l.starts_with("| meeting | 2×2 |"))
-        .unwrap_or_else(|| panic!("no meeting row in:\n{stdout}\n{stderr}"));
-    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let cells = bench_row(&["--rooms", "2", "--media-threads", "2"], "2×2");
     // | scenario | N | pkts/s out | pkts per CPU-s | CPU % | media threads CPU % | …
     let threads: Vec<f64> = cells[6]
         .split('/')
         .map(|c| c.trim().parse().unwrap())
         .collect();
-    assert_eq!(threads.len(), 2, "two media threads: {row}");
+    assert_eq!(threads.len(), 2, "two media threads: {cells:?}");
     assert!(
         threads.iter().all(|c| *c >= 0.5),
-        "both media threads forward media (one room each): {row}"
+        "both media threads forward media (one room each): {cells:?}"
     );
     assert!(
         cells[cells.len() - 3].starts_with("4/4"),
-        "every participant of both rooms receives media: {row}"
+        "every participant of both rooms receives media: {cells:?}"
     );
 }
