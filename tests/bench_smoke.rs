@@ -43,6 +43,15 @@ fn a_tiny_meeting_carries_media_to_every_subscriber() {
         cells[cells.len() - 3].starts_with("2/2"),
         "both participants receive media: {cells:?}"
     );
+    // | … | delay p50/p99 ms | added by confab p50/p99 ms | …: confab measured the delay of
+    // some forwarded packets itself (its /api/status), whatever the figures.
+    let added = &cells[9];
+    let samples: u64 = added
+        .split_once('(')
+        .and_then(|(_, n)| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no delay measured by confab: {cells:?}"));
+    assert!(samples > 0, "confab measured forwarded packets: {cells:?}");
 }
 
 /// Two rooms of two on two media threads: the rooms land on different threads (both forward

@@ -251,6 +251,7 @@ impl App {
             "uptime_seconds": self.uptime_seconds(),
             "rooms": totals.rooms,
             "participants": totals.participants,
+            "forward_delay_us": forward_delay_json(&totals.forward_delay),
             "update": crate::update::agent::state::summary(&self.0.update_state, self.0.has_slots),
             "ready": self.0.readiness.checks().iter().all(|c| c.ok),
         })
@@ -290,6 +291,25 @@ fn unix_millis() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The delay confab added to forwarded packets since it started (sampled, `sfu::delay`):
+/// count, p50/p99 (upper bounds of their buckets) and the non-empty buckets as
+/// `[upper bound µs, count]`, so a reader can take quantiles over a window by difference.
+fn forward_delay_json(counts: &[u64]) -> serde_json::Value {
+    use crate::sfu::delay;
+    let buckets: Vec<[u64; 2]> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(i, c)| [delay::bucket_upper_us(i), *c])
+        .collect();
+    json!({
+        "count": counts.iter().sum::<u64>(),
+        "p50": delay::quantile_us(counts, 0.5),
+        "p99": delay::quantile_us(counts, 0.99),
+        "buckets": buckets,
+    })
 }
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

@@ -414,6 +414,41 @@ impl Server {
         .map_err(|e| e.to_string())
     }
 
+    /// The bucket counts of the delay confab measured on forwarded packets (`/api/status`,
+    /// `forward_delay_us`), as (upper bound µs, count).
+    async fn forward_delay(&self) -> Result<Vec<(u64, u64)>, String> {
+        let token = crate::auth::mint(
+            &self.keys,
+            &self.key,
+            &TokenRequest {
+                identity: "bench".into(),
+                ttl: Duration::from_secs(60),
+                video: VideoGrant {
+                    room_list: Some(true),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.https));
+        let (status, body) =
+            crate::api::client::get(&self.tls, addr, "localhost", "/api/status", Some(&token))
+                .await
+                .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("/api/status answered {status}"));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let buckets = json["forward_delay_us"]["buckets"]
+            .as_array()
+            .ok_or("/api/status has no forward_delay_us")?
+            .iter()
+            .filter_map(|b| Some((b.get(0)?.as_u64()?, b.get(1)?.as_u64()?)))
+            .collect();
+        Ok(buckets)
+    }
+
     /// Opens `/rtc` (v0) for `identity` and waits for its `join` response.
     async fn connect(&self, room: &str, identity: &str, publish: bool) -> Result<Link, String> {
         let token = self.token(room, identity, publish)?;
@@ -483,6 +518,14 @@ enum Target {
 }
 
 impl Target {
+    /// confab's own forwarding delay counts (None for the baseline, which has none).
+    async fn forward_delay(&self) -> Option<Result<Vec<(u64, u64)>, String>> {
+        match self {
+            Target::Confab(s) => Some(s.forward_delay().await),
+            Target::Baseline(_) => None,
+        }
+    }
+
     fn cpu(&self) -> Option<f64> {
         match self {
             Target::Confab(s) => cpu_seconds(Path::new(&format!("/proc/{}/stat", s.pid()))),
@@ -544,6 +587,11 @@ pub struct Row {
     pub mbit_out: f64,
     pub delay_p50_ms: Option<f64>,
     pub delay_p99_ms: Option<f64>,
+    /// The delay confab itself added (its own measurement: kernel arrival → forwarded copy
+    /// sent, every 64th packet), p50/p99 over the window, and how many packets it measured.
+    pub added_p50_ms: Option<f64>,
+    pub added_p99_ms: Option<f64>,
+    pub added_samples: u64,
     pub loss_percent: f64,
     pub rss_idle_kib: Option<u64>,
     pub rss_kib: Option<u64>,
@@ -558,7 +606,7 @@ pub struct Row {
 
 impl Row {
     fn header() -> String {
-        "| scenario | N | pkts/s out | pkts per CPU-s | CPU % | media threads CPU % | Mbit/s out | delay p50/p99 ms | loss % | RSS idle → loaded MiB | KiB per participant | receiving | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
+        "| scenario | N | pkts/s out | pkts per CPU-s | CPU % | media threads CPU % | Mbit/s out | delay p50/p99 ms | added by confab p50/p99 ms | loss % | RSS idle → loaded MiB | KiB per participant | receiving | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
     }
 
     fn line(&self) -> String {
@@ -572,6 +620,19 @@ impl Row {
                 "{:.0}",
                 b.saturating_sub(a) as f64 / (self.size * self.rooms.max(1)) as f64
             ),
+            _ => "-".into(),
+        };
+        let added = match (self.added_p50_ms, self.added_p99_ms) {
+            (Some(a), Some(b)) => {
+                let ms = |v: f64| {
+                    if v.is_finite() {
+                        format!("{v:.2}")
+                    } else {
+                        "> 1000".into()
+                    }
+                };
+                format!("{}/{} ({} pkts)", ms(a), ms(b), self.added_samples)
+            }
             _ => "-".into(),
         };
         let mut receiving = format!("{}/{}", self.receivers, self.expected_receivers);
@@ -593,7 +654,7 @@ impl Row {
                 .join(" / ")
         };
         format!(
-            "| {} | {} | {:.0} | {:.0} | {:.1} | {} | {:.1} | {}/{} | {:.2} | {} | {} | {} | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {} | {:.1} | {}/{} | {} | {:.2} | {} | {} | {} | {:.0} |",
             self.name,
             size,
             self.packets_per_s,
@@ -603,6 +664,7 @@ impl Row {
             self.mbit_out,
             ms(self.delay_p50_ms),
             ms(self.delay_p99_ms),
+            added,
             self.loss_percent,
             rss,
             per,
@@ -730,6 +792,7 @@ async fn run_one(
     }
 
     let own = Path::new("/proc/self/stat");
+    let added0 = target.forward_delay().await;
     let (cpu0, gen0, media0) = (target.cpu(), cpu_seconds(own), target.media_cpu());
     let t0 = Instant::now();
     stats.measuring.store(true, Ordering::Relaxed);
@@ -756,6 +819,7 @@ async fn run_one(
     stats.measuring.store(false, Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
     let (cpu1, gen1, media1) = (target.cpu(), cpu_seconds(own), target.media_cpu());
+    let added1 = target.forward_delay().await;
     let media_cpu_percent = media1
         .iter()
         .map(|(name, b)| {
@@ -795,6 +859,36 @@ async fn run_one(
     delays.sort_unstable();
     let mut joins = stats.join_ms.lock().map(|v| v.clone()).unwrap_or_default();
     joins.sort_unstable();
+    // The window's delays added by confab: the counts at its end less those at its start.
+    let added: Vec<(u64, u64)> = match (added0, added1) {
+        (Some(Ok(a)), Some(Ok(b))) => b
+            .iter()
+            .map(|(upper, n)| {
+                let before = a.iter().find(|(u, _)| u == upper).map_or(0, |(_, n)| *n);
+                (*upper, n.saturating_sub(before))
+            })
+            .collect(),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            stats.error(format!("forwarding delay: {e}"));
+            vec![]
+        }
+        _ => vec![],
+    };
+    let added_samples: u64 = added.iter().map(|(_, n)| n).sum();
+    let added_quantile = |p: f64| -> Option<f64> {
+        let rank = ((added_samples as f64) * p).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        added.iter().find_map(|(upper, n)| {
+            seen += n;
+            // The last bucket (over 1 s) has no upper bound.
+            let ms = if *upper == u64::MAX {
+                f64::INFINITY
+            } else {
+                *upper as f64 / 1000.0
+            };
+            (seen >= rank && added_samples > 0).then_some(ms)
+        })
+    };
     let expected_frames = stats.frames_expected.load(Ordering::Relaxed) as f64;
     let received_frames = stats.frames_received.load(Ordering::Relaxed) as f64;
     Row {
@@ -809,6 +903,9 @@ async fn run_one(
         mbit_out: stats.bytes.load(Ordering::Relaxed) as f64 * 8.0 / secs / 1e6,
         delay_p50_ms: percentile(&delays, 0.5).map(|v| f64::from(v) / 1000.0),
         delay_p99_ms: percentile(&delays, 0.99).map(|v| f64::from(v) / 1000.0),
+        added_p50_ms: added_quantile(0.5),
+        added_p99_ms: added_quantile(0.99),
+        added_samples,
         loss_percent: if expected_frames > 0.0 {
             (1.0 - received_frames / expected_frames).max(0.0) * 100.0
         } else {

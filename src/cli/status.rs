@@ -105,6 +105,23 @@ pub fn run(config: Config, args: StatusArgs) -> ExitCode {
         );
         println!("rooms:        {}", json["rooms"]);
         println!("participants: {}", json["participants"]);
+        let delay = &json["forward_delay_us"];
+        match (delay["p50"].as_u64(), delay["p99"].as_u64()) {
+            (Some(p50), Some(p99)) => {
+                // The last bucket (over 1 s) has no upper bound.
+                let ms = |us: u64| match us {
+                    u64::MAX => "over 1000 ms".to_string(),
+                    _ => format!("{:.2} ms", us as f64 / 1000.0),
+                };
+                println!(
+                    "forwarding:   p50 {}, p99 {} added by confab ({} packets measured)",
+                    ms(p50),
+                    ms(p99),
+                    delay["count"]
+                )
+            }
+            _ => println!("forwarding:   nothing forwarded yet"),
+        }
         println!(
             "ready:        {}",
             if json["ready"] == true {

@@ -16,6 +16,33 @@ pub struct RecvBatch {
     data: Vec<u8>,
     lens: [usize; BATCH],
     addrs: [libc::sockaddr_storage; BATCH],
+    /// Room for each datagram's control messages (its `SO_TIMESTAMPNS` arrival time).
+    control: [[u64; CONTROL_WORDS]; BATCH],
+    /// When each datagram reached the kernel, ns since the Unix epoch (0: not known).
+    arrived_ns: [u64; BATCH],
+}
+
+/// 64 bytes: one `cmsghdr` with a `timespec`, with room to spare.
+const CONTROL_WORDS: usize = 8;
+
+/// Asks the kernel to stamp each datagram's arrival (`SO_TIMESTAMPNS`, wall clock), for
+/// [`RecvBatch::arrived_ns`].
+pub fn enable_arrival_stamps(sock: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option value that lives for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl RecvBatch {
@@ -25,6 +52,8 @@ impl RecvBatch {
             lens: [0; BATCH],
             // SAFETY: sockaddr_storage is plain data; all zeroes is a valid (unspecified) value.
             addrs: unsafe { zeroed() },
+            control: [[0; CONTROL_WORDS]; BATCH],
+            arrived_ns: [0; BATCH],
         }
     }
 
@@ -48,6 +77,8 @@ impl RecvBatch {
             msgs[i].msg_hdr.msg_iovlen = 1;
             msgs[i].msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
             msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+            msgs[i].msg_hdr.msg_control = self.control[i].as_mut_ptr().cast();
+            msgs[i].msg_hdr.msg_controllen = (CONTROL_WORDS * 8) as _;
         }
         // SAFETY: every header points at a live buffer of MAX_DATAGRAM bytes and a live
         // sockaddr_storage, all owned by self or this frame, for the duration of the call.
@@ -64,10 +95,17 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        for (len, m) in self.lens.iter_mut().zip(msgs.iter()).take(n) {
-            *len = (m.msg_len as usize).min(MAX_DATAGRAM);
+        for (i, m) in msgs.iter().enumerate().take(n) {
+            self.lens[i] = (m.msg_len as usize).min(MAX_DATAGRAM);
+            self.arrived_ns[i] = arrival_stamp(&m.msg_hdr).unwrap_or(0);
         }
         Ok(n)
+    }
+
+    /// When datagram `i` of the last call reached the kernel, in ns since the Unix epoch, if
+    /// the socket stamps arrivals ([`enable_arrival_stamps`]).
+    pub fn arrived_ns(&self, i: usize) -> Option<u64> {
+        self.arrived_ns.get(i).copied().filter(|t| *t != 0)
     }
 
     /// Datagram `i` of the last call: its sender and bytes.
@@ -83,6 +121,25 @@ impl Default for RecvBatch {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The `SCM_TIMESTAMPNS` control message of a received header, in ns since the Unix epoch.
+fn arrival_stamp(h: &libc::msghdr) -> Option<u64> {
+    // SAFETY: `h` is a header recvmmsg filled in: msg_control/msg_controllen describe the
+    // control messages it wrote into our buffer, which the CMSG macros walk within bounds.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                let ns = u64::try_from(ts.tv_sec).ok()? * 1_000_000_000
+                    + u64::try_from(ts.tv_nsec).ok()?;
+                return Some(ns);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
 }
 
 fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -140,50 +197,100 @@ fn to_sockaddr(a: &SocketAddr, s: &mut libc::sockaddr_storage) -> u32 {
     }
 }
 
-/// Sends `items` (destination, bytes) with as few `sendmmsg` calls as possible. A datagram the
-/// kernel refuses (full buffer, unreachable) is dropped, like the network would; returns how
-/// many were sent.
-pub fn send(sock: &impl AsRawFd, items: &[(SocketAddr, &[u8])]) -> usize {
-    let mut sent = 0;
-    for chunk in items.chunks(BATCH) {
-        // SAFETY: plain data, zeroed is valid.
-        let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
-        let mut iov: [libc::iovec; BATCH] = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; BATCH];
-        // SAFETY: plain data, zeroed is valid.
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for (i, (to, data)) in chunk.iter().enumerate() {
-            let len = to_sockaddr(to, &mut addrs[i]);
-            iov[i].iov_base = data.as_ptr() as *mut libc::c_void;
-            iov[i].iov_len = data.len();
-            msgs[i].msg_hdr.msg_iov = &mut iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-            msgs[i].msg_hdr.msg_namelen = len;
-        }
-        let mut off = 0;
-        while off < chunk.len() {
-            // SAFETY: headers off..len point at live buffers and addresses for the call.
-            let n = unsafe {
-                libc::sendmmsg(
-                    sock.as_raw_fd(),
-                    msgs.as_mut_ptr().add(off),
-                    (chunk.len() - off) as u32,
-                    libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
-                )
-            };
-            if n <= 0 {
-                // The first datagram failed: skip it (dropped) and go on with the rest.
-                off += 1;
-            } else {
-                off += n as usize;
-                sent += n as usize;
+/// A datagram to send: where to, and its bytes.
+pub trait Datagram {
+    fn to(&self) -> SocketAddr;
+    fn bytes(&self) -> &[u8];
+}
+
+impl Datagram for (SocketAddr, &[u8]) {
+    fn to(&self) -> SocketAddr {
+        self.0
+    }
+    fn bytes(&self) -> &[u8] {
+        self.1
+    }
+}
+
+impl Datagram for str0m::net::Transmit {
+    fn to(&self) -> SocketAddr {
+        self.destination
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.contents
+    }
+}
+
+/// Headers for `sendmmsg`, kept between calls: only the slots a call uses are written (no
+/// zeroing of all [`BATCH`] per call, no allocation).
+pub struct SendBatch {
+    addrs: [libc::sockaddr_storage; BATCH],
+    iov: [libc::iovec; BATCH],
+    msgs: [libc::mmsghdr; BATCH],
+}
+
+// SAFETY: the raw pointers in the headers are scratch: every `send` rewrites those it uses
+// before the call and nothing reads them afterwards, so moving the batch to another thread
+// (the media thread it is built for) cannot leave a dangling use.
+unsafe impl Send for SendBatch {}
+
+impl SendBatch {
+    pub fn new() -> Box<SendBatch> {
+        Box::new(SendBatch {
+            // SAFETY: plain data, all zeroes is valid for each.
+            addrs: unsafe { zeroed() },
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BATCH],
+            // SAFETY: plain data, zeroed is a valid empty header.
+            msgs: unsafe { zeroed() },
+        })
+    }
+
+    /// Sends `items` with as few `sendmmsg` calls as possible. A datagram the kernel refuses
+    /// (full buffer, unreachable) is dropped, like the network would; returns how many were
+    /// sent.
+    pub fn send<D: Datagram>(&mut self, sock: &impl AsRawFd, items: &[D]) -> usize {
+        let mut sent = 0;
+        for chunk in items.chunks(BATCH) {
+            for (i, d) in chunk.iter().enumerate() {
+                let len = to_sockaddr(&d.to(), &mut self.addrs[i]);
+                let data = d.bytes();
+                self.iov[i].iov_base = data.as_ptr() as *mut libc::c_void;
+                self.iov[i].iov_len = data.len();
+                let h = &mut self.msgs[i].msg_hdr;
+                h.msg_iov = &mut self.iov[i];
+                h.msg_iovlen = 1;
+                h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = len;
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+                h.msg_flags = 0;
+            }
+            let mut off = 0;
+            while off < chunk.len() {
+                // SAFETY: headers off..len point at live buffers (borrowed from `items`) and
+                // addresses (in self) for the duration of the call.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        sock.as_raw_fd(),
+                        self.msgs.as_mut_ptr().add(off),
+                        (chunk.len() - off) as u32,
+                        libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
+                    )
+                };
+                if n <= 0 {
+                    // The first datagram failed: skip it (dropped) and go on with the rest.
+                    off += 1;
+                } else {
+                    off += n as usize;
+                    sent += n as usize;
+                }
             }
         }
+        sent
     }
-    sent
 }
 
 #[cfg(test)]
@@ -198,7 +305,7 @@ mod tests {
         let to = rx.local_addr().expect("addr");
         let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
         let items: Vec<(SocketAddr, &[u8])> = payloads.iter().map(|p| (to, &p[..])).collect();
-        assert_eq!(send(&tx, &items), 40);
+        assert_eq!(SendBatch::new().send(&tx, &items), 40);
         let mut b = RecvBatch::new();
         let mut got = vec![];
         while let Ok(n) = b.recv(&rx) {

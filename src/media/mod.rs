@@ -34,6 +34,7 @@ use str0m::net::Protocol;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::sfu::delay::DelayHistogram;
 use crate::sfu::{JoinError, JoinParams, Output, Pid, Sfu, SfuConfig};
 use tcp::TcpConn;
 
@@ -100,6 +101,8 @@ pub struct MediaStats {
     pub tcp_connections: AtomicU64,
     pub participants: AtomicU64,
     pub rooms: AtomicU64,
+    /// Arrival of a forwarded packet → its copy sent (sampled, `sfu::delay`).
+    pub forward_delay: DelayHistogram,
 }
 
 /// What a signalling session receives from the media thread.
@@ -200,12 +203,14 @@ pub struct MediaHandle {
 }
 
 /// Counters summed over all shards.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MediaTotals {
     pub datagrams: u64,
     pub tcp_connections: u64,
     pub participants: u64,
     pub rooms: u64,
+    /// Counts per bucket of the delay confab added to forwarded packets (`sfu::delay`).
+    pub forward_delay: Vec<u64>,
 }
 
 impl MediaHandle {
@@ -245,6 +250,7 @@ impl MediaHandle {
             t.tcp_connections += s.stats.tcp_connections.load(Ordering::Relaxed);
             t.participants += s.stats.participants.load(Ordering::Relaxed);
             t.rooms += s.stats.rooms.load(Ordering::Relaxed);
+            s.stats.forward_delay.add_to(&mut t.forward_delay);
         }
         t
     }
@@ -523,6 +529,10 @@ fn bind_shard(bind: IpAddr, udp_port: u16, tcp_port: u16) -> Result<Bound, Media
             }
         };
         sock.set_nonblocking(true).map_err(MediaError::Thread)?;
+        if let Err(e) = batch::enable_arrival_stamps(&sock) {
+            // Only the forwarding delay figure loses the time datagrams wait in the socket.
+            debug!(error = %e, "no arrival timestamps on the media socket");
+        }
         let local = sock.local_addr().map_err(MediaError::Thread)?;
         // With port 0, the first socket picks a port and the others follow it.
         port = local.port();
@@ -610,6 +620,8 @@ impl MediaDriver {
                 stats: stats.clone(),
                 stop: stop.clone(),
                 outgoing: vec![],
+                send: batch::SendBatch::new(),
+                probed: vec![],
                 router: router.clone(),
                 known_rooms: HashSet::new(),
             };
@@ -744,6 +756,9 @@ struct Loop {
     /// UDP datagrams to send, per socket index: sent together by `sendmmsg` at the end of a
     /// flush.
     outgoing: Vec<Vec<str0m::net::Transmit>>,
+    send: Box<batch::SendBatch>,
+    /// Arrival times of measured packets queued in `outgoing` (recorded once sent).
+    probed: Vec<Instant>,
     router: SharedRouter,
     /// The rooms this shard's SFU had at the last check: one that is gone is reported to the
     /// router so its name can go to any shard again.
@@ -896,8 +911,18 @@ impl Loop {
                 Ok(n) => {
                     self.stats.datagrams.fetch_add(n as u64, Ordering::Relaxed);
                     let now = Instant::now();
+                    let wall_ns = unix_ns();
                     for k in 0..n {
                         if let Some((from, data)) = batch.get(k) {
+                            // How long it waited in the socket (the kernel stamps wall-clock
+                            // time; a clock step makes one batch's figure wrong, no more).
+                            let waited = batch
+                                .arrived_ns(k)
+                                .map(|t| wall_ns.saturating_sub(t).min(MAX_WAIT_NS))
+                                .unwrap_or(0);
+                            let arrived =
+                                now.checked_sub(Duration::from_nanos(waited)).unwrap_or(now);
+                            self.sfu.set_arrival(arrived);
                             self.sfu.receive(now, Protocol::Udp, from, local, data);
                         }
                     }
@@ -984,8 +1009,22 @@ impl Loop {
                             debug!(source = %t.source, "no socket for a transmit's source");
                             continue;
                         };
-                        if let Some(q) = self.outgoing.get_mut(*i) {
-                            q.push(t);
+                        let (Some(q), Some((sock, _))) =
+                            (self.outgoing.get_mut(*i), self.udp.get(*i))
+                        else {
+                            continue;
+                        };
+                        if self.sfu.probing() {
+                            if let Some(at) = self.sfu.probe_sent(&t.contents) {
+                                self.probed.push(at);
+                            }
+                        }
+                        q.push(t);
+                        // A full batch goes out at once: what waits stays small.
+                        if q.len() >= batch::BATCH {
+                            self.send.send(sock, q);
+                            q.clear();
+                            record_probes(&mut self.probed, &self.stats);
                         }
                     }
                     Protocol::Tcp => {
@@ -1018,12 +1057,34 @@ impl Loop {
             if q.is_empty() {
                 continue;
             }
-            let items: Vec<(SocketAddr, &[u8])> =
-                q.iter().map(|t| (t.destination, &t.contents[..])).collect();
             // A full send buffer drops a datagram, like the network would.
-            batch::send(sock, &items);
+            self.send.send(sock, q);
             q.clear();
         }
+        record_probes(&mut self.probed, &self.stats);
+    }
+}
+
+/// Datagrams waiting longer than this in the socket are counted as this (a wall-clock step).
+const MAX_WAIT_NS: u64 = 10_000_000_000;
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The measured packets just sent (`sfu::delay`): their delay from arrival to now.
+fn record_probes(probed: &mut Vec<Instant>, stats: &MediaStats) {
+    if probed.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    for at in probed.drain(..) {
+        stats
+            .forward_delay
+            .record(now.saturating_duration_since(at));
     }
 }
 

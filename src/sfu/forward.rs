@@ -80,11 +80,18 @@ impl Sfu {
         members: &[Pid],
         pkt: RtpPacket,
     ) {
+        // Is this packet's delay through confab measured (delay.rs)? Only when its arrival
+        // is known.
+        let probe_at = match self.arrival {
+            Some(at) if self.probe.sample() => Some(at),
+            _ => None,
+        };
         let Sfu {
             parts,
             tracks,
             peers,
             dirty,
+            probe,
             ..
         } = self;
         let Some(part) = parts.get_mut(&pid) else {
@@ -251,6 +258,9 @@ impl Sfu {
             .nackable(video);
             if let Some(patch) = vp8_patch {
                 w = w.vp8_patch(patch);
+            }
+            if let Some(at) = probe_at {
+                probe.expect(*tx.ssrc(), out_seq as u16, at);
             }
             tx.write_rtp(w);
             if !dirty.contains(&sub_peer) {

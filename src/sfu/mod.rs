@@ -10,6 +10,7 @@
 
 mod admin;
 mod data;
+pub mod delay;
 mod forward;
 mod peer;
 mod quality;
@@ -143,7 +144,8 @@ pub struct Sfu {
     // sends, keeps SipHash).
     rooms: FastMap<String, Room>,
     parts: FastMap<Pid, Participant>,
-    peers: FastMap<PeerId, Peer>,
+    /// Boxed: an `Rtc` is ≈ 10 KB, and a map's spare slots would hold that much each.
+    peers: FastMap<PeerId, Box<Peer>>,
     tracks: FastMap<String, PubTrack>,
     routes: HashMap<(Protocol, SocketAddr, SocketAddr), PeerId>,
     out: VecDeque<Output>,
@@ -160,6 +162,10 @@ pub struct Sfu {
     quality: quality::QualityState,
     /// Events polled from a peer, reused across `drive` rounds.
     events: Vec<Event>,
+    /// When the datagram being received reached the kernel (set by the media loop).
+    arrival: Option<Instant>,
+    /// Forwarded packets whose delay through confab is being measured (delay.rs).
+    probe: delay::DelayProbe,
 }
 
 impl Sfu {
@@ -184,7 +190,27 @@ impl Sfu {
             free_sections: HashMap::new(),
             quality: Default::default(),
             events: Vec::new(),
+            arrival: None,
+            probe: delay::DelayProbe::default(),
         }
+    }
+
+    /// The next datagram given to [`Sfu::receive`] reached the kernel at `at` (before `now`:
+    /// it waited in the socket). Its forwarded copies are measured from then.
+    pub fn set_arrival(&mut self, at: Instant) {
+        self.arrival = Some(at);
+    }
+
+    /// Whether forwarded packets are being measured (then [`Sfu::probe_sent`] wants to see
+    /// outgoing datagrams).
+    pub fn probing(&self) -> bool {
+        !self.probe.is_idle()
+    }
+
+    /// An outgoing datagram is being sent: when the packet it forwards arrived, if it was
+    /// measured.
+    pub fn probe_sent(&mut self, datagram: &[u8]) -> Option<Instant> {
+        self.probe.sent(datagram)
     }
 
     fn id(&mut self) -> u64 {
@@ -193,11 +219,22 @@ impl Sfu {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        if self.out.is_empty() && !self.dirty.is_empty() {
-            // Peers that packets were forwarded to are polled here, once for a whole batch of
-            // received datagrams (`receive` polls only the receiving peer).
-            let now = self.now;
-            self.drive(now);
+        // Peers that packets were forwarded to are polled here, once for a whole batch of
+        // received datagrams (`receive` polls only the receiving peer), and one at a time: what
+        // waits to be sent is one peer's output, not the whole batch's fan-out (which held
+        // megabytes of datagrams at once in a large webinar).
+        let now = self.now;
+        let mut rounds = 0;
+        while self.out.is_empty() {
+            let Some(id) = self.dirty.pop() else {
+                break;
+            };
+            rounds += 1;
+            if rounds > 10_000 {
+                warn!("media loop did not settle; continuing next turn");
+                break;
+            }
+            self.poll_peer(now, id);
         }
         self.out.pop_front()
     }
@@ -435,7 +472,8 @@ impl Sfu {
             }
         }
         let id = self.id();
-        self.peers.insert(id, Peer::new(rtc, owner, role, now));
+        self.peers
+            .insert(id, Box::new(Peer::new(rtc, owner, role, now)));
         Ok(id)
     }
 
@@ -1090,6 +1128,7 @@ impl Sfu {
         buf: &[u8],
     ) {
         self.now = now;
+        let arrived = self.arrival.take();
         let Ok(recv) = Receive::new(proto, source, destination, buf) else {
             debug!(%source, len = buf.len(), "datagram that is not STUN, DTLS or RTP ignored");
             return;
@@ -1125,7 +1164,9 @@ impl Sfu {
         }
         // The receiving peer is polled now: in RTP mode str0m holds one received packet until
         // it is polled. The peers it forwards to are polled when the output is asked for.
+        self.arrival = arrived;
         self.poll_peer(now, peer_id);
+        self.arrival = None;
     }
 
     /// Lets time pass: str0m timers, empty rooms, departed participants, speaker updates.
@@ -1196,7 +1237,7 @@ impl Sfu {
             self.next_speakers = Some(now + SPEAKER_INTERVAL);
         }
         self.send_connection_quality(now);
-        self.drive(now);
+        // The peers that are due are polled by `poll_output`, one at a time.
     }
 
     // ---------------------------------------------------------------- driving str0m
