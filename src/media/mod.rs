@@ -753,11 +753,13 @@ struct Loop {
     heartbeat: Arc<Heartbeat>,
     stats: Arc<MediaStats>,
     stop: Arc<AtomicBool>,
-    /// UDP datagrams to send, per socket index: sent together by `sendmmsg` at the end of a
-    /// flush.
+    /// UDP datagrams to send, per socket index: sent by `sendmmsg` when [`batch::BATCH`] have
+    /// gathered and at the end of a flush.
     outgoing: Vec<Vec<str0m::net::Transmit>>,
     send: Box<batch::SendBatch>,
-    /// Arrival times of measured packets queued in `outgoing` (recorded once sent).
+    /// Arrival times of measured packets queued in `outgoing`, recorded at the next send (of
+    /// any socket: with two sockets, a probe queued on the other one is recorded a little
+    /// early). Probes on ICE-TCP are not matched; they expire in `sfu::delay`.
     probed: Vec<Instant>,
     router: SharedRouter,
     /// The rooms this shard's SFU had at the last check: one that is gone is reported to the
