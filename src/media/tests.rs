@@ -3,13 +3,12 @@
 //! readiness.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::sfu::{JoinError, JoinParams, Mode, Permissions, SfuConfig};
+use crate::sfu::{JoinError, JoinParams, Mode, SfuConfig};
 
 fn driver(threads: usize, max_rooms: u32) -> MediaDriver {
     MediaDriver::start(
@@ -29,19 +28,7 @@ fn driver(threads: usize, max_rooms: u32) -> MediaDriver {
 }
 
 fn params(room: &str, identity: &str) -> JoinParams {
-    JoinParams {
-        room: room.into(),
-        identity: identity.into(),
-        name: identity.into(),
-        metadata: String::new(),
-        attributes: HashMap::new(),
-        perms: Permissions::default(),
-        can_update_metadata: false,
-        mode: Mode::V0,
-        auto_subscribe: true,
-        client_protocol: 16,
-        resume_sid: None,
-    }
+    JoinParams::for_test(room, identity, Mode::V0, 16)
 }
 
 async fn join(

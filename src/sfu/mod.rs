@@ -112,6 +112,26 @@ pub struct JoinParams {
     pub resume_sid: Option<String>,
 }
 
+#[cfg(test)]
+impl JoinParams {
+    /// A join with default permissions, for tests of the SFU and of the media threads.
+    pub(crate) fn for_test(room: &str, identity: &str, mode: Mode, client_protocol: i32) -> Self {
+        JoinParams {
+            room: room.into(),
+            identity: identity.into(),
+            name: identity.into(),
+            metadata: String::new(),
+            attributes: HashMap::new(),
+            perms: Permissions::default(),
+            can_update_metadata: false,
+            mode,
+            auto_subscribe: true,
+            client_protocol,
+            resume_sid: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
     #[error("participant {0} is not here any more; join again")]

@@ -112,19 +112,7 @@ impl World {
     }
 
     fn params(room: &str, identity: &str, mode: Mode) -> JoinParams {
-        JoinParams {
-            room: room.into(),
-            identity: identity.into(),
-            name: identity.into(),
-            metadata: String::new(),
-            attributes: HashMap::new(),
-            perms: Permissions::default(),
-            can_update_metadata: false,
-            mode,
-            auto_subscribe: true,
-            client_protocol: 0,
-            resume_sid: None,
-        }
+        JoinParams::for_test(room, identity, mode, 0)
     }
 
     fn addr(&mut self) -> String {
