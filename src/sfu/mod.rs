@@ -244,18 +244,7 @@ impl Sfu {
         // waits to be sent is one peer's output, not the whole batch's fan-out (which held
         // megabytes of datagrams at once in a large webinar).
         let now = self.now;
-        let mut rounds = 0;
-        while self.out.is_empty() {
-            let Some(id) = self.dirty.pop() else {
-                break;
-            };
-            rounds += 1;
-            if rounds > 10_000 {
-                warn!("media loop did not settle; continuing next turn");
-                break;
-            }
-            self.poll_peer(now, id);
-        }
+        self.drive_until(now, |sfu| !sfu.out.is_empty());
         self.out.pop_front()
     }
 
@@ -1265,8 +1254,16 @@ impl Sfu {
     /// Polls every peer that got input until it only has a timeout left; handles its events
     /// (which may feed other peers, which are then polled too).
     fn drive(&mut self, now: Instant) {
+        self.drive_until(now, |_| false);
+    }
+
+    /// Polls dirty peers, one at a time, until none is left or `enough` says so.
+    fn drive_until(&mut self, now: Instant, enough: impl Fn(&Sfu) -> bool) {
         let mut rounds = 0;
-        while let Some(id) = self.dirty.pop() {
+        while !enough(self) {
+            let Some(id) = self.dirty.pop() else {
+                break;
+            };
             rounds += 1;
             if rounds > 10_000 {
                 warn!("media loop did not settle; continuing next turn");
