@@ -876,17 +876,10 @@ async fn run_one(
     };
     let added_samples: u64 = added.iter().map(|(_, n)| n).sum();
     let added_quantile = |p: f64| -> Option<f64> {
-        let rank = ((added_samples as f64) * p).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        added.iter().find_map(|(upper, n)| {
-            seen += n;
-            // The last bucket (over 1 s) has no upper bound.
-            let ms = if *upper == u64::MAX {
-                f64::INFINITY
-            } else {
-                *upper as f64 / 1000.0
-            };
-            (seen >= rank && added_samples > 0).then_some(ms)
+        // The last bucket (over 1 s) has no upper bound.
+        crate::sfu::delay::quantile_of(added.iter().copied(), p).map(|us| match us {
+            u64::MAX => f64::INFINITY,
+            us => us as f64 / 1000.0,
         })
     };
     let expected_frames = stats.frames_expected.load(Ordering::Relaxed) as f64;

@@ -127,19 +127,31 @@ impl DelayHistogram {
     }
 }
 
-/// The `p` quantile (0–1) of bucket counts, as the upper bound of its bucket in µs (an upper
-/// bound, at most one bucket width above the true value).
+/// The `p` quantile (0–1) of bucket counts (indexed by bucket), as the upper bound of its
+/// bucket in µs (an upper bound, at most one bucket width above the true value).
 pub fn quantile_us(counts: &[u64], p: f64) -> Option<u64> {
-    let total: u64 = counts.iter().sum();
+    quantile_of(
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (bucket_upper_us(i), *c)),
+        p,
+    )
+}
+
+/// The `p` quantile (0–1) of buckets given as (upper bound µs, count), in ascending order:
+/// the upper bound of the bucket it falls in.
+pub fn quantile_of(buckets: impl Iterator<Item = (u64, u64)> + Clone, p: f64) -> Option<u64> {
+    let total: u64 = buckets.clone().map(|(_, c)| c).sum();
     if total == 0 {
         return None;
     }
     let rank = ((total as f64) * p).ceil().max(1.0) as u64;
     let mut seen = 0;
-    for (i, c) in counts.iter().enumerate() {
+    for (upper, c) in buckets {
         seen += c;
         if seen >= rank {
-            return Some(bucket_upper_us(i));
+            return Some(upper);
         }
     }
     None
