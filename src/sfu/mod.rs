@@ -60,6 +60,11 @@ const PING_TIMEOUT_S: i32 = 15;
 pub const OFFER_TIMEOUT: Duration = Duration::from_secs(15);
 const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
+/// A peer's timer due within this is handled when the peer is polled (the kernel's default
+/// timer slack is as much; `epoll_wait` would round the wait up to a millisecond).
+const TIMER_SLACK: Duration = Duration::from_micros(50);
+/// At most this many timers are handled in one poll of a peer; the rest on the next turn.
+const MAX_TIMEOUTS_IN_PLACE: u32 = 64;
 /// Audio quieter than this (linear, 0..1) does not make an active speaker (≈ -48 dBov).
 const SPEAKER_THRESHOLD: f32 = 0.004;
 
@@ -1283,9 +1288,30 @@ impl Sfu {
                 self.events = events;
                 return;
             };
+            let mut handled = 0;
             loop {
                 match peer.rtc.poll_output() {
                     Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
+                    // A timer that is already due (str0m's pacer asks for one after every
+                    // packet it releases) is handled here rather than on the next turn of the
+                    // media loop, which would scan every peer and wait in `epoll_wait` first.
+                    Ok(str0m::Output::Timeout(t))
+                        if handled < MAX_TIMEOUTS_IN_PLACE && t <= now + TIMER_SLACK =>
+                    {
+                        handled += 1;
+                        if let Err(e) = peer.rtc.handle_input(Input::Timeout(t.max(now))) {
+                            warn!("media connection failed: {e}");
+                            events.clear();
+                            peer.timeout = now;
+                            let owner = peer.owner;
+                            self.remove_participant(
+                                now,
+                                owner,
+                                lk::DisconnectReason::StateMismatch,
+                            );
+                            break;
+                        }
+                    }
                     Ok(str0m::Output::Timeout(t)) => {
                         peer.timeout = t;
                         break;

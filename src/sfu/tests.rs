@@ -522,6 +522,51 @@ fn a_late_subscriber_waits_for_a_keyframe_and_asks_for_one() {
 }
 
 #[test]
+fn a_forwarded_keyframe_leaves_in_the_turn_it_arrived() {
+    let mut w = two_in_a_room(Mode::V0);
+    let (_, mid) = w.publish(0, MediaKind::Video);
+    w.run(Duration::from_millis(300));
+    w.send(0, mid, &[0x00, 1, 2, 3], 0);
+    w.run(Duration::from_millis(300));
+    assert!(!w.received(1).is_empty(), "bob's video is running");
+
+    // A 10 KB keyframe: about ten datagrams from alice at one instant (within what str0m's
+    // pacer lets go at once at the starting bandwidth estimate).
+    w.now += Duration::from_millis(1);
+    let now = w.now;
+    let mut frame = vec![0u8; 10_000];
+    frame[1] = 7;
+    w.send(0, mid, &frame, 3000);
+    let alice = &mut w.peers[0].publisher;
+    alice.rtc.handle_input(Input::Timeout(now)).unwrap();
+    let mut sent = vec![];
+    while let RtcOutput::Transmit(t) = alice.rtc.poll_output().unwrap() {
+        sent.push(t);
+    }
+    let media = sent.iter().filter(|t| t.contents.len() > 500).count();
+    assert!(media >= 8, "the keyframe is {media} datagrams");
+    for t in &sent {
+        w.sfu
+            .receive(now, t.proto, t.source, t.destination, &t.contents);
+    }
+    // What the SFU sends at that same instant, with no `handle_timeout` in between (str0m's
+    // pacer wants a timer after every packet it releases: the SFU handles those itself).
+    let bob = w.peers[1].subscriber_pc().addr;
+    let mut forwarded = 0;
+    while let Some(out) = w.sfu.poll_output() {
+        if let Output::Transmit(t) = out {
+            if t.destination == bob && t.contents.len() > 500 {
+                forwarded += 1;
+            }
+        }
+    }
+    assert!(
+        forwarded >= media,
+        "all of the keyframe's {media} packets leave for bob at once ({forwarded} did)"
+    );
+}
+
+#[test]
 fn reliable_data_reaches_the_others_with_the_sender_identity() {
     let mut w = World::new();
     for (i, name) in ["alice", "bob", "carol"].iter().enumerate() {
