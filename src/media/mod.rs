@@ -608,7 +608,6 @@ impl MediaDriver {
                 shard: i,
                 poll,
                 udp: b.udp,
-                udp_by_addr: HashMap::new(),
                 listener: b.tcp,
                 tcp: HashMap::new(),
                 tcp_by_route: HashMap::new(),
@@ -742,7 +741,6 @@ struct Loop {
     shard: usize,
     poll: Poll,
     udp: Vec<(UdpSocket, SocketAddr)>,
-    udp_by_addr: HashMap<SocketAddr, usize>,
     listener: TcpListener,
     tcp: HashMap<Token, TcpConn>,
     tcp_by_route: HashMap<(SocketAddr, SocketAddr), Token>,
@@ -769,11 +767,10 @@ struct Loop {
 
 impl Loop {
     fn register(&mut self) -> std::io::Result<()> {
-        for (i, (sock, addr)) in self.udp.iter_mut().enumerate() {
+        for (i, (sock, _)) in self.udp.iter_mut().enumerate() {
             self.poll
                 .registry()
                 .register(sock, Token(UDP_BASE + i), Interest::READABLE)?;
-            self.udp_by_addr.insert(*addr, i);
         }
         self.poll
             .registry()
@@ -1007,12 +1004,13 @@ impl Loop {
             match out {
                 Output::Transmit(t) => match t.proto {
                     Protocol::Udp => {
-                        let Some(i) = self.udp_by_addr.get(&t.source) else {
+                        // One or two sockets: a scan, not a (SipHash) lookup per datagram.
+                        let Some(i) = self.udp.iter().position(|(_, a)| *a == t.source) else {
                             debug!(source = %t.source, "no socket for a transmit's source");
                             continue;
                         };
                         let (Some(q), Some((sock, _))) =
-                            (self.outgoing.get_mut(*i), self.udp.get(*i))
+                            (self.outgoing.get_mut(i), self.udp.get(i))
                         else {
                             continue;
                         };
