@@ -172,9 +172,18 @@ impl Sfu {
             let (Some(out_mid), true, false) = (s.mid, s.open, s.disabled) else {
                 continue;
             };
+            let Some(peer) = peers.get_mut(&sub_peer) else {
+                continue;
+            };
+            if !peer.connected {
+                // Not before the subscriber's connection is up: str0m would queue the packets
+                // and send them, stale, once DTLS completes (a quarter of a second of audio
+                // at once into the browser's jitter buffer).
+                continue;
+            }
             if !s.rewrite.started() {
                 // A section used before: its stream goes on where the last track left it.
-                if let Some(last) = peers.get(&sub_peer).and_then(|p| p.last_out.get(&out_mid)) {
+                if let Some(last) = peer.last_out.get(&out_mid) {
                     s.rewrite.continue_after(*last);
                 }
             }
@@ -227,9 +236,6 @@ impl Sfu {
                 continue;
             };
             let vp8_patch = vp8.as_ref().and_then(|d| s.vp8.patch(d));
-            let Some(peer) = peers.get_mut(&sub_peer) else {
-                continue;
-            };
             // The subscriber's PT for the same codec (PTs may differ per peer).
             let out_pt = match s.pt_map {
                 Some((from, to)) if from == pt => to,

@@ -35,6 +35,8 @@ struct Pc {
     /// Keyframe requests (PLI/FIR) the SFU sent to this publisher.
     keyframe_requests: usize,
     connected: bool,
+    /// Cut off from the network: nothing reaches it, it sends nothing, its timers stand.
+    offline: bool,
 }
 
 impl Pc {
@@ -51,6 +53,7 @@ impl Pc {
             data: vec![],
             keyframe_requests: 0,
             connected: false,
+            offline: false,
         }
     }
 }
@@ -169,7 +172,7 @@ impl World {
                         .flat_map(|p| {
                             std::iter::once(&mut p.publisher).chain(p.subscriber.as_mut())
                         })
-                        .find(|pc| pc.addr == t.destination);
+                        .find(|pc| pc.addr == t.destination && !pc.offline);
                     if let Some(pc) = to {
                         let r =
                             Receive::new(t.proto, t.source, t.destination, &t.contents).unwrap();
@@ -324,6 +327,9 @@ impl World {
             let now = self.now;
             for p in &mut self.peers {
                 for pc in std::iter::once(&mut p.publisher).chain(p.subscriber.as_mut()) {
+                    if pc.offline {
+                        continue;
+                    }
                     pc.rtc.handle_input(Input::Timeout(now)).unwrap();
                     loop {
                         match pc.rtc.poll_output().unwrap() {
@@ -564,6 +570,36 @@ fn a_forwarded_keyframe_leaves_in_the_turn_it_arrived() {
         forwarded >= media,
         "all of the keyframe's {media} packets leave for bob at once ({forwarded} did)"
     );
+}
+
+#[test]
+fn nothing_is_queued_for_a_subscriber_before_its_connection_is_up() {
+    let mut w = World::new();
+    let a = w.join("r", "alice", Mode::V0);
+    w.run(Duration::from_millis(300));
+    let (_, mid) = w.publish(a, MediaKind::Audio);
+    w.run(Duration::from_millis(300));
+    // bob's subscription is negotiated, but his packets are lost until he is back online.
+    let b = w.join("r", "bob", Mode::V0);
+    w.peers[b].subscriber_pc().offline = true;
+    w.run(Duration::from_millis(100));
+    for n in 0..10u64 {
+        w.send(a, mid, &[0xA0, n as u8], n * 960);
+        w.run(Duration::from_millis(20));
+    }
+    w.peers[b].subscriber_pc().offline = false;
+    w.run(Duration::from_millis(1000));
+    for n in 10..20u64 {
+        w.send(a, mid, &[0xA0, n as u8], n * 960);
+        w.run(Duration::from_millis(20));
+    }
+    assert!(w.peers[b].subscriber_pc().connected, "bob connects");
+    let got: Vec<u8> = w.received(b).iter().map(|f| f[1]).collect();
+    assert!(
+        got.iter().all(|n| *n >= 10),
+        "what alice said before bob's connection was up is not sent to him late: {got:?}"
+    );
+    assert!(got.len() >= 8, "bob hears alice once connected: {got:?}");
 }
 
 #[test]
