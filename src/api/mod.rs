@@ -252,6 +252,7 @@ impl App {
             "rooms": totals.rooms,
             "participants": totals.participants,
             "forward_delay_us": forward_delay_json(&totals.forward_delay),
+            "forward_delay_audio_us": forward_delay_json(&totals.forward_delay_audio),
             "update": crate::update::agent::state::summary(&self.0.update_state, self.0.has_slots),
             "ready": self.0.readiness.checks().iter().all(|c| c.ok),
         })

@@ -415,8 +415,8 @@ impl Server {
     }
 
     /// The bucket counts of the delay confab measured on forwarded packets (`/api/status`,
-    /// `forward_delay_us`), as (upper bound µs, count).
-    async fn forward_delay(&self) -> Result<Vec<(u64, u64)>, String> {
+    /// `forward_delay_us` and `forward_delay_audio_us`).
+    async fn forward_delay(&self) -> Result<DelayCounts, String> {
         let token = crate::auth::mint(
             &self.keys,
             &self.key,
@@ -440,13 +440,18 @@ impl Server {
             return Err(format!("/api/status answered {status}"));
         }
         let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        let buckets = json["forward_delay_us"]["buckets"]
-            .as_array()
-            .ok_or("/api/status has no forward_delay_us")?
-            .iter()
-            .filter_map(|b| Some((b.get(0)?.as_u64()?, b.get(1)?.as_u64()?)))
-            .collect();
-        Ok(buckets)
+        let buckets = |key: &str| -> Result<Vec<(u64, u64)>, String> {
+            Ok(json[key]["buckets"]
+                .as_array()
+                .ok_or(format!("/api/status has no {key}"))?
+                .iter()
+                .filter_map(|b| Some((b.get(0)?.as_u64()?, b.get(1)?.as_u64()?)))
+                .collect())
+        };
+        Ok(DelayCounts {
+            all: buckets("forward_delay_us")?,
+            audio: buckets("forward_delay_audio_us")?,
+        })
     }
 
     /// Opens `/rtc` (v0) for `identity` and waits for its `join` response.
@@ -517,9 +522,36 @@ enum Target {
     Baseline(baseline::Baseline),
 }
 
+/// confab's forwarding-delay histogram, all packets and audio alone, as (upper bound µs, count).
+struct DelayCounts {
+    all: Vec<(u64, u64)>,
+    audio: Vec<(u64, u64)>,
+}
+
+/// The counts of a window: those at its end less those at its start.
+fn window_counts(start: &[(u64, u64)], end: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    end.iter()
+        .map(|(upper, n)| {
+            let before = start
+                .iter()
+                .find(|(u, _)| u == upper)
+                .map_or(0, |(_, n)| *n);
+            (*upper, n.saturating_sub(before))
+        })
+        .collect()
+}
+
+/// The `p` quantile of bucket counts in ms (infinite for the last bucket, over 1 s).
+fn quantile_ms(counts: &[(u64, u64)], p: f64) -> Option<f64> {
+    crate::sfu::delay::quantile_of(counts.iter().copied(), p).map(|us| match us {
+        u64::MAX => f64::INFINITY,
+        us => us as f64 / 1000.0,
+    })
+}
+
 impl Target {
     /// confab's own forwarding delay counts (None for the baseline, which has none).
-    async fn forward_delay(&self) -> Option<Result<Vec<(u64, u64)>, String>> {
+    async fn forward_delay(&self) -> Option<Result<DelayCounts, String>> {
         match self {
             Target::Confab(s) => Some(s.forward_delay().await),
             Target::Baseline(_) => None,
@@ -592,6 +624,9 @@ pub struct Row {
     pub added_p50_ms: Option<f64>,
     pub added_p99_ms: Option<f64>,
     pub added_samples: u64,
+    /// The same for audio alone (str0m does not pace audio: confab's processing alone).
+    pub added_audio_p99_ms: Option<f64>,
+    pub added_audio_samples: u64,
     pub loss_percent: f64,
     pub rss_idle_kib: Option<u64>,
     pub rss_kib: Option<u64>,
@@ -606,7 +641,7 @@ pub struct Row {
 
 impl Row {
     fn header() -> String {
-        "| scenario | N | pkts/s out | pkts per CPU-s | CPU % | media threads CPU % | Mbit/s out | delay p50/p99 ms | added by confab p50/p99 ms | loss % | RSS idle → loaded MiB | KiB per participant | receiving | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
+        "| scenario | N | pkts/s out | pkts per CPU-s | CPU % | media threads CPU % | Mbit/s out | delay p50/p99 ms | added by confab p50/p99 ms | audio alone p99 ms | loss % | RSS idle → loaded MiB | KiB per participant | receiving | generator CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
     }
 
     fn line(&self) -> String {
@@ -622,18 +657,27 @@ impl Row {
             ),
             _ => "-".into(),
         };
+        let added_ms = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.2}")
+            } else {
+                "> 1000".into()
+            }
+        };
         let added = match (self.added_p50_ms, self.added_p99_ms) {
             (Some(a), Some(b)) => {
-                let ms = |v: f64| {
-                    if v.is_finite() {
-                        format!("{v:.2}")
-                    } else {
-                        "> 1000".into()
-                    }
-                };
-                format!("{}/{} ({} pkts)", ms(a), ms(b), self.added_samples)
+                format!(
+                    "{}/{} ({} pkts)",
+                    added_ms(a),
+                    added_ms(b),
+                    self.added_samples
+                )
             }
             _ => "-".into(),
+        };
+        let added_audio = match self.added_audio_p99_ms {
+            Some(p99) => format!("{} ({} pkts)", added_ms(p99), self.added_audio_samples),
+            None => "-".into(),
         };
         let mut receiving = format!("{}/{}", self.receivers, self.expected_receivers);
         if let Some(j) = self.join_p50_ms {
@@ -654,7 +698,7 @@ impl Row {
                 .join(" / ")
         };
         format!(
-            "| {} | {} | {:.0} | {:.0} | {:.1} | {} | {:.1} | {}/{} | {} | {:.2} | {} | {} | {} | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {} | {:.1} | {}/{} | {} | {} | {:.2} | {} | {} | {} | {:.0} |",
             self.name,
             size,
             self.packets_per_s,
@@ -665,6 +709,7 @@ impl Row {
             ms(self.delay_p50_ms),
             ms(self.delay_p99_ms),
             added,
+            added_audio,
             self.loss_percent,
             rss,
             per,
@@ -860,28 +905,18 @@ async fn run_one(
     let mut joins = stats.join_ms.lock().map(|v| v.clone()).unwrap_or_default();
     joins.sort_unstable();
     // The window's delays added by confab: the counts at its end less those at its start.
-    let added: Vec<(u64, u64)> = match (added0, added1) {
-        (Some(Ok(a)), Some(Ok(b))) => b
-            .iter()
-            .map(|(upper, n)| {
-                let before = a.iter().find(|(u, _)| u == upper).map_or(0, |(_, n)| *n);
-                (*upper, n.saturating_sub(before))
-            })
-            .collect(),
+    let (added, added_audio) = match (added0, added1) {
+        (Some(Ok(a)), Some(Ok(b))) => (
+            window_counts(&a.all, &b.all),
+            window_counts(&a.audio, &b.audio),
+        ),
         (Some(Err(e)), _) | (_, Some(Err(e))) => {
             stats.error(format!("forwarding delay: {e}"));
-            vec![]
+            (vec![], vec![])
         }
-        _ => vec![],
+        _ => (vec![], vec![]),
     };
-    let added_samples: u64 = added.iter().map(|(_, n)| n).sum();
-    let added_quantile = |p: f64| -> Option<f64> {
-        // The last bucket (over 1 s) has no upper bound.
-        crate::sfu::delay::quantile_of(added.iter().copied(), p).map(|us| match us {
-            u64::MAX => f64::INFINITY,
-            us => us as f64 / 1000.0,
-        })
-    };
+    let samples = |c: &[(u64, u64)]| c.iter().map(|(_, n)| n).sum::<u64>();
     let expected_frames = stats.frames_expected.load(Ordering::Relaxed) as f64;
     let received_frames = stats.frames_received.load(Ordering::Relaxed) as f64;
     Row {
@@ -896,9 +931,11 @@ async fn run_one(
         mbit_out: stats.bytes.load(Ordering::Relaxed) as f64 * 8.0 / secs / 1e6,
         delay_p50_ms: percentile(&delays, 0.5).map(|v| f64::from(v) / 1000.0),
         delay_p99_ms: percentile(&delays, 0.99).map(|v| f64::from(v) / 1000.0),
-        added_p50_ms: added_quantile(0.5),
-        added_p99_ms: added_quantile(0.99),
-        added_samples,
+        added_p50_ms: quantile_ms(&added, 0.5),
+        added_p99_ms: quantile_ms(&added, 0.99),
+        added_samples: samples(&added),
+        added_audio_p99_ms: quantile_ms(&added_audio, 0.99),
+        added_audio_samples: samples(&added_audio),
         loss_percent: if expected_frames > 0.0 {
             (1.0 - received_frames / expected_frames).max(0.0) * 100.0
         } else {

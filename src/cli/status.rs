@@ -113,8 +113,13 @@ pub fn run(config: Config, args: StatusArgs) -> ExitCode {
                     u64::MAX => "over 1000 ms".to_string(),
                     _ => format!("{:.2} ms", us as f64 / 1000.0),
                 };
+                // Audio alone: str0m does not pace it, so this is confab's processing.
+                let audio = json["forward_delay_audio_us"]["p99"]
+                    .as_u64()
+                    .map(|p99| format!("; audio p99 {}", ms(p99)))
+                    .unwrap_or_default();
                 println!(
-                    "forwarding:   p50 {}, p99 {} added by confab ({} packets measured)",
+                    "forwarding:   p50 {}, p99 {} added by confab ({} packets measured{audio})",
                     ms(p50),
                     ms(p99),
                     delay["count"]

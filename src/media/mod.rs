@@ -34,7 +34,7 @@ use str0m::net::Protocol;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::sfu::delay::DelayHistogram;
+use crate::sfu::delay::{self, DelayHistogram};
 use crate::sfu::{JoinError, JoinParams, Output, Pid, Sfu, SfuConfig};
 use tcp::TcpConn;
 
@@ -103,6 +103,8 @@ pub struct MediaStats {
     pub rooms: AtomicU64,
     /// Arrival of a forwarded packet → its copy sent (sampled, `sfu::delay`).
     pub forward_delay: DelayHistogram,
+    /// The same for audio alone (which str0m does not pace).
+    pub forward_delay_audio: DelayHistogram,
 }
 
 /// What a signalling session receives from the media thread.
@@ -211,6 +213,8 @@ pub struct MediaTotals {
     pub rooms: u64,
     /// Counts per bucket of the delay confab added to forwarded packets (`sfu::delay`).
     pub forward_delay: Vec<u64>,
+    /// The same for audio alone.
+    pub forward_delay_audio: Vec<u64>,
 }
 
 impl MediaHandle {
@@ -251,6 +255,9 @@ impl MediaHandle {
             t.participants += s.stats.participants.load(Ordering::Relaxed);
             t.rooms += s.stats.rooms.load(Ordering::Relaxed);
             s.stats.forward_delay.add_to(&mut t.forward_delay);
+            s.stats
+                .forward_delay_audio
+                .add_to(&mut t.forward_delay_audio);
         }
         t
     }
@@ -758,7 +765,7 @@ struct Loop {
     /// Arrival times of measured packets queued in `outgoing`, recorded at the next send (of
     /// any socket: with two sockets, a probe queued on the other one is recorded a little
     /// early). Probes on ICE-TCP are not matched; they expire in `sfu::delay`.
-    probed: Vec<Instant>,
+    probed: Vec<delay::Probe>,
     router: SharedRouter,
     /// The rooms this shard's SFU had at the last check: one that is gone is reported to the
     /// router so its name can go to any shard again.
@@ -1015,8 +1022,8 @@ impl Loop {
                             continue;
                         };
                         if self.sfu.probing() {
-                            if let Some(at) = self.sfu.probe_sent(&t.contents) {
-                                self.probed.push(at);
+                            if let Some(probe) = self.sfu.probe_sent(&t.contents) {
+                                self.probed.push(probe);
                             }
                         }
                         q.push(t);
@@ -1076,15 +1083,17 @@ fn unix_ns() -> u64 {
 }
 
 /// The measured packets just sent (`sfu::delay`): their delay from arrival to now.
-fn record_probes(probed: &mut Vec<Instant>, stats: &MediaStats) {
+fn record_probes(probed: &mut Vec<delay::Probe>, stats: &MediaStats) {
     if probed.is_empty() {
         return;
     }
     let now = Instant::now();
-    for at in probed.drain(..) {
-        stats
-            .forward_delay
-            .record(now.saturating_duration_since(at));
+    for p in probed.drain(..) {
+        let d = now.saturating_duration_since(p.arrived);
+        stats.forward_delay.record(d);
+        if p.audio {
+            stats.forward_delay_audio.record(d);
+        }
     }
 }
 

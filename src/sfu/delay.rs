@@ -7,6 +7,9 @@
 //! the arrival time; the media loop looks up each outgoing RTP datagram's header while probes
 //! are pending and records the delay of those it finds in a [`DelayHistogram`]. Time spent in
 //! str0m's pacer counts, as it should; a retransmission (other SSRC) is not a probe.
+//!
+//! Audio is also counted on its own: str0m does not pace audio, so its delay is confab's
+//! processing alone, while video's includes the pacer spreading keyframes out per subscriber.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,11 +24,18 @@ const STALE: Duration = Duration::from_secs(2);
 /// At most this many probes are kept (stale ones are purged when it fills).
 const MAX_PENDING: usize = 4096;
 
-/// Probes in flight: (outgoing SSRC, sequence number) → when the packet arrived.
+/// Probes in flight: (outgoing SSRC, sequence number) → the probe.
 #[derive(Default)]
 pub struct DelayProbe {
     count: u32,
-    pending: FastMap<(u32, u16), Instant>,
+    pending: FastMap<(u32, u16), Probe>,
+}
+
+/// A measured packet: when it reached the kernel, and whether it is audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub arrived: Instant,
+    pub audio: bool,
 }
 
 impl DelayProbe {
@@ -36,24 +46,24 @@ impl DelayProbe {
     }
 
     /// A probe's copy was written to a subscriber's stream `ssrc` as sequence number `seq`.
-    pub fn expect(&mut self, ssrc: u32, seq: u16, arrived: Instant) {
+    pub fn expect(&mut self, ssrc: u32, seq: u16, probe: Probe) {
         if self.pending.len() >= MAX_PENDING {
             let now = Instant::now();
             self.pending
-                .retain(|_, at| now.saturating_duration_since(*at) < STALE);
+                .retain(|_, p| now.saturating_duration_since(p.arrived) < STALE);
             if self.pending.len() >= MAX_PENDING {
                 return;
             }
         }
-        self.pending.insert((ssrc, seq), arrived);
+        self.pending.insert((ssrc, seq), probe);
     }
 
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()
     }
 
-    /// A datagram is about to be sent: if it is a probe's copy, its arrival time.
-    pub fn sent(&mut self, datagram: &[u8]) -> Option<Instant> {
+    /// A datagram is about to be sent: if it is a probe's copy, the probe.
+    pub fn sent(&mut self, datagram: &[u8]) -> Option<Probe> {
         let (ssrc, seq) = rtp_ids(datagram)?;
         self.pending.remove(&(ssrc, seq))
     }
@@ -206,7 +216,10 @@ mod tests {
         let mut p = DelayProbe::default();
         let sampled = (0..SAMPLE_EVERY * 3).filter(|_| p.sample()).count();
         assert_eq!(sampled, 3);
-        let t = Instant::now();
+        let t = Probe {
+            arrived: Instant::now(),
+            audio: true,
+        };
         p.expect(0x1234_5678, 42, t);
         assert!(!p.is_idle());
         assert_eq!(p.sent(&rtp(0x1234_5678, 41, 96)), None);
@@ -226,10 +239,14 @@ mod tests {
     fn probes_never_seen_do_not_pile_up() {
         let mut p = DelayProbe::default();
         let long_ago = Instant::now() - Duration::from_secs(10);
+        let probe = |arrived| Probe {
+            arrived,
+            audio: false,
+        };
         for i in 0..MAX_PENDING as u32 {
-            p.expect(i, 0, long_ago);
+            p.expect(i, 0, probe(long_ago));
         }
-        p.expect(u32::MAX, 7, Instant::now());
+        p.expect(u32::MAX, 7, probe(Instant::now()));
         assert_eq!(p.pending.len(), 1, "stale probes purged when full");
     }
 }

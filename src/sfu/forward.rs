@@ -265,8 +265,9 @@ impl Sfu {
             if let Some(patch) = vp8_patch {
                 w = w.vp8_patch(patch);
             }
-            if let Some(at) = probe_at {
-                probe.expect(*tx.ssrc(), out_seq as u16, at);
+            if let Some(arrived) = probe_at {
+                let audio = !video;
+                probe.expect(*tx.ssrc(), out_seq as u16, delay::Probe { arrived, audio });
             }
             tx.write_rtp(w);
             if !dirty.contains(&sub_peer) {

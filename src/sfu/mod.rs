@@ -232,9 +232,9 @@ impl Sfu {
         !self.probe.is_idle()
     }
 
-    /// An outgoing datagram is being sent: when the packet it forwards arrived, if it was
-    /// measured.
-    pub fn probe_sent(&mut self, datagram: &[u8]) -> Option<Instant> {
+    /// An outgoing datagram is being sent: when the packet it forwards arrived (and whether it
+    /// is audio), if it was measured.
+    pub fn probe_sent(&mut self, datagram: &[u8]) -> Option<delay::Probe> {
         self.probe.sent(datagram)
     }
 

@@ -97,6 +97,8 @@ struct World {
     sfu: Sfu,
     peers: Vec<Peer>,
     next_port: u16,
+    /// Forwarded packets the SFU measured (`delay.rs`), as they left.
+    probes: Vec<delay::Probe>,
 }
 
 impl World {
@@ -111,6 +113,7 @@ impl World {
             sfu: Sfu::new(cfg),
             peers: vec![],
             next_port: 5000,
+            probes: vec![],
         }
     }
 
@@ -166,6 +169,9 @@ impl World {
         while let Some(out) = self.sfu.poll_output() {
             match out {
                 Output::Transmit(t) => {
+                    if self.sfu.probing() {
+                        self.probes.extend(self.sfu.probe_sent(&t.contents));
+                    }
                     let to = self
                         .peers
                         .iter_mut()
@@ -335,6 +341,7 @@ impl World {
                         match pc.rtc.poll_output().unwrap() {
                             RtcOutput::Timeout(_) => break,
                             RtcOutput::Transmit(t) => {
+                                self.sfu.set_arrival(now);
                                 self.sfu
                                     .receive(now, t.proto, t.source, t.destination, &t.contents)
                             }
@@ -600,6 +607,31 @@ fn nothing_is_queued_for_a_subscriber_before_its_connection_is_up() {
         "what alice said before bob's connection was up is not sent to him late: {got:?}"
     );
     assert!(got.len() >= 8, "bob hears alice once connected: {got:?}");
+}
+
+#[test]
+fn forwarded_packets_are_measured_and_audio_is_told_from_video() {
+    let mut w = two_in_a_room(Mode::V0);
+    let (_, audio) = w.publish(0, MediaKind::Audio);
+    let (_, video) = w.publish(0, MediaKind::Video);
+    w.run(Duration::from_millis(300));
+    for n in 0..(2 * delay::SAMPLE_EVERY as u64) {
+        w.send(0, audio, &[0xAB, n as u8], n * 960);
+        w.run(Duration::from_millis(10));
+    }
+    let heard = std::mem::take(&mut w.probes);
+    assert!(!heard.is_empty(), "some forwarded audio was measured");
+    assert!(heard.iter().all(|p| p.audio), "audio probes: {heard:?}");
+    w.send(0, video, &[0x00, 1, 2, 3], 0);
+    for n in 1..(2 * delay::SAMPLE_EVERY as u64) {
+        w.send(0, video, &[0x01, n as u8, 2, 3], n * 3000);
+        w.run(Duration::from_millis(10));
+    }
+    let seen = std::mem::take(&mut w.probes);
+    assert!(
+        seen.iter().any(|p| !p.audio),
+        "forwarded video was measured as video: {seen:?}"
+    );
 }
 
 #[test]
