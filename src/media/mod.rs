@@ -762,7 +762,7 @@ struct Loop {
     /// gathered and at the end of a flush.
     outgoing: Vec<Vec<str0m::net::Transmit>>,
     send: Box<batch::SendBatch>,
-    /// Arrival times of measured packets queued in `outgoing`, recorded at the next send (of
+    /// Measured packets queued in `outgoing` (`sfu::delay`), recorded at the next send (of
     /// any socket: with two sockets, a probe queued on the other one is recorded a little
     /// early). Probes on ICE-TCP are not matched; they expire in `sfu::delay`.
     probed: Vec<delay::Probe>,
