@@ -122,10 +122,39 @@ impl Sfu {
                 p.attributes.insert(k, v);
             }
         }
+        let before = p.perms;
         if let Some(perms) = perms {
             p.perms = perms;
         }
-        p.version += 1;
+        let after = p.perms;
+        if before.can_publish && !after.can_publish {
+            // As LiveKit does: what was published stops, and the publisher is told so.
+            let tracks = std::mem::take(&mut p.tracks);
+            for sid in tracks {
+                info!(track = %sid, "publish permission revoked: track unpublished");
+                self.unpublish(&sid);
+                self.signal(
+                    pid,
+                    Resp::TrackUnpublished(lk::TrackUnpublishedResponse { track_sid: sid }),
+                );
+            }
+        }
+        if before.can_subscribe && !after.can_subscribe {
+            let subs: Vec<String> = self
+                .parts
+                .get(&pid)
+                .map(|p| p.subs.keys().cloned().collect())
+                .unwrap_or_default();
+            for sid in subs {
+                self.unsubscribe(pid, &sid);
+            }
+        }
+        if !before.can_subscribe && after.can_subscribe {
+            self.subscribe_to_published(pid);
+        }
+        if let Some(p) = self.parts.get_mut(&pid) {
+            p.version += 1;
+        }
         self.broadcast_participant(pid);
         self.participant_info(pid)
     }

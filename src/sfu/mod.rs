@@ -378,21 +378,7 @@ impl Sfu {
         let join = self.join_response(pid);
         self.signal(pid, Resp::Join(join));
         self.broadcast_participant(pid);
-        // Subscribe to what is already published.
-        if p.auto_subscribe && p.perms.can_subscribe {
-            let existing: Vec<String> = self
-                .room_tracks(&p.room)
-                .into_iter()
-                .filter(|t| {
-                    self.tracks
-                        .get(t)
-                        .is_some_and(|t| t.owner != pid && t.mid.is_some())
-                })
-                .collect();
-            for t in existing {
-                self.subscribe(pid, &t);
-            }
-        }
+        self.subscribe_to_published(pid);
         if p.mode == Mode::V0 {
             // The server offers the subscriber PC right away (subscriber primary), with the two
             // data channels livekit-client expects there.
@@ -964,6 +950,30 @@ impl Sfu {
             if wants {
                 self.subscribe(other, &track_sid);
             }
+        }
+    }
+
+    /// Subscribes `pid` to what its room already publishes, if it subscribes automatically
+    /// and may subscribe (on joining, or when the permission is granted).
+    fn subscribe_to_published(&mut self, pid: Pid) {
+        let Some(p) = self.parts.get(&pid) else {
+            return;
+        };
+        if !p.auto_subscribe || !p.perms.can_subscribe {
+            return;
+        }
+        let existing: Vec<String> = self
+            .room_tracks(&p.room)
+            .into_iter()
+            .filter(|t| {
+                self.tracks
+                    .get(t)
+                    .is_some_and(|t| t.owner != pid && t.mid.is_some())
+                    && !p.unsubscribed.contains(t)
+            })
+            .collect();
+        for t in existing {
+            self.subscribe(pid, &t);
         }
     }
 

@@ -1107,6 +1107,89 @@ fn a_client_that_never_answers_is_disconnected_and_nobody_else() {
 }
 
 #[test]
+fn revoked_permissions_unpublish_and_unsubscribe_and_granted_ones_subscribe_again() {
+    let mut w = two_in_a_room(Mode::V0);
+    let (alice, bob) = (w.peers[0].pid, w.peers[1].pid);
+    let (track, mid) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(300));
+    let mut ts = 0;
+    let mut say = |w: &mut World, mid: Mid, frames: u8| {
+        for n in 0..frames {
+            w.send(0, mid, &[0xB0, n], ts);
+            ts += 960;
+            w.run(Duration::from_millis(20));
+        }
+    };
+    say(&mut w, mid, 10);
+    assert!(!w.received(1).is_empty(), "bob hears alice");
+    let perms = |can_publish, can_subscribe| Permissions {
+        can_publish,
+        can_subscribe,
+        ..Default::default()
+    };
+
+    // The admin revokes alice's publish permission (Twirp UpdateParticipant).
+    w.sfu
+        .update_participant(alice, None, None, HashMap::new(), Some(perms(false, true)))
+        .unwrap();
+    w.pump();
+    let gone = w.peers[0].take(|m| match m {
+        Resp::TrackUnpublished(t) => Some(t.track_sid.clone()),
+        _ => None,
+    });
+    assert_eq!(gone, vec![track.clone()], "alice is told her track is gone");
+    let seen = updates_of(&mut w.peers[1]);
+    assert!(
+        seen.iter().any(|p| p.identity == "alice"
+            && p.tracks.is_empty()
+            && p.permission.as_ref().is_some_and(|p| !p.can_publish)),
+        "bob hears alice publishes nothing now: {seen:?}"
+    );
+    w.run(Duration::from_millis(300));
+    let heard = w.received(1).len();
+    say(&mut w, mid, 10);
+    assert_eq!(
+        w.received(1).len(),
+        heard,
+        "alice's media no longer reaches bob"
+    );
+
+    // Publishing again once allowed; then bob may no longer subscribe.
+    w.sfu
+        .update_participant(alice, None, None, HashMap::new(), Some(perms(true, true)))
+        .unwrap();
+    let (_, mid) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(300));
+    say(&mut w, mid, 10);
+    let heard = w.received(1).len();
+    assert!(heard > 0, "bob hears alice's new track");
+    w.sfu
+        .update_participant(bob, None, None, HashMap::new(), Some(perms(true, false)))
+        .unwrap();
+    w.pump();
+    w.run(Duration::from_millis(300));
+    let heard = w.received(1).len();
+    say(&mut w, mid, 10);
+    assert_eq!(
+        w.received(1).len(),
+        heard,
+        "bob may not subscribe: nothing reaches him"
+    );
+
+    // Granted again: bob subscribes to what is published and hears it.
+    w.sfu
+        .update_participant(bob, None, None, HashMap::new(), Some(perms(true, true)))
+        .unwrap();
+    w.pump();
+    w.run(Duration::from_millis(300));
+    say(&mut w, mid, 10);
+    assert!(
+        w.received(1).len() > heard,
+        "bob hears alice again once he may subscribe"
+    );
+}
+
+#[test]
 fn own_metadata_changes_need_the_grant() {
     let mut w = two_in_a_room(Mode::V0);
     let update = |w: &mut World, i: usize| {
