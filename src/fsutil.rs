@@ -67,7 +67,58 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    remove_stale_temporaries(path);
     sync_dir(dir).map_err(context(format!("cannot fsync {}", dir.display())))
+}
+
+/// A writer holds its temporary for the time of a write and an fsync; one older than this was
+/// abandoned.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the temporaries of `path` that writers which no longer run left behind (a power cut
+/// or a kill between create and rename): `<path>.new.<pid>.<n>` older than [`STALE_TEMPORARY`]
+/// whose process is gone. Both, because a sandboxed service (`ProtectProc=invisible`) cannot see
+/// other users' processes. Best effort: a failure leaves a small stale file.
+fn remove_stale_temporaries(path: &Path) {
+    // Without /proc no process can be told alive; leave everything.
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let (Some(name), Ok(entries)) = (path.file_name(), std::fs::read_dir(parent_dir(path))) else {
+        return;
+    };
+    let mut prefix = name.to_os_string();
+    prefix.push(".new.");
+    let prefix = prefix.as_encoded_bytes();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.as_encoded_bytes().strip_prefix(prefix) else {
+            continue;
+        };
+        // `<pid>.<n>`, both decimal.
+        let Some((pid, n)) = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split_once('.'))
+        else {
+            continue;
+        };
+        let decimal = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !decimal(pid) || !decimal(n) || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_none_or(|a| a < STALE_TEMPORARY) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => tracing::info!(file = %entry.path().display(), "removed a stale temporary"),
+            Err(e) => tracing::debug!(file = %entry.path().display(), "stale temporary left: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -111,6 +162,56 @@ mod tests {
         assert_eq!(got.len(), 4096);
         assert!(got.iter().all(|b| *b == got[0]), "torn file");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temporaries_of_writers_that_are_gone_are_removed_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        // A process that has exited: its pid is free.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for (name, age) in [
+            (format!("keys.toml.new.{gone}.0"), old),
+            // Just written: its writer may not be visible (a sandbox) but still running.
+            (
+                format!("keys.toml.new.{gone}.1"),
+                std::time::SystemTime::now(),
+            ),
+            (format!("keys.toml.new.{me}.999"), old),
+            ("keys.toml.new.notapid.1".into(), old),
+            (format!("other.toml.new.{gone}.0"), old),
+        ] {
+            let f = dir.path().join(name);
+            std::fs::write(&f, b"half").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(age)
+                .unwrap();
+        }
+        super::write_atomic(&path, b"whole", 0o600).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected = vec![
+            "keys.toml".to_string(),
+            format!("keys.toml.new.{gone}.1"),
+            format!("keys.toml.new.{me}.999"),
+            "keys.toml.new.notapid.1".into(),
+            format!("other.toml.new.{gone}.0"),
+        ];
+        expected.sort();
+        assert_eq!(
+            left, expected,
+            "only the old temporary of a writer that is gone is removed"
+        );
     }
 
     #[test]
