@@ -580,10 +580,25 @@ fn qemu_boot_update_and_rollback() {
     let fingerprint =
         "ls /efi/loader/entries; head -c 16M /dev/disk/by-partlabel/root-a | sha256sum; \
                        head -c 16M /dev/disk/by-partlabel/root-b | sha256sum";
-    // Compared word by word: the serial console sometimes pads a line with spaces (seen once
-    // in CI: 51 spaces before the first entry name), which says nothing about the slots.
-    let words = |s: String| -> Vec<String> { s.split_whitespace().map(str::to_string).collect() };
+    // Compared word by word, only the entry names and hashes: the serial console sometimes pads
+    // a line with spaces (seen once in CI: 51 spaces before the first entry name) or puts a
+    // console message from the booting system between the lines (seen once: confab's
+    // "is ready" banner), neither of which says anything about the slots.
+    let words = |s: String| -> Vec<String> {
+        s.split_whitespace()
+            .filter(|w| {
+                (w.starts_with("confab-") && w.ends_with(".conf"))
+                    || (w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+            })
+            .map(str::to_string)
+            .collect()
+    };
     let before = words(vm.sh(fingerprint));
+    assert!(
+        before.iter().filter(|w| w.len() == 64).count() == 2
+            && before.iter().any(|w| w.ends_with(".conf")),
+        "the slots' fingerprint names boot entries and two hashes: {before:?}"
+    );
     for (dir, expect) in [("other-key", "does not trust"), ("truncated", "truncated")] {
         let (code, out) = vm.sh_status(
             &format!(
