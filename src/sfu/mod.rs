@@ -1299,7 +1299,7 @@ impl Sfu {
                 return;
             };
             let mut handled = 0;
-            loop {
+            let failed = loop {
                 match peer.rtc.poll_output() {
                     Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
                     // A timer that is already due (str0m's pacer asks for one after every
@@ -1310,32 +1310,23 @@ impl Sfu {
                     {
                         handled += 1;
                         if let Err(e) = peer.rtc.handle_input(Input::Timeout(t.max(now))) {
-                            warn!("media connection failed: {e}");
-                            events.clear();
-                            peer.timeout = now;
-                            let owner = peer.owner;
-                            self.remove_participant(
-                                now,
-                                owner,
-                                lk::DisconnectReason::StateMismatch,
-                            );
-                            break;
+                            break Some(e);
                         }
                     }
                     Ok(str0m::Output::Timeout(t)) => {
                         peer.timeout = t;
-                        break;
+                        break None;
                     }
                     Ok(str0m::Output::Event(e)) => events.push(e),
-                    Err(e) => {
-                        warn!("media connection failed: {e}");
-                        events.clear();
-                        peer.timeout = now;
-                        let owner = peer.owner;
-                        self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
-                        break;
-                    }
+                    Err(e) => break Some(e),
                 }
+            };
+            if let Some(e) = failed {
+                warn!("media connection failed: {e}");
+                events.clear();
+                peer.timeout = now;
+                let owner = peer.owner;
+                self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
             }
         }
         for e in events.drain(..) {
