@@ -1122,17 +1122,21 @@ fn revoked_permissions_unpublish_and_unsubscribe_and_granted_ones_subscribe_agai
     };
     say(&mut w, mid, 10);
     assert!(!w.received(1).is_empty(), "bob hears alice");
-    let perms = |can_publish, can_subscribe| Permissions {
-        can_publish,
-        can_subscribe,
-        ..Default::default()
+    // The admin sets a participant's permissions (Twirp UpdateParticipant) and the SFU's
+    // signalling goes out.
+    let set_perms = |w: &mut World, pid: Pid, can_publish, can_subscribe| {
+        let perms = Permissions {
+            can_publish,
+            can_subscribe,
+            ..Default::default()
+        };
+        w.sfu
+            .update_participant(pid, None, None, HashMap::new(), Some(perms))
+            .unwrap();
+        w.pump();
     };
 
-    // The admin revokes alice's publish permission (Twirp UpdateParticipant).
-    w.sfu
-        .update_participant(alice, None, None, HashMap::new(), Some(perms(false, true)))
-        .unwrap();
-    w.pump();
+    set_perms(&mut w, alice, false, true);
     let gone = w.peers[0].take(|m| match m {
         Resp::TrackUnpublished(t) => Some(t.track_sid.clone()),
         _ => None,
@@ -1155,18 +1159,13 @@ fn revoked_permissions_unpublish_and_unsubscribe_and_granted_ones_subscribe_agai
     );
 
     // Publishing again once allowed; then bob may no longer subscribe.
-    w.sfu
-        .update_participant(alice, None, None, HashMap::new(), Some(perms(true, true)))
-        .unwrap();
+    set_perms(&mut w, alice, true, true);
     let (_, mid) = w.publish(0, MediaKind::Audio);
     w.run(Duration::from_millis(300));
     say(&mut w, mid, 10);
     let heard = w.received(1).len();
     assert!(heard > 0, "bob hears alice's new track");
-    w.sfu
-        .update_participant(bob, None, None, HashMap::new(), Some(perms(true, false)))
-        .unwrap();
-    w.pump();
+    set_perms(&mut w, bob, true, false);
     w.run(Duration::from_millis(300));
     let heard = w.received(1).len();
     say(&mut w, mid, 10);
@@ -1177,10 +1176,7 @@ fn revoked_permissions_unpublish_and_unsubscribe_and_granted_ones_subscribe_agai
     );
 
     // Granted again: bob subscribes to what is published and hears it.
-    w.sfu
-        .update_participant(bob, None, None, HashMap::new(), Some(perms(true, true)))
-        .unwrap();
-    w.pump();
+    set_perms(&mut w, bob, true, true);
     w.run(Duration::from_millis(300));
     say(&mut w, mid, 10);
     assert!(
