@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Packages prebuilt static confab binaries into the container image (Dockerfile, target "prebuilt"):
 # stages dist/container/ in the repository (the build context), then builds one image per
-# architecture with podman, buildah or docker — whichever is installed, in that order — checks
-# each is below the size limit and that its HEALTHCHECK survived, and tags it NAME:VERSION-ARCH.
+# architecture with podman, buildah or docker — the first that is installed and answers `info`
+# (a docker CLI without a reachable daemon does not count) — checks each is below the size limit
+# and that its HEALTHCHECK survived, and tags it NAME:VERSION-ARCH.
 #
 #   scripts/build-container.sh --version V [--name NAME] [--amd64 PATH] [--arm64 PATH]
 #                              [--stage-only] [--max-mb 30]
+#   scripts/build-container.sh --engine    # prints the engine it would use, or nothing
 #
 # --stage-only stops after staging (the release workflow then runs `docker buildx build
 # --platform linux/amd64,linux/arm64 --target prebuilt --push .` on the staged
@@ -14,6 +16,18 @@ set -euo pipefail
 
 die() { echo "build-container: ERROR: $*" >&2; exit 1; }
 log() { echo "build-container: $*"; }
+
+# The first container engine that is installed and works: `docker` may be only a client whose
+# daemon is not running (or not reachable by this user), which fails only at `docker build`.
+usable_engine() {
+    local candidate
+    for candidate in podman buildah docker; do
+        if command -v "$candidate" >/dev/null && timeout 30 "$candidate" info >/dev/null 2>&1; then
+            echo "$candidate"
+            return
+        fi
+    done
+}
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 version="" name="confab" stage_only=0 max_mb=30
@@ -25,7 +39,8 @@ while [ $# -gt 0 ]; do
         --amd64|--arm64) binaries[${1#--}]="$(realpath "$2")"; shift 2 ;;
         --stage-only) stage_only=1; shift ;;
         --max-mb) max_mb="$2"; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --engine) usable_engine; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -58,11 +73,8 @@ if ((stage_only)); then
 fi
 
 # --- build -----------------------------------------------------------------------------------
-engine=""
-for candidate in podman buildah docker; do
-    if command -v "$candidate" >/dev/null; then engine="$candidate"; break; fi
-done
-[ -n "$engine" ] || die "none of podman, buildah, docker is installed (Debian: apt-get install podman)"
+engine="$(usable_engine)"
+[ -n "$engine" ] || die "no working podman, buildah or docker here (installed, and its \`info\` answers; Debian: apt-get install podman)"
 
 tags=()
 for arch in "${!binaries[@]}"; do

@@ -21,7 +21,7 @@
 #   SHA256SUMS, SHA256SUMS.minisig                   checksums of all of the above, signed
 #   confab-release.pub                               the public key that verifies them
 # and dist/container/ staged for the container image (scripts/build-container.sh), which is built
-# and size-checked here when podman, buildah or docker is installed.
+# and size-checked here when podman, buildah or docker works (scripts/build-container.sh --engine).
 #
 # --fast skips the board images and the x86_64 binary (CI runs it on every push so the pipeline
 # cannot rot; with the aarch64 build of scripts/test.sh already cached it takes seconds).
@@ -125,12 +125,13 @@ done
 container_args=(--version "$version")
 [ -n "${binary[aarch64]:-}" ] && container_args+=(--arm64 "${binary[aarch64]}")
 [ -n "${binary[x86_64]:-}" ] && container_args+=(--amd64 "${binary[x86_64]}")
-if command -v podman >/dev/null || command -v buildah >/dev/null || command -v docker >/dev/null; then
+engine="$("$repo/scripts/build-container.sh" --engine)"
+if [ -n "$engine" ]; then
     tags=$("$repo/scripts/build-container.sh" "${container_args[@]}" | tail -n 1)
     phase "container image(s): $tags"
     # The image of this machine's architecture also runs, with docker-compose.yml's settings.
     case "$(uname -m)" in x86_64) host_tag="confab:$version-amd64" ;; aarch64) host_tag="confab:$version-arm64" ;; *) host_tag="" ;; esac
-    if [[ -n "$host_tag" && " $tags " == *" $host_tag "* ]] && command -v podman >/dev/null; then
+    if [[ -n "$host_tag" && " $tags " == *" $host_tag "* ]] && [ "$engine" = podman ]; then
         "$repo/scripts/check-container.sh" "$host_tag" >"$work/check-container.log" 2>&1 || {
             grep -v 'level=error' "$work/check-container.log" >&2
             die "the $host_tag container does not run as docker-compose.yml runs it"
@@ -139,7 +140,7 @@ if command -v podman >/dev/null || command -v buildah >/dev/null || command -v d
     fi
 else
     "$repo/scripts/build-container.sh" "${container_args[@]}" --stage-only >/dev/null
-    phase "container context staged in dist/container (no podman/buildah/docker here to build it)"
+    phase "container context staged in dist/container (no working podman/buildah/docker here to build it)"
 fi
 
 # --- board images and signed update bundles ------------------------------------------------------
