@@ -4,7 +4,7 @@
 //! on PLI), and counts what it receives: RTP packets, frames, frame gaps and the delay from the
 //! publisher's send time (stamped in every payload) to its own receipt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,11 +30,13 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::Stats;
 
-/// What a participant sends.
+/// What a participant sends: its media, and the simulcast layer it asks for of others' video
+/// (`UpdateTrackSettings.quality`, LiveKit's 0 low, 1 medium, 2 high; `None`: asks for none).
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     pub audio: bool,
     pub video: bool,
+    pub layer: Option<i32>,
 }
 
 /// Simulcast layers, best first: rid, LiveKit quality, width, height, bits per second.
@@ -176,6 +178,9 @@ pub struct Participant {
     source: u32,
     started: Instant,
     got_media: bool,
+    /// Others' video tracks, and those whose layer this participant has asked for.
+    videos: HashSet<String>,
+    asked: HashSet<String>,
 }
 
 impl Participant {
@@ -184,9 +189,10 @@ impl Participant {
         plan: Plan,
         stats: Arc<Stats>,
         link: Link,
+        others: Vec<lk::ParticipantInfo>,
         ip: std::net::IpAddr,
     ) -> Result<Participant, String> {
-        Ok(Participant {
+        let mut p = Participant {
             identity,
             plan,
             stats: stats.clone(),
@@ -203,7 +209,11 @@ impl Participant {
             source: stats.next_source.fetch_add(2, Ordering::Relaxed),
             started: Instant::now(),
             got_media: false,
-        })
+            videos: HashSet::new(),
+            asked: HashSet::new(),
+        };
+        p.note_videos(&others);
+        Ok(p)
     }
 
     /// Runs until `stop` turns true (then leaves) or the server ends the session.
@@ -386,6 +396,7 @@ impl Participant {
                     }))
                     .await?;
                 self.trickle(false).await?;
+                self.ask_layer().await?;
             }
             Resp::Answer(sd) => {
                 let Some(pending) = self.publ.pending.take() else {
@@ -419,10 +430,43 @@ impl Participant {
                     pc.rtc.add_remote_candidate(c);
                 }
             }
+            Resp::Update(u) => self.note_videos(&u.participants),
             Resp::Leave(_) => return Err("told to leave".into()),
             _ => {}
         }
         Ok(())
+    }
+
+    /// Remembers the others' video tracks.
+    fn note_videos(&mut self, participants: &[lk::ParticipantInfo]) {
+        let video = lk::TrackType::Video as i32;
+        let tracks = participants
+            .iter()
+            .filter(|p| p.identity != self.identity)
+            .flat_map(|p| p.tracks.iter())
+            .filter(|t| t.r#type == video);
+        self.videos.extend(tracks.map(|t| t.sid.clone()));
+    }
+
+    /// Asks for the planned layer of the video tracks not asked yet, as livekit-client does for
+    /// a small video element. After an offer from the server, so the subscriptions exist (confab
+    /// announces a track before it subscribes anyone to it).
+    async fn ask_layer(&mut self) -> Result<(), String> {
+        let Some(quality) = self.plan.layer else {
+            return Ok(());
+        };
+        let new: Vec<String> = self.videos.difference(&self.asked).cloned().collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.asked.extend(new.iter().cloned());
+        self.link
+            .send(Req::TrackSetting(lk::UpdateTrackSettings {
+                track_sids: new,
+                quality,
+                ..Default::default()
+            }))
+            .await
     }
 
     /// Our host candidate, trickled as livekit-client does (it is in the SDP too).

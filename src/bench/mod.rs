@@ -92,6 +92,31 @@ pub struct BenchArgs {
     /// baseline stay on `--server-core`.
     #[arg(long)]
     pub server_cores: Option<String>,
+    /// The simulcast layer subscribers ask for, as livekit-client does for small video
+    /// elements (default: none asked; confab sends the best layer the bandwidth allows).
+    #[arg(long, value_enum)]
+    pub layer: Option<Layer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Layer {
+    /// 1280×720, 1.5 Mbit/s.
+    High,
+    /// 640×360, 500 kbit/s.
+    Medium,
+    /// 320×180, 150 kbit/s.
+    Low,
+}
+
+impl Layer {
+    /// LiveKit's `VideoQuality`.
+    fn quality(self) -> i32 {
+        match self {
+            Layer::High => lk::VideoQuality::High as i32,
+            Layer::Medium => lk::VideoQuality::Medium as i32,
+            Layer::Low => lk::VideoQuality::Low as i32,
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------ shared counters
@@ -455,7 +480,12 @@ impl Server {
     }
 
     /// Opens `/rtc` (v0) for `identity` and waits for its `join` response.
-    async fn connect(&self, room: &str, identity: &str, publish: bool) -> Result<Link, String> {
+    async fn connect(
+        &self,
+        room: &str,
+        identity: &str,
+        publish: bool,
+    ) -> Result<(Link, Vec<lk::ParticipantInfo>), String> {
         let token = self.token(room, identity, publish)?;
         let url = format!(
             "wss://localhost:{}/rtc?access_token={token}&auto_subscribe=1&protocol=16&sdk=rust",
@@ -484,10 +514,10 @@ impl Server {
             match msg {
                 Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) => {
                     if let Ok(lk::SignalResponse {
-                        message: Some(Resp::Join(_)),
+                        message: Some(Resp::Join(j)),
                     }) = lk::SignalResponse::decode(b.as_ref())
                     {
-                        return Ok(Link::Ws(Box::new(ws)));
+                        return Ok((Link::Ws(Box::new(ws)), j.other_participants));
                     }
                 }
                 Some(Ok(_)) => {}
@@ -595,10 +625,16 @@ impl Target {
         }
     }
 
-    async fn connect(&self, room: &str, identity: &str, publish: bool) -> Result<Link, String> {
+    /// A signalling link, and who was in the room at joining (with their tracks).
+    async fn connect(
+        &self,
+        room: &str,
+        identity: &str,
+        publish: bool,
+    ) -> Result<(Link, Vec<lk::ParticipantInfo>), String> {
         match self {
             Target::Confab(s) => s.connect(room, identity, publish).await,
-            Target::Baseline(b) => Ok(b.connect()),
+            Target::Baseline(b) => Ok((b.connect(), vec![])),
         }
     }
 }
@@ -733,12 +769,13 @@ async fn spawn_member(
     plan: Plan,
 ) -> Result<Member, String> {
     let publish = plan.audio || plan.video;
-    let link = target.connect(room, &identity, publish).await?;
+    let (link, others) = target.connect(room, &identity, publish).await?;
     let p = Participant::new(
         identity,
         plan,
         stats.clone(),
         link,
+        others,
         IpAddr::V4(Ipv4Addr::LOCALHOST),
     )
     .await?;
@@ -764,6 +801,7 @@ async fn run_one(
     rooms: usize,
     seconds: u64,
     churn_rate: f64,
+    layer: Option<Layer>,
 ) -> Row {
     let stats = Arc::new(Stats::default());
     let rooms = if scenario == Scenario::Baseline {
@@ -779,9 +817,11 @@ async fn run_one(
         }
     };
     let rss_idle = target.rss_kib();
+    let layer = layer.map(Layer::quality);
     let av = Plan {
         audio: true,
         video: true,
+        layer,
     };
     let (plans, expected): (Vec<Plan>, u64) = match scenario {
         Scenario::Meeting | Scenario::Churn | Scenario::Baseline => (vec![av; n], n as u64),
@@ -791,6 +831,7 @@ async fn run_one(
                 Plan {
                     audio: false,
                     video: false,
+                    layer,
                 },
                 n,
             ));
@@ -801,6 +842,7 @@ async fn run_one(
                 Plan {
                     audio: true,
                     video: false,
+                    layer,
                 };
                 n
             ],
@@ -1044,7 +1086,16 @@ pub fn run(args: BenchArgs) -> ExitCode {
                     Target::Confab(Server::start(&exe, &placement, n + 2).await?)
                 };
                 Ok::<_, String>(
-                    run_one(target, sc, n, args.rooms, args.seconds, args.churn_rate).await,
+                    run_one(
+                        target,
+                        sc,
+                        n,
+                        args.rooms,
+                        args.seconds,
+                        args.churn_rate,
+                        args.layer,
+                    )
+                    .await,
                 )
             });
             let row = match row {
@@ -1119,13 +1170,17 @@ fn machine_line(args: &BenchArgs) -> String {
         )
     };
     format!(
-        "confab bench: {cpu}, {} CPUs; server on {server} ({} media threads), generator on {}; {} rooms per run; {} s per run; load average {}",
+        "confab bench: {cpu}, {} CPUs; server on {server} ({} media threads), generator on {}; {} rooms per run; {} s per run;{} load average {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.media_threads
             .map_or_else(|| "default".to_string(), |n| n.to_string()),
         if args.no_pin { "any core" } else { args.generator_cores.as_str() },
         args.rooms,
         args.seconds,
+        args.layer.map_or(String::new(), |l| format!(
+            " subscribers ask for the {} layer;",
+            format!("{l:?}").to_lowercase()
+        )),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     )
 }
