@@ -252,6 +252,10 @@ impl Sfu {
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
+            if video && !s.rtx_sized {
+                s.rtx_sized = true;
+                tx.set_rtx_cache(super::RTX_PACKETS, super::RTX_AGE, super::RTX_RATIO_CAP);
+            }
             let mut w = RtpWrite::new(
                 out_pt,
                 out_seq.into(),

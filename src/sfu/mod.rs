@@ -161,6 +161,20 @@ pub enum Output {
     Close(Pid, lk::DisconnectReason),
 }
 
+/// Retransmission history per forwarded video stream (RTX, answering the subscriber's NACKs).
+/// In RTP mode an entry is a ≈ 420-byte packet header plus a share of the payload (payloads
+/// are shared by every subscriber of a layer, kept until the last history drops them); the
+/// history is most of a meeting participant's memory (docs/performance.md). At most
+/// RTX_PACKETS (str0m's default: 1000), ≈ 1 s of the 1.5 Mbit/s layer …
+pub(crate) const RTX_PACKETS: usize = 128;
+/// … and packets no older than RTX_AGE (str0m's default: 3 s). str0m grows a stream's history
+/// (from 10 entries) only as far as its rate needs for this age, so lower layers keep far
+/// fewer packets. One second is libwebrtc's own minimum (its sender keeps max(1 s, 3 × RTT)); a
+/// NACK older than that asks for a frame the receiver's jitter buffer has already given up.
+pub(crate) const RTX_AGE: Duration = Duration::from_secs(1);
+/// Stop resending when retransmissions exceed this share of what is sent (str0m's default).
+pub(crate) const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+
 pub struct Sfu {
     cfg: SfuConfig,
     dtls_cert: Option<DtlsCert>,
@@ -448,12 +462,8 @@ impl Sfu {
         if let Some(cert) = &self.dtls_cert {
             b = b.set_dtls_cert(cert.clone());
         }
-        // RTX history per outgoing video stream: str0m's default (1000 packets, up to 3 s) was
-        // a fifth of a meeting participant's memory (docs/performance.md). In RTP mode an entry
-        // is a ≈ 400-byte packet header (the payload is shared by all subscribers): 128 is
-        // ≈ 55 KB per subscribed video stream and ≈ 0.7 s of the 1.5 Mbit/s layer, still far
-        // above any round trip a NACK needs (meeting 10: 5.4–5.7 → 3.9–4.3 MiB per participant).
-        b = b.set_send_buffer_video(128);
+        // RTX history per outgoing video stream, at most RTX_PACKETS (str0m's default: 1000).
+        b = b.set_send_buffer_video(RTX_PACKETS);
         let mut rtc = b.build(now);
         for (addr, proto) in &self.cfg.candidates {
             let c = match proto {

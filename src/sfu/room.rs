@@ -209,6 +209,8 @@ pub struct Sub {
     /// codec parameters.
     pub pt_map: Option<(Pt, Pt)>,
     pub needs_keyframe: bool,
+    /// The subscriber's send stream keeps [`super::RTX_AGE`] of packets for retransmission.
+    pub rtx_sized: bool,
     /// A media section that was used before and is being stopped.
     pub stopping: bool,
 }
@@ -229,6 +231,7 @@ impl Sub {
             vp8: Default::default(),
             pt_map: None,
             needs_keyframe: true,
+            rtx_sized: false,
             stopping: false,
         }
     }

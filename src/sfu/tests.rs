@@ -1488,3 +1488,41 @@ fn vp8_picture_ids_stay_continuous_across_a_layer_switch() {
     assert!(!fwd::vp8_has_long_picture_id(&[0x10, 0x00, 0x00]));
     assert!(!fwd::vp8_has_long_picture_id(&[0x90, 0x80]));
 }
+
+/// Whether a video frame lost on the way to bob reaches him anyway (bob's NACK answered with a
+/// retransmission) when he notices the loss only `gap` later, with the next frame.
+fn lost_frame_is_resent(gap: Duration) -> bool {
+    let mut w = two_in_a_room(Mode::V0);
+    let (_, mid) = w.publish(0, MediaKind::Video);
+    w.run(Duration::from_millis(300));
+    w.send(0, mid, &[0x00, 0, 2, 3], 0);
+    for n in 1..10u64 {
+        w.run(Duration::from_millis(33));
+        w.send(0, mid, &[0x01, n as u8, 2, 3], n * 3000);
+    }
+    w.run(Duration::from_millis(33));
+    w.peers[1].subscriber_pc().offline = true;
+    w.send(0, mid, &[0x01, 10, 2, 3], 10 * 3000);
+    w.run(Duration::from_millis(20));
+    w.peers[1].subscriber_pc().offline = false;
+    w.run(gap);
+    w.send(0, mid, &[0x01, 11, 2, 3], 11 * 3000);
+    w.run(Duration::from_millis(500));
+    let got: Vec<u8> = w.received(1).iter().map(|f| f[1]).collect();
+    assert!(got.contains(&9), "bob's video ran up to the loss: {got:?}");
+    got.contains(&10)
+}
+
+#[test]
+fn lost_video_is_resent_within_a_second_and_not_later() {
+    assert!(
+        lost_frame_is_resent(Duration::from_millis(300)),
+        "a NACK 0.3 s after the loss is answered"
+    );
+    // Kept for RTX_AGE (1 s), not str0m's 3 s: what a late NACK would ask for costs memory in
+    // every subscriber's history and comes too late for the receiver's jitter buffer anyway.
+    assert!(
+        !lost_frame_is_resent(Duration::from_millis(1500)),
+        "a NACK 1.5 s after the loss finds the packet gone from the history"
+    );
+}
