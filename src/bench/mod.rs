@@ -480,12 +480,7 @@ impl Server {
     }
 
     /// Opens `/rtc` (v0) for `identity` and waits for its `join` response.
-    async fn connect(
-        &self,
-        room: &str,
-        identity: &str,
-        publish: bool,
-    ) -> Result<(Link, Vec<lk::ParticipantInfo>), String> {
+    async fn connect(&self, room: &str, identity: &str, publish: bool) -> Result<Joined, String> {
         let token = self.token(room, identity, publish)?;
         let url = format!(
             "wss://localhost:{}/rtc?access_token={token}&auto_subscribe=1&protocol=16&sdk=rust",
@@ -625,19 +620,16 @@ impl Target {
         }
     }
 
-    /// A signalling link, and who was in the room at joining (with their tracks).
-    async fn connect(
-        &self,
-        room: &str,
-        identity: &str,
-        publish: bool,
-    ) -> Result<(Link, Vec<lk::ParticipantInfo>), String> {
+    async fn connect(&self, room: &str, identity: &str, publish: bool) -> Result<Joined, String> {
         match self {
             Target::Confab(s) => s.connect(room, identity, publish).await,
             Target::Baseline(b) => Ok((b.connect(), vec![])),
         }
     }
 }
+
+/// A signalling link, and who was in the room when it joined (with their tracks).
+type Joined = (Link, Vec<lk::ParticipantInfo>);
 
 /// One row of the report.
 #[derive(Debug, Clone, Default)]
