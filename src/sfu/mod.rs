@@ -164,13 +164,14 @@ pub enum Output {
 /// Retransmission history per forwarded video stream (RTX, answering the subscriber's NACKs).
 /// In RTP mode an entry is a ≈ 420-byte packet header plus a share of the payload (payloads
 /// are shared by every subscriber of a layer, kept until the last history drops them); the
-/// history is most of a meeting participant's memory (docs/performance.md). At most
-/// RTX_PACKETS (str0m's default: 1000), ≈ 1 s of the 1.5 Mbit/s layer …
+/// histories are the largest part of a meeting participant's memory that confab decides
+/// (docs/performance.md). At most RTX_PACKETS (str0m's default: 1000), ≈ 0.7 s of the
+/// 1.5 Mbit/s layer …
 pub(crate) const RTX_PACKETS: usize = 128;
 /// … and packets no older than RTX_AGE (str0m's default: 3 s). str0m grows a stream's history
 /// (from 10 entries) only as far as its rate needs for this age, so lower layers keep far
-/// fewer packets. One second is libwebrtc's own minimum (its sender keeps max(1 s, 3 × RTT)); a
-/// NACK older than that asks for a frame the receiver's jitter buffer has already given up.
+/// fewer packets. libwebrtc's sender keeps max(1 s, 3 × RTT); a NACK for an older packet asks
+/// for a frame the receiver's jitter buffer has given up on.
 pub(crate) const RTX_AGE: Duration = Duration::from_secs(1);
 /// Stop resending when retransmissions exceed this share of what is sent (str0m's default).
 pub(crate) const RTX_RATIO_CAP: Option<f32> = Some(0.15);
