@@ -25,7 +25,7 @@ struct Admin<'a> {
 }
 
 impl<'a> Admin<'a> {
-    /// Sets the admin password from localhost (no setup code needed) and keeps the session.
+    /// Sets the admin password with the setup code and keeps the session.
     fn setup(d: &'a Daemon) -> Admin<'a> {
         let a = Admin {
             d,
@@ -33,7 +33,7 @@ impl<'a> Admin<'a> {
         };
         let (code, body) = a.post(
             "/api/admin/setup",
-            json!({"password": "correct horse battery"}),
+            json!({"password": "correct horse battery", "code": d.setup_code()}),
         );
         assert_eq!(code, 200, "{body}");
         a

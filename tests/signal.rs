@@ -1148,17 +1148,29 @@ async fn admin_setup_login_overview_and_ending_a_room() {
     );
     let (code, _, _) = call("GET", "/api/admin/overview", None, true);
     assert_eq!(code, "401", "nothing without a session");
+    let setup_code = s.d.setup_code();
     let (code, v, _) = call(
         "POST",
         "/api/admin/setup",
-        Some(r#"{"password": "short"}"#),
+        Some(r#"{"password": "correct horse battery"}"#),
+        true,
+    );
+    assert_eq!(code, "403", "no setup code, even from localhost: {v}");
+    let (code, v, _) = call(
+        "POST",
+        "/api/admin/setup",
+        Some(&format!(
+            r#"{{"password": "short", "code": "{setup_code}"}}"#
+        )),
         true,
     );
     assert_eq!(code, "400", "{v}");
     let (code, v, headers) = call(
         "POST",
         "/api/admin/setup",
-        Some(r#"{"password": "correct horse battery"}"#),
+        Some(&format!(
+            r#"{{"password": "correct horse battery", "code": "{setup_code}"}}"#
+        )),
         true,
     );
     assert_eq!(code, "200", "{v}");

@@ -95,6 +95,7 @@ fn two_people_meet_through_the_web_app_in_chromium() {
         .args(["--api-key", API_KEY, "--max-participants", "2"])
         // The secret goes by environment, not on the command line.
         .env("LIVEKIT_API_SECRET", &secret)
+        .env("CONFAB_SETUP_CODE", d.setup_code())
         .env("NODE_EXTRA_CA_CERTS", &ca)
         .current_dir(root().join("tests/webapp"));
     let log = dir.path().join("runner.log");
@@ -152,6 +153,7 @@ fn the_admin_page_runs_updates_key_rotation_and_guest_access_in_chromium() {
         .arg("--out")
         .arg(&shots)
         .args(["--scenario", "admin"])
+        .env("CONFAB_SETUP_CODE", daemon.setup_code())
         .env("NODE_EXTRA_CA_CERTS", daemon.ca())
         .current_dir(root().join("tests/webapp"));
     let log = d.join("runner.log");

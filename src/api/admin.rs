@@ -1,12 +1,15 @@
 //! The admin API behind the web app's `/admin` page. One admin password (Argon2id hash in the
-//! state database, tree `admin`), set on first visit — from the device itself (localhost), or
-//! from anywhere with the one-time setup code confab prints at start-up while no password is
-//! set. Login gives a session cookie (HttpOnly, Secure, SameSite=Strict, 12 h); failed logins
-//! are limited per address. State-changing calls must be JSON posts (a plain HTML form cannot
-//! send them), which with SameSite=Strict keeps other sites from acting for the admin.
+//! state database, tree `admin`), set on first visit with the one-time setup code confab prints at
+//! start-up while no password is set — over the network always, whatever address a request comes
+//! from (behind a reverse proxy every request comes from loopback) — or on the device itself with
+//! `confab admin set-password`, which reads the code from the state directory. Login gives a
+//! session cookie (HttpOnly, Secure, SameSite=Strict, 12 h); failed logins and wrong setup codes
+//! are limited per client address (`api::peer`: the TCP peer, or the client a trusted proxy
+//! names). State-changing calls must be JSON posts (a plain HTML form cannot send them), which
+//! with SameSite=Strict keeps other sites from acting for the admin.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,18 +31,20 @@ const PASSWORD_KEY: &[u8] = b"password_hash";
 const COOKIE: &str = "confab_admin";
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 const MIN_PASSWORD: usize = 10;
-/// Failed logins allowed per address within the window, then refused until it passes.
+/// Failed logins and wrong setup codes allowed per client address within the window, then
+/// refused until it passes.
 const MAX_FAILURES: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 const MAX_BODY: usize = 8 << 10;
 
-/// The address a request came from (put into its extensions by the server).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
+/// The setup code's copy in the state directory, for `confab admin set-password`.
+pub const SETUP_CODE_FILE: &str = "setup-code";
 
 /// Sessions, failures and the setup code: in memory (a restart logs the admin out).
 pub struct AdminState {
     setup_code: Mutex<Option<String>>,
+    /// Files that hold a copy of the setup code (mode 0600), removed once the password is set.
+    code_files: Vec<std::path::PathBuf>,
     sessions: Mutex<HashMap<String, Instant>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
@@ -67,11 +72,95 @@ impl AdminState {
         (
             AdminState {
                 setup_code: Mutex::new(code.clone()),
+                code_files: Vec::new(),
                 sessions: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
             },
             code,
         )
+    }
+}
+
+impl AdminState {
+    /// `429` while `client` has used up its failures in the window.
+    fn locked_out(&self, client: IpAddr) -> Option<Response<Body>> {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        f.get(&client)
+            .is_some_and(|(n, _)| *n >= MAX_FAILURES)
+            .then(|| {
+                error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed attempts from this address; wait five minutes",
+                )
+            })
+    }
+
+    /// Counts a wrong password or setup code from `client`; returns its count in the window.
+    fn failed(&self, client: IpAddr) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = f.entry(client).or_insert((0, Instant::now()));
+        entry.0 += 1;
+        entry.0
+    }
+
+    fn succeeded(&self, client: IpAddr) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&client);
+    }
+
+    /// Keeps a copy of the setup code (mode 0600) in each of `files` while no password is set,
+    /// and removes stale copies when there is none: for `confab admin set-password`
+    /// (`<state_dir>/setup-code`) and the appliance's console banner (`/run/confab/setup-code`).
+    /// Best effort: the code is in the log either way.
+    pub fn publish_code(&mut self, files: Vec<std::path::PathBuf>) {
+        let code = self
+            .setup_code
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for path in &files {
+            let result = match &code {
+                Some(code) => write_private(path, code),
+                None => remove_if_present(path),
+            };
+            if let Err(e) = result {
+                warn!(path = %path.display(), error = %e, "cannot update the setup code file");
+            }
+        }
+        self.code_files = files;
+    }
+
+    /// The password is set: the code is spent, and so are its copies.
+    fn spend_code(&self) {
+        *self.setup_code.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        for path in &self.code_files {
+            if let Err(e) = remove_if_present(path) {
+                warn!(path = %path.display(), error = %e, "cannot remove the spent setup code");
+            }
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, code: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Replace rather than rewrite: a file left from an older start may have a wider mode.
+    remove_if_present(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{code}")
+}
+
+fn remove_if_present(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -231,11 +320,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         .strip_prefix(PREFIX)
         .unwrap_or_default()
         .to_string();
-    // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
-    let peer = req
-        .extensions()
-        .get::<Peer>()
-        .map(|p| p.0.ip().to_canonical());
+    let client = app.client_ip(&req);
     let store = app.0.readiness.state.clone();
     let post = req.method() == Method::POST;
     let is_json = req
@@ -271,7 +356,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
                     "the admin password is already set; log in",
                 );
             }
-            let local = peer.is_some_and(|ip| ip.is_loopback());
+            if let Some(r) = admin.locked_out(client) {
+                return r;
+            }
             let body: PasswordBody = match json_body(&body) {
                 Ok(b) => b,
                 Err(r) => return *r,
@@ -285,10 +372,15 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
                 (Some(e), Some(c)) => e.eq_ignore_ascii_case(c.trim()),
                 _ => false,
             };
-            if !local && !code_ok {
+            // No exception for loopback: behind a reverse proxy or a container's port mapping
+            // every request comes from a local address. On the device itself, use
+            // `confab admin set-password`.
+            if !code_ok {
+                let failures = admin.failed(client);
+                warn!(from = %client, failures, "admin setup with a wrong or missing setup code");
                 return error(
                     StatusCode::FORBIDDEN,
-                    "enter the setup code confab printed when it started (in the journal: journalctl -u confab), or set the password from the device itself",
+                    "enter the setup code confab printed when it started (in the journal: journalctl -u confab), or run confab admin set-password on the device",
                 );
             }
             if body.password.chars().count() < MIN_PASSWORD {
@@ -310,8 +402,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
                     &format!("cannot save: {e}"),
                 );
             }
-            *admin.setup_code.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            info!(from = ?peer, "admin password set");
+            admin.spend_code();
+            admin.succeeded(client);
+            info!(from = %client, "admin password set");
             let token = app.new_session().unwrap_or_default();
             with_cookie(
                 json_response(StatusCode::OK, &json!({"logged_in": true})),
@@ -320,16 +413,8 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             )
         }
         (true, "login") => {
-            let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            {
-                let mut f = admin.failures.lock().unwrap_or_else(|e| e.into_inner());
-                f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-                if f.get(&ip).is_some_and(|(n, _)| *n >= MAX_FAILURES) {
-                    return error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too many failed logins; wait five minutes",
-                    );
-                }
+            if let Some(r) = admin.locked_out(client) {
+                return r;
             }
             let body: PasswordBody = match json_body(&body) {
                 Ok(b) => b,
@@ -343,18 +428,12 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             };
             if !verify_password(&stored, &body.password) {
-                let mut f = admin.failures.lock().unwrap_or_else(|e| e.into_inner());
-                let entry = f.entry(ip).or_insert((0, Instant::now()));
-                entry.0 += 1;
-                warn!(from = %ip, failures = entry.0, "admin login failed");
+                let failures = admin.failed(client);
+                warn!(from = %client, failures, "admin login failed");
                 return error(StatusCode::UNAUTHORIZED, "wrong password");
             }
-            admin
-                .failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&ip);
-            info!(from = %ip, "admin logged in");
+            admin.succeeded(client);
+            info!(from = %client, "admin logged in");
             let token = app.new_session().unwrap_or_default();
             with_cookie(
                 json_response(StatusCode::OK, &json!({"logged_in": true})),
@@ -381,7 +460,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         (false, "keys") => keys_view(app),
         (true, "keys/reveal") => {
             // The secret leaves the server only on this explicit request (the page's "Show").
-            info!(from = ?peer, "API secret shown on the admin page");
+            info!(from = %client, "API secret shown on the admin page");
             let secret = app
                 .keys()
                 .primary()
@@ -392,7 +471,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         (true, "keys/rotate") => match app.0.keys.rotate() {
             Ok(key) => {
                 // Only the key id is logged, never the secret.
-                info!(api_key = %key, from = ?peer, "API key rotated by the admin; the old key is refused from now on");
+                info!(api_key = %key, from = %client, "API key rotated by the admin; the old key is refused from now on");
                 keys_view(app)
             }
             Err(e @ crate::auth::KeysError::Configured) => {

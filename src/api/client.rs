@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -74,13 +74,19 @@ pub fn connector_for_ca(ca: &Path) -> Result<TlsConnector, ClientError> {
     connector(roots_from_pem_files(&[ca])?)
 }
 
-/// Opens TCP + TLS (certificate checked for `server_name`) + HTTP/1.1 to `host:port`.
-pub async fn connect(
+/// Opens TCP + TLS (certificate checked for `server_name`) + HTTP/1.1 to `host:port`, for
+/// requests with bodies of type `B` (`Empty` for GETs, `Full` for JSON posts).
+pub async fn connect<B>(
     connector: &TlsConnector,
     host: &str,
     port: u16,
     server_name: &str,
-) -> Result<SendRequest<Empty<Bytes>>, ClientError> {
+) -> Result<SendRequest<B>, ClientError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let connect_err = |source: std::io::Error| ClientError::Connect {
         target: format!("{host}:{port}"),
         source,
@@ -121,6 +127,34 @@ pub async fn get(
     let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| ClientError::Http(e.to_string()))?;
+    send(&mut sender, req).await
+}
+
+/// `POST path` with a JSON body over HTTPS to `addr`, checking the certificate for
+/// `server_name`.
+pub async fn post_json(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+    server_name: &str,
+    path: &str,
+    json: &serde_json::Value,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    let mut sender = connect(connector, &addr.ip().to_string(), addr.port(), server_name).await?;
+    let req = Request::post(path)
+        .header(hyper::header::HOST, server_name)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(json.to_string())))
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    send(&mut sender, req).await
+}
+
+async fn send<B>(
+    sender: &mut SendRequest<B>,
+    req: Request<B>,
+) -> Result<(StatusCode, Bytes), ClientError>
+where
+    B: hyper::body::Body + Send + 'static,
+{
     let resp = sender
         .send_request(req)
         .await

@@ -6,6 +6,7 @@ pub mod access;
 pub mod admin;
 pub mod client;
 mod health;
+pub mod peer;
 mod rooms;
 pub mod server;
 mod twirp;
@@ -51,11 +52,23 @@ pub struct AppInner {
     pub updates: Option<update::UpdateAccess>,
     /// Wrong room passcodes and invite links per address.
     pub join_failures: access::Limiter,
+    /// Proxies whose `X-Forwarded-For` names the client (`http.trusted_proxies`).
+    pub trusted_proxies: peer::TrustedProxies,
 }
 
 impl App {
     pub fn new(inner: AppInner) -> App {
         App(Arc::new(inner))
+    }
+
+    /// The address a request came from, for per-client limits: the TCP peer, or the client a
+    /// trusted proxy names ([`peer::TrustedProxies`]).
+    pub fn client_ip<B>(&self, req: &Request<B>) -> std::net::IpAddr {
+        let peer = req
+            .extensions()
+            .get::<peer::Peer>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
+        self.0.trusted_proxies.client_ip(peer, req.headers())
     }
 
     /// The API keys now (a snapshot; "Rotate" in the admin page replaces them).

@@ -64,12 +64,7 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
         return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
     let admin = app.logged_in(&req);
-    let ip = req
-        .extensions()
-        .get::<super::admin::Peer>()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| {
-            p.0.ip().to_canonical()
-        });
+    let ip = app.client_ip(&req);
     let host = req
         .headers()
         .get(header::HOST)

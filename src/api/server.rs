@@ -132,7 +132,7 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(super::admin::Peer(peer));
+        req.extensions_mut().insert(super::peer::Peer(peer));
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.handle_async(req, tls).await) }
     });

@@ -32,6 +32,7 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         admin: None,
         updates: None,
         join_failures: Default::default(),
+        trusted_proxies: Default::default(),
     });
     (app, dir)
 }

@@ -76,7 +76,7 @@ fn unhealthy(reason: String) -> ExitCode {
 }
 
 /// Where to connect: the configured bind address, or loopback when it is a wildcard.
-fn probe_addr(config: &Config) -> SocketAddr {
+pub(super) fn probe_addr(config: &Config) -> SocketAddr {
     let ip = match config.http.bind {
         IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         // `::` is dual-stack (or fell back to IPv4 only): 127.0.0.1 reaches it either way.
@@ -87,7 +87,7 @@ fn probe_addr(config: &Config) -> SocketAddr {
 }
 
 /// The CA file to trust and the name to check on the server's certificate.
-fn trust(config: &Config, ca: Option<&Path>) -> (PathBuf, String) {
+pub(super) fn trust(config: &Config, ca: Option<&Path>) -> (PathBuf, String) {
     match (ca, &config.http.tls) {
         (Some(ca), TlsSource::Files { .. }) => (ca.to_path_buf(), public_host(config)),
         (Some(ca), TlsSource::LocalCa) => (ca.to_path_buf(), "localhost".into()),

@@ -1,5 +1,6 @@
-//! The command line: `serve` (default), `version`, `token`, `status`.
+//! The command line: `serve` (default), `version`, `token`, `status`, `admin`, `update`, …
 
+mod admin;
 mod appliance;
 mod health;
 mod serve;
@@ -43,6 +44,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Ask the running server for its version, uptime and rooms.
     Status(status::StatusArgs),
+    /// Admin tasks on the device itself (`set-password`: the first admin password).
+    Admin(admin::AdminArgs),
     /// Check for, install and commit signed A/B updates.
     Update(update::UpdateArgs),
     /// Load-test a confab started on its own core with synthetic participants (see
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve => with_config(cli.config, serve::run),
         Command::Token(args) => with_config(cli.config, |c| token::run(c, args)),
         Command::Status(args) => with_config(cli.config, |c| status::run(c, args)),
+        Command::Admin(args) => with_config(cli.config, |c| admin::run(c, args)),
         Command::Update(args) => with_config(cli.config, |c| update::run(c, args)),
         Command::Bench(args) => crate::bench::run(args),
         Command::Health(args) => health::run(cli.config.as_deref(), args),

@@ -109,15 +109,18 @@ async fn serve(config: Config) -> ExitCode {
             warn!(error = %e, "admin preset not applied");
             None
         });
-    let (admin, setup_code) = crate::api::admin::AdminState::with_code(
+    let (mut admin, setup_code) = crate::api::admin::AdminState::with_code(
         crate::api::admin::password_set(store.as_ref()),
         preset_code,
     );
     if let Some(code) = &setup_code {
-        // One-time: valid only until the admin password is set (from localhost no code is needed).
-        info!(setup_code = %code, "no admin password yet: open /admin to set one");
+        // One-time: valid only until the admin password is set; asked for from every address.
+        info!(
+            setup_code = %code,
+            "no admin password yet: open /admin to set one, or run `confab admin set-password`"
+        );
     }
-    write_setup_code_file(setup_code.as_deref());
+    admin.publish_code(setup_code_files(&config.state_dir));
     let app = App::new(AppInner {
         readiness,
         keys,
@@ -133,6 +136,7 @@ async fn serve(config: Config) -> ExitCode {
             config.clone(),
         ))),
         join_failures: Default::default(),
+        trusted_proxies: crate::api::peer::TrustedProxies::new(config.http.trusted_proxies.clone()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(
@@ -247,32 +251,22 @@ async fn wait_for_signal() -> &'static str {
     }
 }
 
-/// Under systemd (`RuntimeDirectory=confab`), keeps the current one-time setup code in
-/// `$RUNTIME_DIRECTORY/setup-code` (mode 0600) for the appliance's console banner; removes a stale
-/// one when there is none. Best effort: the code is in the journal either way.
-fn write_setup_code_file(code: Option<&str>) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") else {
-        return;
-    };
-    // RuntimeDirectory= may list several directories, separated by ':'.
-    let dir = std::path::PathBuf::from(dir.to_string_lossy().split(':').next().unwrap_or(""));
-    let path = dir.join("setup-code");
-    let result = match code {
-        Some(code) => std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{code}")),
-        None => match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        },
-    };
-    if let Err(e) = result {
-        tracing::warn!(path = %path.display(), error = %e, "cannot update the setup code file");
+/// Where the setup code is kept while no admin password is set: `<state_dir>/setup-code` for
+/// `confab admin set-password`, and under systemd (`RuntimeDirectory=confab`) also
+/// `$RUNTIME_DIRECTORY/setup-code` for the appliance's console banner.
+fn setup_code_files(state_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![state_dir.join(crate::api::admin::SETUP_CODE_FILE)];
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
+        // RuntimeDirectory= may list several directories, separated by ':'.
+        let dir = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if !dir.is_empty() {
+            files.push(std::path::PathBuf::from(dir).join("setup-code"));
+        }
     }
+    files
 }

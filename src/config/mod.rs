@@ -59,6 +59,8 @@ pub struct HttpConfig {
     pub tls: TlsSource,
     /// How long shutdown waits for open connections before closing them.
     pub shutdown_grace: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for per-client limits).
+    pub trusted_proxies: Vec<crate::net::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +268,7 @@ impl Config {
             &["CONFAB_SHUTDOWN_GRACE_SECONDS"],
             1..=300,
         );
+        let trusted_proxies = r.ip_nets("http.trusted_proxies", &["CONFAB_TRUSTED_PROXIES"]);
         let udp_port = r.port("rtc.udp_port", &["CONFAB_UDP_PORT"], false);
         let node_ip = r.ip("rtc.node_ip", &["CONFAB_NODE_IP"]);
         let tcp_port = r.port("rtc.tcp_port", &["CONFAB_TCP_PORT"], false);
@@ -383,6 +386,7 @@ impl Config {
                 http_port,
                 tls,
                 shutdown_grace: grace.unwrap_or(Duration::from_secs(10)),
+                trusted_proxies: trusted_proxies.unwrap_or_default(),
             },
             rtc: RtcConfig {
                 udp_port,

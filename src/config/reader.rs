@@ -30,6 +30,7 @@ const CONFAB_VARS: &[&str] = &[
     "CONFAB_TLS_CERT",
     "CONFAB_TLS_KEY",
     "CONFAB_SHUTDOWN_GRACE_SECONDS",
+    "CONFAB_TRUSTED_PROXIES",
     "CONFAB_UDP_PORT",
     "CONFAB_TCP_PORT",
     "CONFAB_NODE_IP",
@@ -220,6 +221,28 @@ impl<'a> Reader<'a> {
             toml::Value::Array(_) => Err("expected at least one path".to_string()),
             other => Err(format!(
                 "expected a list of paths, got {}",
+                other.type_str()
+            )),
+        })
+    }
+
+    /// Address ranges (`IpNet`): a TOML array of strings, or a `,`-separated variable. An empty
+    /// list is allowed (none trusted).
+    pub fn ip_nets(&mut self, key: &str, vars: &[&'static str]) -> Option<Vec<crate::net::IpNet>> {
+        let split = |s: &str| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::parse)
+                .collect::<Result<Vec<crate::net::IpNet>, String>>()
+        };
+        self.get(key, vars, split, |v| match v {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| toml_string(i).and_then(|s| s.parse()))
+                .collect(),
+            other => Err(format!(
+                "expected a list of addresses or CIDR ranges, got {}",
                 other.type_str()
             )),
         })

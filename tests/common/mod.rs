@@ -144,6 +144,14 @@ impl Daemon {
         read_lossy(&self.stderr_path)
     }
 
+    /// The one-time admin setup code, from the copy confab keeps in its state directory.
+    pub fn setup_code(&self) -> String {
+        std::fs::read_to_string(self.dir.join("data/setup-code"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     /// `GET path` over HTTPS with curl, trusting the daemon's CA: (status code, body).
     pub fn get(&self, path: &str) -> (String, String) {
         let ca = self.ca();

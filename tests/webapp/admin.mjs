@@ -14,7 +14,7 @@
 //   admin's rooms panel.
 
 export async function adminScenario(t) {
-  const { base, open, step, shot, waitUntil, prejoinToMeeting, expectPreview, Failure, log, sdk, stepTimeoutMs } = t;
+  const { base, open, step, shot, waitUntil, prejoinToMeeting, expectPreview, Failure, log, sdk, stepTimeoutMs, setupCode } = t;
   const admin = await open('Admin', { width: 1280, height: 1100 });
   admin.page.on('dialog', (d) => void d.accept());
   const text = (sel) => admin.page.locator(sel).first().innerText();
@@ -24,6 +24,7 @@ export async function adminScenario(t) {
     await admin.page.goto(`${base}/admin`, { timeout: stepTimeoutMs });
     await admin.page.getByLabel('New admin password').fill(password);
     await admin.page.getByLabel('Type it again').fill(password);
+    await admin.page.getByLabel('Setup code').fill(setupCode);
     await admin.page.getByRole('button', { name: 'Set password' }).click();
     await admin.page.getByRole('heading', { level: 1, name: 'Overview' }).waitFor({ timeout: stepTimeoutMs });
     await waitUntil({

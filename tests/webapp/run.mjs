@@ -7,7 +7,8 @@
 //                [--step-timeout 20] [--deadline 240] [--verbose]
 //
 // LIVEKIT_API_SECRET (environment) with --api-key lets the run delete the room through the
-// RoomService to check "Room ended" in the recent rooms. Node must trust the server's CA
+// RoomService to check "Room ended" in the recent rooms. CONFAB_SETUP_CODE (environment) is the
+// server's one-time setup code (<state dir>/setup-code), typed into the first-run setup form. Node must trust the server's CA
 // (NODE_EXTRA_CA_CERTS); Chromium ignores certificate errors. playwright-core and
 // livekit-server-sdk come from tests/browser/node_modules (`npm ci` there).
 //
@@ -17,7 +18,8 @@
 // channel; Alice mutes and Bob sees it;
 // Alice shares her screen and Bob decodes it in the spotlight; Bob leaves and his home lists the
 // room ("1 person there now"); Alice leaves; the room is deleted and Bob's list says "Room ended".
-// Then the admin page: first-run setup at /admin (from localhost, so no setup code), the overview
+// Then the admin page: first-run setup at /admin (a missing code is refused in words; the setup
+// code is required from every address, localhost included), the overview
 // (version, checks, CPU, memory, API key behind "Show", update status); log out; a wrong password
 // is refused in words; login; Alice joins another room and the overview lists her there; "End
 // room" removes it from the overview and ends her meeting; five wrong passwords → "wait five
@@ -82,6 +84,11 @@ const stepTimeoutMs = Number(args['step-timeout']) * 1000;
 const deadlineMs = Number(args.deadline) * 1000;
 const apiKey = args['api-key'] ?? process.env.LIVEKIT_API_KEY;
 const apiSecret = process.env.LIVEKIT_API_SECRET;
+const setupCode = process.env.CONFAB_SETUP_CODE;
+if (!setupCode) {
+  console.error('run.mjs: set CONFAB_SETUP_CODE to the server\'s setup code (<state dir>/setup-code)');
+  process.exit(2);
+}
 const roomCap = args['max-participants'] ? Number(args['max-participants']) : undefined;
 
 const requireFromBrowserTests = createRequire(path.join(here, '..', 'browser', 'package.json'));
@@ -307,7 +314,7 @@ if (args.scenario === 'admin') {
     browser = await chromium.launch({ executablePath: chromiumPath, headless: true, timeout: 30000, args: CHROMIUM_ARGS });
     const { adminScenario } = await import('./admin.mjs');
     await adminScenario({
-      base, open, step, shot, waitUntil, prejoinToMeeting, expectPreview, Failure, log, stepTimeoutMs,
+      base, open, step, shot, waitUntil, prejoinToMeeting, expectPreview, Failure, log, stepTimeoutMs, setupCode,
       sdk: { AccessToken, RoomServiceClient },
     });
     finished = true;
@@ -582,11 +589,11 @@ try {
   const serverOverview = () =>
     admin.page.evaluate(async () => (await fetch('/api/admin/overview', { cache: 'no-store' })).json());
 
-  await step('Admin: first-run setup at /admin (from localhost, no code), then the overview', async () => {
+  await step('Admin: first-run setup at /admin (the code required from localhost too), then the overview', async () => {
     await admin.page.goto(`${base}/admin`, { timeout: stepTimeoutMs });
     await admin.page.getByRole('heading', { level: 1, name: 'Set the admin password' }).waitFor({ timeout: stepTimeoutMs });
     const help = await admin.page.locator('#code-help').innerText();
-    if (!/journalctl -u confab/.test(help) || !/device itself/.test(help)) throw new Failure(`setup code help: ${help}`);
+    if (!/journalctl -u confab/.test(help) || !/confab admin set-password/.test(help)) throw new Failure(`setup code help: ${help}`);
     await admin.page.getByLabel('New admin password').fill(password);
     await admin.page.getByLabel('Type it again').fill(`${password}x`);
     await admin.page.getByRole('button', { name: 'Set password' }).click();
@@ -597,6 +604,24 @@ try {
       check: (t) => /not the same/.test(t),
     });
     await admin.page.getByLabel('Type it again').fill(password);
+    // No code: the page says so before asking the server.
+    await admin.page.getByRole('button', { name: 'Set password' }).click();
+    await waitUntil({
+      what: 'a missing setup code refused',
+      expected: '"Type the setup code"',
+      probe: () => adminText('.error:not([hidden])'),
+      check: (t) => /Type the setup code/.test(t),
+    });
+    // A wrong code: the server refuses it (from 127.0.0.1 too) and the page says so in words.
+    await admin.page.getByLabel('Setup code').fill('0000-0000');
+    await admin.page.getByRole('button', { name: 'Set password' }).click();
+    await waitUntil({
+      what: 'a wrong setup code refused by the server',
+      expected: 'an error naming the setup code',
+      probe: () => adminText('.error:not([hidden])'),
+      check: (t) => /setup code/i.test(t) && !/Type the setup code/.test(t),
+    });
+    await admin.page.getByLabel('Setup code').fill(setupCode);
     await shot(admin, 'admin-setup');
     await admin.page.getByRole('button', { name: 'Set password' }).click();
     await admin.page.getByRole('heading', { level: 1, name: 'Overview' }).waitFor({ timeout: stepTimeoutMs });

@@ -79,7 +79,7 @@ const sentence = (text: string): string => {
 /** What a failed setup or login means, in words. */
 function problemText(a: Answer<unknown>, what: 'login' | 'setup'): string {
   if (a.status === 0) return 'Cannot reach the confab server. Check the network, then try again.';
-  if (a.status === 429) return 'Too many failed logins from this device. Wait five minutes, then try again.';
+  if (a.status === 429) return 'Too many failed attempts from this device. Wait five minutes, then try again.';
   if (what === 'login' && a.status === 401) return 'Wrong password. Try again.';
   if (a.error) return sentence(a.error);
   return `The server refused (error ${a.status}). Try again.`;
@@ -149,6 +149,7 @@ export function renderAdmin(nav: Nav): void {
       autocapitalize: 'characters',
       spellcheck: 'false',
       placeholder: 'e.g. 1A2B-3C4D',
+      required: true,
       'aria-describedby': 'code-help',
     });
     const err = formError();
@@ -182,8 +183,14 @@ export function renderAdmin(nav: Nav): void {
                 confirm.input.focus();
                 return;
               }
+              const setupCode = code.value.trim();
+              if (!setupCode) {
+                say(err, 'Type the setup code: confab prints it when it starts (see below).');
+                code.focus();
+                return;
+              }
               submit.disabled = true;
-              const a = await call('setup', { password, code: code.value.trim() || undefined });
+              const a = await call('setup', { password, code: setupCode });
               submit.disabled = false;
               if (a.ok) {
                 toast('Admin password set. You are logged in.');
@@ -200,14 +207,16 @@ export function renderAdmin(nav: Nav): void {
           h(
             'div',
             { class: 'field' },
-            h('label', { for: 'code', text: 'Setup code (optional)' }),
+            h('label', { for: 'code', text: 'Setup code' }),
             code,
             h(
               'p',
               { id: 'code-help', class: 'hint' },
               'confab prints a one-time setup code when it starts: run ',
               h('code', { text: 'journalctl -u confab' }),
-              ' on the device. Not needed when this page is opened on the device itself.',
+              ' on the device. Or set the password there without this page: ',
+              h('code', { text: 'confab admin set-password' }),
+              '.',
             ),
           ),
           err,
