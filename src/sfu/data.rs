@@ -23,6 +23,21 @@ impl Sfu {
             debug!(identity = %p.identity, "data refused: the token does not grant canPublishData");
             return;
         }
+        let dests = packet
+            .destination_identities
+            .len()
+            .max(match &packet.value {
+                Some(lk::data_packet::Value::User(u)) => u.destination_identities.len(),
+                _ => 0,
+            });
+        if dests > limits::MAX_DATA_DESTINATIONS {
+            let msg = format!(
+                "data packet dropped: {dests} destinations; at most {} are allowed",
+                limits::MAX_DATA_DESTINATIONS
+            );
+            self.note_limit(pid, &msg);
+            return;
+        }
         let room = p.room.clone();
         let mut packet = packet;
         packet.participant_identity = p.identity.clone();

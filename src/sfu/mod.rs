@@ -12,6 +12,7 @@ mod admin;
 mod data;
 pub mod delay;
 mod forward;
+pub mod limits;
 mod peer;
 mod quality;
 pub mod room;
@@ -20,7 +21,7 @@ mod sections;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -375,7 +376,8 @@ impl Sfu {
             subscriber,
             tracks: vec![],
             subs: Default::default(),
-            unsubscribed: vec![],
+            unsubscribed: HashSet::new(),
+            limit_logged: false,
             gone_since: None,
             audio_level: 0.0,
             last_audio: None,
@@ -614,24 +616,19 @@ impl Sfu {
                     self.set_muted(&m.sid, m.muted);
                 }
             }
-            Req::Subscription(s) => {
-                let mut sids = s.track_sids;
-                sids.extend(s.participant_tracks.into_iter().flat_map(|p| p.track_sids));
-                for t in sids {
-                    if s.subscribe {
-                        if let Some(p) = self.parts.get_mut(&pid) {
-                            p.unsubscribed.retain(|x| *x != t);
-                        }
-                        self.subscribe(pid, &t);
-                    } else {
-                        if let Some(p) = self.parts.get_mut(&pid) {
-                            p.unsubscribed.push(t.clone());
-                        }
-                        self.unsubscribe(pid, &t);
-                    }
+            Req::Subscription(s) => self.on_subscription(pid, s),
+            Req::TrackSetting(s) => {
+                let n = s.track_sids.len();
+                if n > limits::MAX_TRACK_IDS {
+                    let msg = format!(
+                        "update_track_settings names {n} track ids; at most {} are allowed",
+                        limits::MAX_TRACK_IDS
+                    );
+                    self.refuse(pid, 0, None, msg);
+                } else {
+                    self.on_track_settings(pid, s);
                 }
             }
-            Req::TrackSetting(s) => self.on_track_settings(pid, s),
             Req::Leave(_) => {
                 self.remove_participant(now, pid, lk::DisconnectReason::ClientInitiated);
                 return;
@@ -642,7 +639,24 @@ impl Sfu {
                 if allowed {
                     let name = (!m.name.is_empty()).then_some(m.name);
                     let meta = (!m.metadata.is_empty()).then_some(m.metadata);
-                    self.update_participant(pid, meta, name, m.attributes, None);
+                    match self.check_update(pid, meta.as_deref(), name.as_deref(), &m.attributes) {
+                        Ok(()) => {
+                            self.update_participant(pid, meta, name, m.attributes, None);
+                        }
+                        Err(e) => {
+                            let echo = lk::UpdateParticipantMetadata {
+                                request_id: m.request_id,
+                                ..Default::default()
+                            };
+                            let req = lk::request_response::Request::UpdateMetadata(echo);
+                            self.refuse(
+                                pid,
+                                m.request_id,
+                                Some(req),
+                                format!("update_metadata refused: {e}"),
+                            );
+                        }
+                    }
                 }
             }
             Req::Ping(_) | Req::PingReq(_) => {} // answered by the session
@@ -652,6 +666,11 @@ impl Sfu {
     }
 
     fn on_offer(&mut self, now: Instant, pid: Pid, peer_id: PeerId, sd: lk::SessionDescription) {
+        if let Err(e) = self.check_sdp(peer_id, &sd.sdp) {
+            warn!("participant sent an offer over the limits ({e}); disconnected");
+            self.remove_participant(now, pid, lk::DisconnectReason::StateMismatch);
+            return;
+        }
         let offer = match SdpOffer::from_sdp_string(&sd.sdp) {
             Ok(o) => o,
             Err(e) => {
@@ -732,6 +751,14 @@ impl Sfu {
             return;
         };
         let owner = peer.owner;
+        if let Err(e) = self.check_sdp(peer_id, &sd.sdp) {
+            warn!("participant sent an answer over the limits ({e}); disconnected");
+            self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
         let answer = match SdpAnswer::from_sdp_string(&sd.sdp) {
             Ok(a) => a,
             Err(e) => {
@@ -767,13 +794,27 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
+        if peer.candidates >= limits::MAX_CANDIDATES {
+            let owner = peer.owner;
+            self.note_limit(
+                owner,
+                &format!(
+                    "trickle candidate ignored: at most {} per connection",
+                    limits::MAX_CANDIDATES
+                ),
+            );
+            return;
+        }
         let cand = serde_json::from_str::<Init>(init)
             .ok()
             .map(|i| i.candidate)
             .filter(|c| !c.is_empty())
             .and_then(|c| Candidate::from_sdp_string(c.trim_start_matches("a=")).ok());
         match cand {
-            Some(c) => peer.rtc.add_remote_candidate(c),
+            Some(c) => {
+                peer.candidates += 1;
+                peer.rtc.add_remote_candidate(c);
+            }
             None => debug!("trickle candidate not understood (ignored): {init:.200}"),
         }
     }
@@ -794,6 +835,22 @@ impl Sfu {
             debug!("add_track of a data track ignored");
             return;
         };
+        let check = limits::check_track(&req).and_then(|()| {
+            if part.tracks.len() >= limits::MAX_TRACKS {
+                Err(format!(
+                    "{} tracks are published already; at most {} per participant",
+                    part.tracks.len(),
+                    limits::MAX_TRACKS
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = check {
+            let echo = lk::request_response::Request::AddTrack(limits::echo_track(&req));
+            self.refuse(pid, 0, Some(echo), format!("add_track refused: {e}"));
+            return;
+        }
         let sid = new_sid("TR_");
         let mut layers = req.layers.clone();
         layers.sort_by_key(|l| std::cmp::Reverse(l.quality));
@@ -843,6 +900,133 @@ impl Sfu {
             }),
         );
         self.broadcast_participant(pid);
+    }
+
+    /// Subscribes or unsubscribes: at most [`limits::MAX_TRACK_IDS`] ids, and only tracks that
+    /// exist in the participant's room count (an unknown id is not kept, not even as
+    /// "unsubscribed"), so each id costs a lookup, whatever came before.
+    fn on_subscription(&mut self, pid: Pid, s: lk::UpdateSubscription) {
+        let n = limits::subscription_ids(&s);
+        if n > limits::MAX_TRACK_IDS {
+            let msg = format!(
+                "update_subscription names {n} track ids; at most {} are allowed",
+                limits::MAX_TRACK_IDS
+            );
+            self.refuse(pid, 0, None, msg);
+            return;
+        }
+        let Some(room) = self.parts.get(&pid).map(|p| p.room.clone()) else {
+            return;
+        };
+        let sids = s
+            .track_sids
+            .into_iter()
+            .chain(s.participant_tracks.into_iter().flat_map(|p| p.track_sids));
+        for t in sids {
+            let here = self
+                .tracks
+                .get(&t)
+                .and_then(|t| self.parts.get(&t.owner))
+                .is_some_and(|owner| owner.room == room);
+            if !here {
+                continue;
+            }
+            if s.subscribe {
+                if let Some(p) = self.parts.get_mut(&pid) {
+                    p.unsubscribed.remove(&t);
+                }
+                self.subscribe(pid, &t);
+            } else {
+                self.unsubscribe(pid, &t);
+                if let Some(p) = self.parts.get_mut(&pid) {
+                    p.unsubscribed.insert(t);
+                }
+            }
+        }
+    }
+
+    /// Refuses a request over a limit: LiveKit's `RequestResponse` (LIMIT_EXCEEDED) to the
+    /// client, and a warning (once per participant; `message` never holds the content).
+    fn refuse(
+        &mut self,
+        pid: Pid,
+        request_id: u32,
+        request: Option<lk::request_response::Request>,
+        message: String,
+    ) {
+        self.note_limit(pid, &message);
+        self.signal(pid, limits::refusal(request_id, request, message));
+    }
+
+    /// Logs that `pid` hit a limit: a warning the first time, then at debug level.
+    fn note_limit(&mut self, pid: Pid, message: &str) {
+        let Some(p) = self.parts.get_mut(&pid) else {
+            return;
+        };
+        if p.limit_logged {
+            debug!(identity = %p.identity, "{message}");
+        } else {
+            p.limit_logged = true;
+            warn!(identity = %p.identity, "{message} (further refusals for this participant are logged at debug level)");
+        }
+    }
+
+    /// An offer's or answer's candidates and media sections within the limits (counted on the
+    /// text, before str0m parses it); the candidates count for the peer.
+    fn check_sdp(&mut self, peer_id: PeerId, sdp: &str) -> Result<(), String> {
+        let (candidates, sections) = limits::sdp_counts(sdp);
+        if sections > limits::MAX_MEDIA_SECTIONS {
+            return Err(format!(
+                "{sections} media sections; at most {} are allowed",
+                limits::MAX_MEDIA_SECTIONS
+            ));
+        }
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return Ok(());
+        };
+        if peer.candidates + candidates > limits::MAX_CANDIDATES {
+            return Err(format!(
+                "{} ICE candidates; at most {} are allowed",
+                peer.candidates + candidates,
+                limits::MAX_CANDIDATES
+            ));
+        }
+        peer.candidates += candidates;
+        Ok(())
+    }
+
+    /// Whether an update of `pid`'s own fields keeps each within its limit (attributes: the
+    /// result of merging `attributes` into what it has).
+    pub fn check_update(
+        &self,
+        pid: Pid,
+        metadata: Option<&str>,
+        name: Option<&str>,
+        attributes: &HashMap<String, String>,
+    ) -> Result<(), String> {
+        if let Some(m) = metadata {
+            limits::check_len("the metadata", m.len(), limits::MAX_METADATA)?;
+        }
+        if let Some(n) = name {
+            limits::check_len("the name", n.len(), limits::MAX_NAME)?;
+        }
+        // Checked alone first: the merge below then costs at most twice the limit.
+        let asked = limits::attributes_size(attributes);
+        limits::check_len("the attributes", asked, limits::MAX_ATTRIBUTES)?;
+        let Some(p) = self.parts.get(&pid) else {
+            return Ok(());
+        };
+        let kept = limits::attributes_size(
+            p.attributes
+                .iter()
+                .filter(|(k, _)| !attributes.contains_key(*k)),
+        );
+        let added = limits::attributes_size(attributes.iter().filter(|(_, v)| !v.is_empty()));
+        limits::check_len(
+            "the attributes",
+            kept.saturating_add(added),
+            limits::MAX_ATTRIBUTES,
+        )
     }
 
     fn on_track_settings(&mut self, pid: Pid, s: lk::UpdateTrackSettings) {
@@ -1001,8 +1185,25 @@ impl Sfu {
         if !p.perms.can_subscribe || p.subs.contains_key(track_sid) {
             return;
         }
-        p.subs.insert(track_sid.to_string(), Sub::new(track_sid));
         let (mode, sub_peer) = (p.mode, p.subscriber);
+        // Every subscription takes a media section; str0m never removes one (v0: a stopped
+        // section stays in the SDP; v1: the client offers one per subscription).
+        let sections = match mode {
+            Mode::V0 => self.peers.get(&sub_peer).map_or(0, |peer| peer.sections),
+            Mode::V1 => p.subs.len() + limits::MAX_TRACKS + 1,
+        };
+        if sections >= limits::MAX_MEDIA_SECTIONS {
+            let msg = format!(
+                "subscription to {track_sid} refused: at most {} media sections per connection",
+                limits::MAX_MEDIA_SECTIONS
+            );
+            self.note_limit(pid, &msg);
+            return;
+        }
+        p.subs.insert(track_sid.to_string(), Sub::new(track_sid));
+        if let Some(peer) = self.peers.get_mut(&sub_peer).filter(|_| mode == Mode::V0) {
+            peer.sections += 1;
+        }
         self.rebalance(pid);
         match mode {
             Mode::V0 => self.negotiate(sub_peer),
@@ -1063,6 +1264,10 @@ impl Sfu {
         self.tracks.insert(track_sid.to_string(), t);
         for pid in members {
             self.unsubscribe(pid, track_sid);
+            // `unsubscribed` holds only tracks that exist.
+            if let Some(p) = self.parts.get_mut(&pid) {
+                p.unsubscribed.remove(track_sid);
+            }
         }
         self.tracks.remove(track_sid);
     }
@@ -1353,6 +1558,8 @@ impl Sfu {
                     return;
                 };
                 peer.connected = true;
+                // A fresh allowance of candidates for ICE restarts.
+                peer.candidates = 0;
                 let pid = peer.owner;
                 if let Some(p) = self.parts.get_mut(&pid) {
                     if p.state != lk::participant_info::State::Active {

@@ -41,6 +41,11 @@ pub struct Peer {
     /// The last sequence number and timestamp sent on a section whose subscription ended: a
     /// track forwarded on it later continues from there (one SSRC, one sequence).
     pub last_out: HashMap<str0m::media::Mid, (u64, u32)>,
+    /// Remote ICE candidates taken (trickled or in an offer or answer), before the connection
+    /// was up or since (at most `limits::MAX_CANDIDATES` each).
+    pub candidates: usize,
+    /// v0 subscriber: media sections the server has added (one per subscription ever made).
+    pub sections: usize,
 }
 
 impl Peer {
@@ -59,6 +64,8 @@ impl Peer {
             renegotiate: false,
             stopping: vec![],
             last_out: HashMap::new(),
+            candidates: 0,
+            sections: 0,
         }
     }
 

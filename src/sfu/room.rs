@@ -1,7 +1,7 @@
 //! Rooms, participants and published tracks: the SFU's bookkeeping, and how each looks on the
 //! wire (LiveKit's `Room`, `ParticipantInfo`, `TrackInfo`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use livekit_protocol as lk;
@@ -259,8 +259,11 @@ pub struct Participant {
     pub tracks: Vec<String>,
     /// Subscriptions, by track sid.
     pub subs: BTreeMap<String, Sub>,
-    /// Tracks explicitly unsubscribed (not re-subscribed automatically).
-    pub unsubscribed: Vec<String>,
+    /// Tracks explicitly unsubscribed (not re-subscribed automatically): only tracks that
+    /// exist in the room (so at most its participants × `limits::MAX_TRACKS`).
+    pub unsubscribed: HashSet<String>,
+    /// A limit was hit and logged as a warning (later ones are logged at debug level).
+    pub limit_logged: bool,
     /// Session went away; the participant is kept until this instant for a resume.
     pub gone_since: Option<Instant>,
     /// Smoothed audio level (0..1) and when it was last heard.

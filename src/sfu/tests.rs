@@ -1517,3 +1517,271 @@ fn lost_video_is_resent_within_a_second_and_not_later() {
         "a NACK 1.5 s after the loss finds the packet gone from the history"
     );
 }
+
+// ------------------------------------------------------------------------------------ limits
+
+fn refusals(p: &mut Peer) -> Vec<lk::RequestResponse> {
+    p.take(|m| match m {
+        Resp::RequestResponse(r) => Some(r.clone()),
+        _ => None,
+    })
+}
+
+fn signal(w: &mut World, i: usize, msg: Req) {
+    let pid = w.peers[i].pid;
+    w.sfu.handle_signal(w.now, pid, msg);
+    w.pump();
+}
+
+#[test]
+fn add_track_is_capped_in_number_and_name_size() {
+    let mut w = two_in_a_room(Mode::V0);
+    updates_of(&mut w.peers[1]);
+    let add = |cid: String, name: String| {
+        Req::AddTrack(lk::AddTrackRequest {
+            cid,
+            name,
+            r#type: lk::TrackType::Audio as i32,
+            ..Default::default()
+        })
+    };
+    signal(
+        &mut w,
+        0,
+        add("long".into(), "n".repeat(limits::MAX_TRACK_NAME + 1)),
+    );
+    let r = refusals(&mut w.peers[0]);
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        r[0].reason,
+        lk::request_response::Reason::LimitExceeded as i32
+    );
+    assert!(r[0].message.contains("track name"), "{}", r[0].message);
+    assert!(!r[0].message.contains("nnn"), "no content in the message");
+    match &r[0].request {
+        Some(lk::request_response::Request::AddTrack(a)) => {
+            assert_eq!(a.cid, "long");
+            assert!(a.name.is_empty());
+        }
+        other => panic!("the refusal names the request: {other:?}"),
+    }
+    for i in 0..limits::MAX_TRACKS + 5 {
+        signal(&mut w, 0, add(format!("c{i}"), format!("t{i}")));
+    }
+    let published = w.peers[0].take(|m| matches!(m, Resp::TrackPublished(_)).then_some(()));
+    assert_eq!(published.len(), limits::MAX_TRACKS);
+    let r = refusals(&mut w.peers[0]);
+    assert_eq!(r.len(), 5);
+    assert!(r[0].message.contains("at most 32"), "{}", r[0].message);
+    let info = w.sfu.participant_info(w.peers[0].pid).unwrap();
+    assert_eq!(info.tracks.len(), limits::MAX_TRACKS);
+    // Bob heard one update per published track, none for the refused ones.
+    let seen = updates_of(&mut w.peers[1]);
+    assert_eq!(seen.len(), limits::MAX_TRACKS, "{}", seen.len());
+}
+
+#[test]
+fn unsubscribing_unknown_tracks_keeps_nothing_and_big_frames_are_refused() {
+    let mut w = two_in_a_room(Mode::V0);
+    let (track, _) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(300));
+    let sub = |ids: Vec<String>, subscribe: bool| {
+        Req::Subscription(lk::UpdateSubscription {
+            track_sids: ids,
+            subscribe,
+            participant_tracks: vec![],
+        })
+    };
+    let unknown: Vec<String> = (0..limits::MAX_TRACK_IDS)
+        .map(|i| format!("TR_{i:012}"))
+        .collect();
+    signal(&mut w, 1, sub(unknown.clone(), false));
+    signal(&mut w, 1, sub(unknown.clone(), false));
+    let bob = w.peers[1].pid;
+    assert!(
+        w.sfu.parts[&bob].unsubscribed.is_empty(),
+        "unknown ids kept"
+    );
+    assert!(refusals(&mut w.peers[1]).is_empty());
+    // A real track is remembered as unsubscribed, and forgotten when it ends.
+    signal(&mut w, 1, sub(vec![track.clone()], false));
+    assert_eq!(w.sfu.parts[&bob].unsubscribed.len(), 1);
+    assert!(!w.sfu.parts[&bob].subs.contains_key(&track));
+    signal(&mut w, 1, sub(vec![track.clone()], true));
+    assert!(w.sfu.parts[&bob].unsubscribed.is_empty());
+    assert!(w.sfu.parts[&bob].subs.contains_key(&track));
+    signal(&mut w, 1, sub(vec![track.clone()], false));
+    w.sfu.unpublish(&track);
+    assert!(
+        w.sfu.parts[&bob].unsubscribed.is_empty(),
+        "gone with the track"
+    );
+    // Over the limit (both lists count): refused whole.
+    let mut big = sub(unknown.clone(), true);
+    if let Req::Subscription(s) = &mut big {
+        s.participant_tracks.push(lk::ParticipantTracks {
+            participant_sid: "PA_x".into(),
+            track_sids: vec!["TR_one_more".into()],
+        });
+    }
+    signal(&mut w, 1, big);
+    let r = refusals(&mut w.peers[1]);
+    assert_eq!(r.len(), 1);
+    assert!(r[0].message.contains("4096"), "{}", r[0].message);
+    let settings = Req::TrackSetting(lk::UpdateTrackSettings {
+        track_sids: vec!["TR_x".into(); limits::MAX_TRACK_IDS + 1],
+        ..Default::default()
+    });
+    signal(&mut w, 1, settings);
+    assert_eq!(refusals(&mut w.peers[1]).len(), 1);
+}
+
+#[test]
+fn a_track_of_another_room_cannot_be_subscribed_by_its_id() {
+    let mut w = two_in_a_room(Mode::V0);
+    let (track, _) = w.publish(0, MediaKind::Audio);
+    let c = w.join("elsewhere", "carol", Mode::V0);
+    w.run(Duration::from_millis(300));
+    signal(
+        &mut w,
+        c,
+        Req::Subscription(lk::UpdateSubscription {
+            track_sids: vec![track.clone()],
+            subscribe: true,
+            participant_tracks: vec![],
+        }),
+    );
+    let carol = w.peers[c].pid;
+    assert!(w.sfu.parts[&carol].subs.is_empty());
+}
+
+#[test]
+fn trickled_candidates_are_capped_per_connection() {
+    let mut w = World::new();
+    let a = w.join("standup", "alice", Mode::V0);
+    for i in 0..(limits::MAX_CANDIDATES + 30) {
+        let init = serde_json::json!({
+            "candidate": format!("candidate:{i} 1 udp 2122260223 10.1.{}.{} 5000 typ host", i / 250, i % 250 + 1)
+        });
+        signal(
+            &mut w,
+            a,
+            Req::Trickle(lk::TrickleRequest {
+                candidate_init: init.to_string(),
+                target: 0,
+                r#final: false,
+            }),
+        );
+    }
+    let publisher = w.sfu.parts[&w.peers[a].pid].publisher;
+    assert_eq!(w.sfu.peers[&publisher].candidates, limits::MAX_CANDIDATES);
+    assert!(
+        w.peers[a].closed.is_none(),
+        "trickles over the limit are ignored"
+    );
+}
+
+#[test]
+fn an_offer_over_the_section_or_candidate_limit_is_refused() {
+    let mut w = World::new();
+    let a = w.join("standup", "alice", Mode::V0);
+    let b = w.join("standup", "bob", Mode::V0);
+    let offer = |w: &mut World, i: usize, sdp: String| {
+        signal(
+            w,
+            i,
+            Req::Offer(lk::SessionDescription {
+                r#type: "offer".into(),
+                sdp,
+                id: 1,
+                mid_to_track_id: HashMap::new(),
+            }),
+        );
+    };
+    let mut sdp = String::from("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n");
+    for i in 0..=limits::MAX_MEDIA_SECTIONS {
+        sdp.push_str(&format!("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:{i}\r\n"));
+    }
+    offer(&mut w, a, sdp);
+    assert_eq!(w.peers[a].closed, Some(lk::DisconnectReason::StateMismatch));
+    let mut sdp = String::from("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n");
+    for i in 0..=limits::MAX_CANDIDATES {
+        sdp.push_str(&format!(
+            "a=candidate:{i} 1 udp 1 10.0.0.{i} 9 typ host\r\n"
+        ));
+    }
+    offer(&mut w, b, sdp);
+    assert_eq!(w.peers[b].closed, Some(lk::DisconnectReason::StateMismatch));
+}
+
+#[test]
+fn subscriptions_stop_at_the_media_section_limit() {
+    let mut w = two_in_a_room(Mode::V0);
+    let bob = w.peers[1].pid;
+    let sub_peer = w.sfu.parts[&bob].subscriber;
+    w.sfu.peers.get_mut(&sub_peer).unwrap().sections = limits::MAX_MEDIA_SECTIONS;
+    let (track, _) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(300));
+    assert!(!w.sfu.parts[&bob].subs.contains_key(&track));
+    w.sfu.peers.get_mut(&sub_peer).unwrap().sections = limits::MAX_MEDIA_SECTIONS - 1;
+    signal(
+        &mut w,
+        1,
+        Req::Subscription(lk::UpdateSubscription {
+            track_sids: vec![track.clone()],
+            subscribe: true,
+            participant_tracks: vec![],
+        }),
+    );
+    assert!(w.sfu.parts[&bob].subs.contains_key(&track));
+    assert_eq!(w.sfu.peers[&sub_peer].sections, limits::MAX_MEDIA_SECTIONS);
+}
+
+#[test]
+fn own_metadata_updates_are_capped_like_livekit() {
+    let mut w = World::new();
+    let mut p = World::params("standup", "carol", Mode::V0);
+    p.can_update_metadata = true;
+    p.attributes = [("a".to_string(), "x".repeat(60_000))]
+        .into_iter()
+        .collect();
+    let (pid, sid) = w.sfu.join(w.now, p).unwrap();
+    w.peers.push(Peer {
+        pid,
+        sid,
+        inbox: vec![],
+        publisher: Pc::new(w.now, "10.0.0.8:1"),
+        subscriber: Some(Pc::new(w.now, "10.0.0.8:2")),
+        offer_id: 0,
+        closed: None,
+        silent: false,
+    });
+    w.pump();
+    let update = |metadata: String, attributes: HashMap<String, String>| {
+        Req::UpdateMetadata(lk::UpdateParticipantMetadata {
+            metadata,
+            attributes,
+            request_id: 7,
+            ..Default::default()
+        })
+    };
+    signal(
+        &mut w,
+        0,
+        update("m".repeat(limits::MAX_METADATA + 1), HashMap::new()),
+    );
+    let r = refusals(&mut w.peers[0]);
+    assert_eq!((r.len(), r[0].request_id), (1, 7));
+    assert!(r[0].message.contains("metadata"), "{}", r[0].message);
+    // 60 000 kept + 5 000 added is over; replacing the big one is not.
+    let more: HashMap<_, _> = [("b".to_string(), "y".repeat(5_000))].into_iter().collect();
+    signal(&mut w, 0, update(String::new(), more.clone()));
+    assert!(refusals(&mut w.peers[0])[0].message.contains("attributes"));
+    let mut swap = more;
+    swap.insert("a".into(), String::new());
+    signal(&mut w, 0, update("m".repeat(limits::MAX_METADATA), swap));
+    assert!(refusals(&mut w.peers[0]).is_empty());
+    let info = w.sfu.participant_info(pid).unwrap();
+    assert_eq!(info.metadata.len(), limits::MAX_METADATA);
+    assert_eq!(info.attributes.len(), 1);
+}
