@@ -18,7 +18,7 @@ use tracing::info;
 use super::{App, Body};
 use crate::auth::{self, Claims};
 use crate::media::MediaHandle;
-use crate::sfu::Permissions;
+use crate::sfu::{limits, Permissions};
 
 pub const PREFIX: &str = "/twirp/livekit.RoomService/";
 const MAX_BODY: usize = 1 << 20;
@@ -176,6 +176,15 @@ async fn serve(
             if r.name.is_empty() {
                 return Err(err("invalid_argument", "a room needs a name"));
             }
+            limits::check_len("the room name", r.name.len(), limits::MAX_ROOM_NAME)
+                .and_then(|()| {
+                    limits::check_len(
+                        "the room metadata",
+                        r.metadata.len(),
+                        limits::MAX_ROOM_METADATA,
+                    )
+                })
+                .map_err(|e| err("invalid_argument", e))?;
             let (name, max, empty, meta) =
                 (r.name, r.max_participants, r.empty_timeout, r.metadata);
             let room = media
@@ -296,17 +305,21 @@ async fn serve(
                         can_publish_data: p.can_publish_data,
                         hidden: p.hidden,
                     });
-                    sfu.update_participant(
-                        pid,
-                        (!r.metadata.is_empty()).then_some(r.metadata),
-                        (!r.name.is_empty()).then_some(r.name),
-                        r.attributes,
-                        perms,
-                    )
+                    let metadata = (!r.metadata.is_empty()).then_some(r.metadata);
+                    let name = (!r.name.is_empty()).then_some(r.name);
+                    // The same limits as the participant's own updates (issue 24).
+                    if let Err(e) =
+                        sfu.check_update(pid, metadata.as_deref(), name.as_deref(), &r.attributes)
+                    {
+                        return Some(Err(e));
+                    }
+                    sfu.update_participant(pid, metadata, name, r.attributes, perms)
+                        .map(Ok)
                 })
                 .await
                 .map_err(call)?
-                .ok_or_else(|| not_found(&format!("participant {identity:?}")))?;
+                .ok_or_else(|| not_found(&format!("participant {identity:?}")))?
+                .map_err(|e| err("invalid_argument", e))?;
             Ok(d.reply(&info))
         }
         "UpdateSubscriptions" => {
@@ -362,6 +375,12 @@ async fn serve(
         "UpdateRoomMetadata" => {
             let r: lk::UpdateRoomMetadataRequest = d.parse()?;
             admin_of(&claims, &r.room)?;
+            limits::check_len(
+                "the room metadata",
+                r.metadata.len(),
+                limits::MAX_ROOM_METADATA,
+            )
+            .map_err(|e| err("invalid_argument", e))?;
             let room = r.room.clone();
             let info = media
                 .call_room(&r.room.clone(), move |sfu, _| {

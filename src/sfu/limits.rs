@@ -68,11 +68,11 @@ pub fn check_len(what: &str, len: usize, max: usize) -> Result<(), String> {
 }
 
 /// A participant's own fields (from its token, or an update): each within its limit.
-pub fn check_participant(
+pub fn check_participant<'a>(
     identity: &str,
     name: &str,
     metadata: &str,
-    attributes: &HashMap<String, String>,
+    attributes: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> Result<(), String> {
     check_len("the identity", identity.len(), MAX_IDENTITY)?;
     check_len("the name", name.len(), MAX_NAME)?;

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use hyper::StatusCode;
 
 use crate::auth::{self, ApiKeys, Claims};
+use crate::sfu::limits;
 
 /// A token that may join: who, and which room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,28 @@ pub fn validate_join(
             "permission denied: the token does not grant roomJoin",
         ));
     }
+    // Before anything repeats them: the fields' sizes (issue 24; the message names the field,
+    // never its content).
+    let too_big = |e: String| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            format!("the token is refused: {e}"),
+        )
+    };
+    let granted_room = claims.video.room.as_deref().unwrap_or_default();
+    limits::check_len("the room name", granted_room.len(), limits::MAX_ROOM_NAME)
+        .map_err(too_big)?;
+    if let Some(asked) = query_param(query, "room") {
+        limits::check_len("the room parameter", asked.len(), limits::MAX_ROOM_NAME)
+            .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    }
+    limits::check_participant(
+        &claims.sub,
+        claims.name.as_deref().unwrap_or_default(),
+        claims.metadata.as_deref().unwrap_or_default(),
+        claims.attributes.iter().flatten(),
+    )
+    .map_err(too_big)?;
     let room = match (claims.video.room.as_deref(), query_param(query, "room")) {
         (Some(granted), Some(asked)) if granted != asked => {
             return Err(refuse(
@@ -159,6 +182,47 @@ mod tests {
             status(Some(&format!("access_token={anonymous}"))).status,
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[test]
+    fn oversized_fields_are_refused_with_400_naming_only_the_field() {
+        let check = |t: &str| validate_join(&keys(), Some(&format!("access_token={t}")), None);
+        let long = "x".repeat(limits::MAX_IDENTITY + 1);
+        let r = check(&token(&long, join("standup"))).unwrap_err();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(
+            r.reason.contains("identity") && !r.reason.contains("xxx"),
+            "{}",
+            r.reason
+        );
+        let r = check(&token("bob", join(&long))).unwrap_err();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(
+            r.reason.contains("room") && !r.reason.contains("xxx"),
+            "{}",
+            r.reason
+        );
+        let ok = token("bob", join(&"x".repeat(limits::MAX_ROOM_NAME)));
+        assert!(check(&ok).is_ok());
+        let meta = mint(
+            &keys(),
+            "APIk",
+            &TokenRequest {
+                identity: "bob".into(),
+                metadata: Some("m".repeat(limits::MAX_METADATA + 1)),
+                ttl: Duration::from_secs(600),
+                video: join("standup"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = validate_join(&keys(), None, Some(&format!("Bearer {meta}"))).unwrap_err();
+        assert!(r.reason.contains("metadata"), "{}", r.reason);
+        let t = token("bob", join("standup"));
+        let q = format!("access_token={t}&room={long}");
+        let r = validate_join(&keys(), Some(&q), None).unwrap_err();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(!r.reason.contains("xxx"), "{}", r.reason);
     }
 
     #[test]
