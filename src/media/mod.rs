@@ -17,6 +17,7 @@
 //! ICE-TCP (a 16-bit length before each packet) is done here.
 
 mod batch;
+mod queue;
 mod tcp;
 
 use std::collections::{HashMap, HashSet};
@@ -31,7 +32,7 @@ use livekit_protocol as lk;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use str0m::net::Protocol;
-use tokio::sync::{mpsc as tmpsc, oneshot};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
 use crate::sfu::delay::{self, DelayHistogram};
@@ -107,15 +108,7 @@ pub struct MediaStats {
     pub forward_delay_audio: DelayHistogram,
 }
 
-/// What a signalling session receives from the media thread.
-#[derive(Debug)]
-pub enum SessionEvent {
-    Signal(Box<lk::signal_response::Message>),
-    /// The server ends the session: send `leave` with this reason, then close.
-    Close(lk::DisconnectReason),
-}
-
-pub type SessionTx = tmpsc::UnboundedSender<SessionEvent>;
+pub use queue::{session_channel, QueueFull, SessionEvent, SessionQueue, SessionRx, SessionTx};
 
 type Call = Box<dyn FnOnce(&mut Sfu, Instant) + Send>;
 
@@ -130,6 +123,9 @@ enum Command {
     Signal {
         pid: Pid,
         msg: Box<lk::signal_request::Message>,
+        /// The session's allowance for what it has read and not had handled yet (released
+        /// once the request is handled).
+        _held: Option<OwnedSemaphorePermit>,
     },
     SessionLost {
         pid: Pid,
@@ -348,9 +344,21 @@ impl MediaHandle {
     }
 
     pub fn signal(&self, p: ShardPid, msg: lk::signal_request::Message) -> Result<(), MediaGone> {
+        self.signal_held(p, msg, None)
+    }
+
+    /// [`MediaHandle::signal`], holding `permit` (of the session's inbound allowance) until the
+    /// media thread has handled the request.
+    pub fn signal_held(
+        &self,
+        p: ShardPid,
+        msg: lk::signal_request::Message,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), MediaGone> {
         self.shard(p.shard)?.send(Command::Signal {
             pid: p.pid,
             msg: Box::new(msg),
+            _held: permit,
         })
     }
 
@@ -840,7 +848,7 @@ impl Loop {
         }
         debug!(shard = self.shard, "media loop stopping");
         for (_, (_, tx)) in self.sessions.drain() {
-            let _ = tx.send(SessionEvent::Close(lk::DisconnectReason::ServerShutdown));
+            tx.close(lk::DisconnectReason::ServerShutdown);
         }
         debug!("media loop stopped");
     }
@@ -862,7 +870,7 @@ impl Loop {
                 self.settle(&room, true);
                 let _ = reply.send(result);
             }
-            Command::Signal { pid, msg } => self.sfu.handle_signal(now, pid, *msg),
+            Command::Signal { pid, msg, _held } => self.sfu.handle_signal(now, pid, *msg),
             Command::SessionLost { pid, conn } => {
                 if self.sessions.get(&pid).is_some_and(|(c, _)| *c == conn) {
                     self.sessions.remove(&pid);
@@ -1047,14 +1055,30 @@ impl Loop {
                     _ => {}
                 },
                 Output::Signal(pid, msg) => {
-                    if let Some((_, tx)) = self.sessions.get(&pid) {
-                        let _ = tx.send(SessionEvent::Signal(msg));
+                    let full = match self.sessions.get(&pid) {
+                        Some((_, tx)) => tx.signal(msg).err(),
+                        None => None,
+                    };
+                    if let Some(QueueFull { queued }) = full {
+                        // The session sees the overflow and closes; the room hears it left.
+                        warn!(
+                            identity = self.sfu.identity(pid).unwrap_or_default(),
+                            queued_kib = queued >> 10,
+                            "the client does not read its signal connection \
+                             (its queue is full); participant removed"
+                        );
+                        self.sessions.remove(&pid);
+                        self.sfu.remove_participant(
+                            Instant::now(),
+                            pid,
+                            lk::DisconnectReason::SignalClose,
+                        );
                     }
                 }
                 Output::Close(pid, reason) => {
                     if let Some((_, tx)) = self.sessions.remove(&pid) {
                         if reason != lk::DisconnectReason::ClientInitiated {
-                            let _ = tx.send(SessionEvent::Close(reason));
+                            tx.close(reason);
                         }
                     }
                 }

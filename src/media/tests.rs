@@ -35,11 +35,8 @@ async fn join(
     h: &MediaHandle,
     room: &str,
     identity: &str,
-) -> (
-    Result<(ShardPid, String), JoinError>,
-    tmpsc::UnboundedReceiver<SessionEvent>,
-) {
-    let (tx, rx) = tmpsc::unbounded_channel();
+) -> (Result<(ShardPid, String), JoinError>, SessionRx) {
+    let (tx, rx) = session_channel();
     let r = h
         .join(params(room, identity), h.new_conn_id(), tx)
         .await
@@ -197,7 +194,7 @@ async fn resuming_in_a_room_that_is_gone_is_refused() {
     let d = driver(2, 10);
     let mut p = params("nowhere", "ghost");
     p.resume_sid = Some("PA_gone".into());
-    let (tx, _rx) = tmpsc::unbounded_channel();
+    let (tx, _rx) = session_channel();
     let r = d.handle.join(p, 1, tx).await.unwrap();
     assert_eq!(r.unwrap_err(), JoinError::CannotResume("PA_gone".into()));
     assert_eq!(d.handle.shard_of("nowhere"), None);

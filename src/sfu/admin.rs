@@ -76,6 +76,11 @@ impl Sfu {
             .map(|x| x.id)
     }
 
+    /// A participant's identity.
+    pub fn identity(&self, pid: Pid) -> Option<&str> {
+        self.parts.get(&pid).map(|p| p.identity.as_str())
+    }
+
     pub fn participant_info(&self, pid: Pid) -> Option<lk::ParticipantInfo> {
         self.parts.get(&pid).map(|x| x.info(&self.tracks))
     }

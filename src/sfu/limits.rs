@@ -6,8 +6,6 @@
 //! The figures follow LiveKit's where LiveKit has one (its `limit` config: metadata and
 //! attributes 64 000 bytes, names 256). docs/architecture.md ("Limits") lists them all.
 
-use std::collections::HashMap;
-
 use livekit_protocol as lk;
 
 /// Tracks one participant publishes at once (a browser publishes 2–4: camera, microphone,
@@ -154,6 +152,8 @@ pub fn sdp_counts(sdp: &str) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[test]

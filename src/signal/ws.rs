@@ -20,7 +20,7 @@ use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
 use prost::Message as _;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -28,8 +28,8 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
 use crate::api::{text_response, App, Body};
-use crate::media::{MediaHandle, SessionEvent, ShardPid};
-use crate::sfu::{JoinError, JoinParams, Mode, Permissions};
+use crate::media::{session_channel, MediaHandle, SessionEvent, SessionQueue, SessionRx, ShardPid};
+use crate::sfu::{limits, JoinError, JoinParams, Mode, Permissions};
 
 /// Largest signalling message accepted (SDP offers are a few KiB; data goes over WebRTC).
 const MAX_MESSAGE: usize = 1 << 20;
@@ -39,6 +39,9 @@ const MAX_JOIN_REQUEST: u64 = 256 << 10;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Malformed messages tolerated before the session is closed.
 const MAX_MALFORMED: u32 = 20;
+/// A write to the client that takes longer than this ends the session (the client does not
+/// read).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn is_websocket<B>(req: &Request<B>) -> bool {
     req.headers()
@@ -156,7 +159,7 @@ pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -
     };
 
     let conn = media.new_conn_id();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = session_channel();
     let resuming = params.resume_sid.is_some();
     let joined = match media.join(params, conn, tx.clone()).await {
         Ok(Ok((pid, sid))) => {
@@ -167,7 +170,7 @@ pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -
             // The participant is gone (timed out, removed): the client must join afresh,
             // which `leave` with action RECONNECT tells it.
             info!(%sid, "resume refused: the participant is gone; told to rejoin");
-            let _ = tx.send(SessionEvent::Close(lk::DisconnectReason::StateMismatch));
+            tx.close(lk::DisconnectReason::StateMismatch);
             None
         }
         Ok(Err(e)) => {
@@ -233,6 +236,28 @@ fn now_ms() -> i64 {
     crate::sfu::room::unix_ms()
 }
 
+/// Writes one message: false when the connection failed, the write took longer than
+/// [`WRITE_TIMEOUT`], or the session's queue overflowed meanwhile.
+async fn write<S>(ws: &mut WebSocketStream<S>, queue: &SessionQueue, msg: WsMessage) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::select! {
+        r = tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)) => match r {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                debug!(error = %e, "signal connection failed");
+                false
+            }
+            Err(_) => {
+                info!("a write to the signal connection took over {}s; closed", WRITE_TIMEOUT.as_secs());
+                false
+            }
+        },
+        () = queue.overflowed() => false,
+    }
+}
+
 fn encode(msg: Resp) -> WsMessage {
     WsMessage::Binary(
         lk::SignalResponse { message: Some(msg) }
@@ -246,18 +271,30 @@ async fn session<S>(
     media: MediaHandle,
     pid: Option<ShardPid>,
     conn: u64,
-    mut rx: mpsc::UnboundedReceiver<SessionEvent>,
+    mut rx: SessionRx,
     reconnect: bool,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut left = false;
     let mut malformed = 0u32;
+    // What was read and not handled by the media thread yet: while it is over the allowance
+    // the session stops reading (the client's writes then wait in TCP, not in confab).
+    let inbound = std::sync::Arc::new(Semaphore::new(limits::MAX_INBOUND_BYTES));
+    let queue = rx.queue();
     loop {
         tokio::select! {
+            () = queue.overflowed() => {
+                // The media thread removed the participant; nothing more can reach the client.
+                warn!(queued_kib = queue.queued() >> 10, "the client does not read its signal connection; session closed");
+                left = true;
+                break;
+            }
             ev = rx.recv() => match ev {
-                Some(SessionEvent::Signal(m)) => {
-                    if ws.send(encode(*m)).await.is_err() {
+                Some(SessionEvent::Signal(m, n)) => {
+                    let ok = write(&mut ws, &queue, encode(*m)).await;
+                    queue.sent(n);
+                    if !ok {
                         break;
                     }
                 }
@@ -273,8 +310,8 @@ async fn session<S>(
                         action: action as i32,
                         regions: None,
                     });
-                    let _ = ws.send(encode(leave)).await;
-                    let _ = ws.close(None).await;
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.send(encode(leave))).await;
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
                     let _ = ws.get_mut().shutdown().await;
                     left = true;
                     break;
@@ -342,16 +379,21 @@ async fn session<S>(
                 };
                 match req {
                     Req::Ping(_) => {
-                        if ws.send(encode(Resp::Pong(now_ms()))).await.is_err() { break; }
+                        if !write(&mut ws, &queue, encode(Resp::Pong(now_ms()))).await { break; }
                     }
                     Req::PingReq(p) => {
                         let pong = Resp::PongResp(lk::Pong { last_ping_timestamp: p.timestamp, timestamp: now_ms() });
-                        if ws.send(encode(pong)).await.is_err() { break; }
+                        if !write(&mut ws, &queue, encode(pong)).await { break; }
                     }
                     other => {
                         let is_leave = matches!(other, Req::Leave(_));
                         if let Some(pid) = pid {
-                            if media.signal(pid, other).is_err() {
+                            let cost = (bytes.len() + limits::INBOUND_OVERHEAD)
+                                .min(limits::MAX_INBOUND_BYTES) as u32;
+                            let Ok(permit) = inbound.clone().acquire_many_owned(cost).await else {
+                                break;
+                            };
+                            if media.signal_held(pid, other, Some(permit)).is_err() {
                                 break;
                             }
                         }
