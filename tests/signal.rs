@@ -155,14 +155,29 @@ impl Server {
     /// Opens TLS to the daemon and asks for a WebSocket on `path_and_query`: the session, or
     /// the refusal's status and body (what arrived of it with the headers).
     async fn connect(&self, path_and_query: &str) -> Result<Session, (u16, String)> {
+        self.connect_with(path_and_query, None).await
+    }
+
+    /// [`Server::connect`], with the token (if any) in `Authorization: Bearer`.
+    async fn connect_with(
+        &self,
+        path_and_query: &str,
+        bearer: Option<&str>,
+    ) -> Result<Session, (u16, String)> {
+        use tungstenite::client::IntoClientRequest as _;
         let url = format!("wss://localhost:{}{path_and_query}", self.d.https);
+        let mut req = url.as_str().into_client_request().unwrap();
+        if let Some(t) = bearer {
+            let v = format!("Bearer {t}").parse().unwrap();
+            req.headers_mut().insert("authorization", v);
+        }
         let attempt = async {
             let tcp = TcpStream::connect(("127.0.0.1", self.d.https))
                 .await
                 .unwrap();
             let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
             let tls = self.tls.connect(name, tcp).await.unwrap();
-            tokio_tungstenite::client_async(url.as_str(), tls).await
+            tokio_tungstenite::client_async(req, tls).await
         };
         match tokio::time::timeout(WAIT, attempt).await {
             Ok(Ok((ws, resp))) => {
@@ -1289,8 +1304,10 @@ async fn rooms_on_two_media_threads_are_listed_and_limited_together() {
         let ca = s.d.ca();
         let auth = format!("authorization: Bearer {admin}");
         let body = body.to_string();
+        // HTTP/1.1 as the WebSocket upgrade (HTTP/2 caps the header list at 16 KiB).
         let out = common::curl(&[
             "-sS",
+            "--http1.1",
             "--cacert",
             ca.to_str().unwrap(),
             "-H",
@@ -1361,5 +1378,377 @@ async fn rooms_on_two_media_threads_are_listed_and_limited_together() {
     }
     s.assert_ready();
     drop(alice);
+    s.stop();
+}
+
+// ------------------------------------------------------------------------------------ limits
+
+/// The daemon's resident memory, in MiB.
+fn rss_mib(s: &Server) -> u64 {
+    let pid = s.d.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+fn encoded_len(m: &Resp) -> usize {
+    lk::SignalResponse {
+        message: Some(m.clone()),
+    }
+    .encoded_len()
+}
+
+fn add_track(cid: &str, name: &str) -> Req {
+    Req::AddTrack(lk::AddTrackRequest {
+        cid: cid.into(),
+        name: name.into(),
+        r#type: lk::TrackType::Audio as i32,
+        ..Default::default()
+    })
+}
+
+fn limit_exceeded(m: &Resp) -> Option<String> {
+    match m {
+        Resp::RequestResponse(r)
+            if r.reason == lk::request_response::Reason::LimitExceeded as i32 =>
+        {
+            Some(r.message.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Issue 24, hole 2: a guest floods `add_track` with 100 KB names. Each is refused (with
+/// LiveKit's `RequestResponse`, LIMIT_EXCEEDED, and a short message), a participant publishes at
+/// most 32 tracks, and the other participant hears a few small updates, not 100 growing copies
+/// of everything (which took the daemon from 64 to 466 MB).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_add_track_flood_is_refused_and_memory_stays_small() {
+    let s = Server::start();
+    let (mut alice, _) = s.join("alice").await;
+    let (mut bob, _) = s.join("bob").await;
+    let before = rss_mib(&s);
+    let big = "n".repeat(100 * 1024);
+    let started = Instant::now();
+    for i in 0..100 {
+        alice.send(add_track(&format!("big{i}"), &big)).await;
+    }
+    for i in 0..40 {
+        alice
+            .send(add_track(&format!("mic{i}"), &format!("mic {i}")))
+            .await;
+    }
+    // Alice's answers, one per request.
+    let (mut published, mut refused, mut longest) = (0, vec![], 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while published + refused.len() < 140 {
+        match alice.recv_before(deadline).await {
+            Ok(Some(Resp::TrackPublished(_))) => published += 1,
+            Ok(Some(m)) => {
+                longest = longest.max(encoded_len(&m));
+                refused.extend(limit_exceeded(&m));
+            }
+            Ok(None) => panic!("alice was disconnected"),
+            Err(()) => break,
+        }
+    }
+    // Bob's updates until things are quiet (a second without any).
+    let (mut bob_bytes, mut bob_max, mut alice_tracks) = (0usize, 0usize, 0usize);
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        match bob
+            .recv_before(Instant::now() + Duration::from_secs(1))
+            .await
+        {
+            Ok(Some(m)) => {
+                let n = encoded_len(&m);
+                bob_bytes += n;
+                bob_max = bob_max.max(n);
+                if let Resp::Update(u) = &m {
+                    for p in u.participants.iter().filter(|p| p.identity == "alice") {
+                        alice_tracks = p.tracks.len();
+                    }
+                }
+            }
+            Ok(None) => panic!("bob was disconnected"),
+            Err(()) => break,
+        }
+    }
+    let after = rss_mib(&s);
+    eprintln!(
+        "add_track flood: {published} published, {} refused in {:?}; bob got {bob_bytes} bytes \
+         (largest message {bob_max}); RSS {before} -> {after} MiB",
+        refused.len(),
+        started.elapsed()
+    );
+    assert_eq!(published, 32, "at most 32 tracks per participant");
+    assert_eq!(refused.len(), 108, "every other add_track is refused");
+    assert!(refused[0].contains("name"), "{}", refused[0]);
+    assert!(refused[107].contains("32"), "{}", refused[107]);
+    assert!(
+        longest < 2048,
+        "a refusal does not echo the name: {longest} bytes"
+    );
+    assert_eq!(alice_tracks, 32);
+    assert!(bob_max < 64 << 10, "bob's largest message: {bob_max} bytes");
+    assert!(bob_bytes < 2 << 20, "bob received {bob_bytes} bytes");
+    assert!(after < before + 40, "RSS {before} -> {after} MiB");
+    bob.ping().await;
+    alice.ping().await;
+    s.stop();
+}
+
+fn unsubscribe(ids: Vec<String>, subscribe: bool) -> Req {
+    Req::Subscription(lk::UpdateSubscription {
+        track_sids: ids,
+        subscribe,
+        participant_tracks: vec![],
+    })
+}
+
+/// Issue 24, hole 3: unsubscribing from 50 000 track ids that do not exist keeps nothing, and a
+/// subscribe frame with 25 000 ids is refused at once: the media thread does not stall (it
+/// stopped for over 11 s, and `/api/health/ready` answered 503) and the next request is
+/// answered within a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_track_ids_cost_nothing_and_a_huge_subscribe_is_refused_at_once() {
+    let s = Server::start();
+    let (mut alice, _) = s.join("alice").await;
+    let id = |i: usize| format!("TR_{i:012}");
+    for frame in 0..50 {
+        let ids = (frame * 1000..(frame + 1) * 1000).map(id).collect();
+        alice.send(unsubscribe(ids, false)).await;
+    }
+    // Everything above has been handled once a request sent after it is answered.
+    alice.send(add_track("first", "first")).await;
+    alice
+        .recv_find("track_published", |m| {
+            matches!(m, Resp::TrackPublished(_)).then_some(())
+        })
+        .await;
+    s.assert_ready();
+
+    let started = Instant::now();
+    alice
+        .send(unsubscribe((0..25_000).map(id).collect(), true))
+        .await;
+    alice.send(add_track("second", "second")).await;
+    let mut refused = None;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no answer in 3 minutes"
+        );
+        // Pings (answered by the session itself) keep the session from idling out meanwhile.
+        match alice
+            .recv_before(Instant::now() + Duration::from_secs(2))
+            .await
+        {
+            Ok(Some(Resp::TrackPublished(_))) => break,
+            Ok(Some(m)) => refused = refused.or(limit_exceeded(&m)),
+            Ok(None) => panic!("alice was disconnected after {:?}", started.elapsed()),
+            Err(()) => alice.send(Req::Ping(now() as i64 * 1000)).await,
+        }
+    }
+    let took = started.elapsed();
+    eprintln!("25 000-id subscribe frame, then add_track answered after {took:?}");
+    s.assert_ready();
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    let refused = refused.expect("the 25 000-id frame is refused with LIMIT_EXCEEDED");
+    assert!(refused.contains("4096"), "{refused}");
+    // A frame within the limit is taken (its unknown ids are simply not there).
+    alice
+        .send(unsubscribe((0..4096).map(id).collect(), true))
+        .await;
+    alice.ping().await;
+    s.assert_ready();
+    s.stop();
+}
+
+/// Issue 24: a participant whose client never reads while another one makes the room chatty is
+/// removed (its outgoing queue is bounded), and the daemon's memory stays bounded; the others
+/// hear that it left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_is_removed_and_memory_stays_bounded() {
+    let s = Server::start();
+    let (mut carol, _) = s.join("carol").await;
+    let (mut alice, _) = s.join("alice").await;
+    // 32 tracks with long (allowed) names make every update of alice ≈ 10 KB.
+    let mut tracks = vec![];
+    for i in 0..32 {
+        alice
+            .send(add_track(
+                &format!("c{i}"),
+                &format!("{i:03}{}", "t".repeat(253)),
+            ))
+            .await;
+        let t = alice
+            .recv_find("track_published", |m| match m {
+                Resp::TrackPublished(t) => t.track.as_ref().map(|t| t.sid.clone()),
+                _ => None,
+            })
+            .await;
+        tracks.push(t);
+    }
+    let before = rss_mib(&s);
+    let (mut tx, mut rx) = alice.ws.split();
+    // Alice reads everything, and watches for carol's departure.
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(frame)) = rx.next().await {
+            let WsMessage::Binary(b) = frame else {
+                continue;
+            };
+            let Ok(lk::SignalResponse { message: Some(m) }) = lk::SignalResponse::decode(&b[..])
+            else {
+                continue;
+            };
+            if let Resp::Update(u) = m {
+                let gone = u.participants.iter().any(|p| {
+                    p.identity == "carol"
+                        && p.state == lk::participant_info::State::Disconnected as i32
+                });
+                if gone {
+                    return Some(Instant::now());
+                }
+            }
+        }
+        None
+    });
+    let started = Instant::now();
+    let mut peak = before;
+    let mut sent = 0;
+    while !reader.is_finished() && sent < 40_000 && started.elapsed() < Duration::from_secs(90) {
+        for k in 0..250 {
+            let msg = Req::Mute(lk::MuteTrackRequest {
+                sid: tracks[k % 32].clone(),
+                muted: sent % 2 == 0,
+            });
+            let bytes = lk::SignalRequest { message: Some(msg) }.encode_to_vec();
+            let sending = tx.send(WsMessage::Binary(bytes.into()));
+            tokio::time::timeout(WAIT, sending).await.unwrap().unwrap();
+            sent += 1;
+        }
+        peak = peak.max(rss_mib(&s));
+    }
+    let removed = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .ok()
+        .and_then(|r| r.unwrap())
+        .map(|t| t - started);
+    peak = peak.max(rss_mib(&s));
+    eprintln!(
+        "non-reader: removed after {removed:?}, {sent} mutes sent in {:?}; RSS {before} -> peak \
+         {peak} MiB",
+        started.elapsed()
+    );
+    let removed = removed.expect("carol, who never reads, is removed");
+    assert!(
+        removed < Duration::from_secs(10),
+        "removed only after {removed:?}"
+    );
+    assert!(peak < before + 80, "RSS {before} -> {peak} MiB");
+    // Carol's connection ends (after what was already in the socket).
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(_)) = carol.ws.next().await {}
+    })
+    .await;
+    assert!(drained.is_ok(), "carol's connection is closed");
+    s.assert_ready();
+    let log = s.d.stderr();
+    assert!(
+        log.contains("does not read"),
+        "a warning says why:\n{log:.2000}"
+    );
+    s.stop();
+}
+
+/// Issue 24: tokens whose identity, name, room, metadata or attributes exceed the limits are
+/// refused with 400 and a message naming the field; neither the answer nor the log repeats the
+/// oversized value.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_token_fields_are_refused_with_400() {
+    let s = Server::start();
+    let good = |c: &Value| s.sign(Algorithm::HS256, &s.secret, c);
+    let mut cases: Vec<(&str, Value, String)> = vec![];
+    let mut c = s.claims(&"i".repeat(300));
+    cases.push(("identity", c.clone(), "i".repeat(300)));
+    c = s.claims("alice");
+    c["name"] = json!("N".repeat(300));
+    cases.push(("name", c, "N".repeat(300)));
+    c = s.claims("alice");
+    c["video"]["room"] = json!("r".repeat(300));
+    cases.push(("room", c, "r".repeat(300)));
+    c = s.claims("alice");
+    c["metadata"] = json!("m".repeat(70_000));
+    cases.push(("metadata", c, "m".repeat(300)));
+    c = s.claims("alice");
+    let attrs: serde_json::Map<String, Value> = (0..70)
+        .map(|i| (format!("k{i}"), json!("a".repeat(1000))))
+        .collect();
+    c["attributes"] = Value::Object(attrs);
+    cases.push(("attributes", c, "a".repeat(300)));
+
+    let ca = s.d.ca();
+    let mut failures = vec![];
+    for (field, claims, content) in &cases {
+        let token = good(claims);
+        let auth = format!("authorization: Bearer {token}");
+        // HTTP/1.1 as the WebSocket upgrade (HTTP/2 caps the header list at 16 KiB).
+        let out = common::curl(&[
+            "-sS",
+            "--http1.1",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            &auth,
+            "-w",
+            "\n%{http_code}",
+            &s.d.url("/rtc/validate"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        if code != "400" || !body.contains(field) || body.contains(content.as_str()) {
+            failures.push(format!("validate, {field}: {code} {body:.300}"));
+        }
+        for path in ["/rtc", "/rtc/v1"] {
+            match s.connect_with(path, Some(&token)).await {
+                Ok(_) => failures.push(format!("{path}, {field}: upgraded (101)")),
+                Err((code, body)) if code != 400 || !body.contains(field) => {
+                    failures.push(format!("{path}, {field}: {code} {body:.300}"))
+                }
+                Err((_, body)) if body.contains(content.as_str()) => {
+                    failures.push(format!("{path}, {field}: the answer repeats the value"))
+                }
+                Err(_) => {}
+            }
+        }
+        // Short fields fit in the query string too.
+        if content.len() == 300 && *field != "metadata" && *field != "attributes" {
+            match s.connect(&format!("/rtc?access_token={token}")).await {
+                Ok(_) => failures.push(format!("/rtc?access_token, {field}: upgraded")),
+                Err((code, _)) if code != 400 => {
+                    failures.push(format!("/rtc?access_token, {field}: {code}"))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let log = s.d.stderr();
+    for (field, _, content) in &cases {
+        assert!(
+            !log.contains(content.as_str()),
+            "the log repeats the {field}"
+        );
+    }
+    // Nobody was let in; a good token still joins.
+    let (mut alice, join) = s.join("alice").await;
+    assert!(join.other_participants.is_empty(), "{join:?}");
+    alice.ping().await;
     s.stop();
 }
