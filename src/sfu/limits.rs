@@ -152,6 +152,7 @@ pub fn sdp_counts(sdp: &str) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use std::collections::HashMap;
 
     use super::*;
