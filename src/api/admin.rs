@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -337,9 +336,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let logged_in = app.logged_in(&req);
     let cookie = cookie_token(&req);
     // Read the whole body first: answering before it is read resets the HTTP/2 stream.
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return error(StatusCode::BAD_REQUEST, "the request is too large"),
+    let body = match super::conn::read_body(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), &e.to_string()),
     };
     match (post, path.as_str()) {
         (false, "session") => {

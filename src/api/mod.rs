@@ -5,6 +5,7 @@
 pub mod access;
 pub mod admin;
 pub mod client;
+pub mod conn;
 mod health;
 pub mod peer;
 mod rooms;

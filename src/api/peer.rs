@@ -36,7 +36,7 @@ impl TrustedProxies {
         }
     }
 
-    fn trusted(&self, ip: IpAddr) -> bool {
+    pub fn trusted(&self, ip: IpAddr) -> bool {
         self.nets.iter().any(|n| n.contains(ip))
     }
 

@@ -4,7 +4,6 @@
 //! "Room ended"). The token is made here, on request; nothing secret ships in the web bundle.
 //! Who may join is decided by `api::access` (guest access, room passcodes, invite links).
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -71,9 +70,9 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return error(StatusCode::BAD_REQUEST, "the request is too large"),
+    let body = match super::conn::read_body(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), &e.to_string()),
     };
     let Ok(j) = serde_json::from_slice::<JoinBody>(&body) else {
         return error(

@@ -1,5 +1,7 @@
-//! The HTTPS listener (HTTP/1.1 and HTTP/2 over rustls) and the plain-HTTP redirect listener, with
-//! graceful shutdown: stop accepting, let open requests finish within the grace period, close.
+//! The HTTPS listener (HTTP/1.1 and HTTP/2 over rustls, chosen by ALPN) and the plain-HTTP
+//! redirect listener, with graceful shutdown: stop accepting, let open requests finish within the
+//! grace period, close. Every connection holds a place under the connection caps and is closed
+//! when it idles or trickles ([`super::conn`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -17,12 +19,33 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use super::conn::{ConnLimits, Idle, Slot, HANDSHAKE_TIMEOUT, HEADER_TIMEOUT, MAX_HEADER_BYTES};
 use super::App;
 use crate::config::Config;
 use crate::media::{bind_with_fallback, MediaError};
 
-/// A TLS handshake that has not finished by then is dropped (slowloris protection).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The HTTP/1 and HTTP/2 connection builders (one protocol each: TLS connections pick theirs by
+/// ALPN, plain HTTP is HTTP/1), with their timers and buffer limits.
+struct Builders {
+    h1: Builder<TokioExecutor>,
+    h2: Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new() -> Builders {
+        let mut h1 = Builder::new(TokioExecutor::new()).http1_only();
+        h1.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES);
+        let mut h2 = Builder::new(TokioExecutor::new()).http2_only();
+        h2.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(100)
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        Builders { h1, h2 }
+    }
+}
 
 pub struct Listeners {
     pub https: TcpListener,
@@ -66,37 +89,42 @@ pub async fn serve(
     listeners: Listeners,
     tls: Arc<rustls::ServerConfig>,
     app: App,
+    limits: Arc<ConnLimits>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    let builder = Arc::new(Builder::new(TokioExecutor::new()));
+    let builders = Arc::new(Builders::new());
     let Listeners { https, http } = listeners;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = https.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(slot) = admit(&limits, &app, peer) else { continue };
                     let watcher = graceful.watcher();
-                    let (acceptor, builder, app) = (acceptor.clone(), builder.clone(), app.clone());
+                    let (acceptor, builders, app) = (acceptor.clone(), builders.clone(), app.clone());
                     tokio::spawn(async move {
                         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => return debug!(%peer, "TLS handshake timed out"),
                         };
-                        serve_connection(tls, peer, app, &builder, watcher, true).await;
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let builder = if h2 { &builders.h2 } else { &builders.h1 };
+                        serve_connection(tls, peer, app, builder, watcher, true, slot).await;
                     });
                 }
                 Err(e) => accept_error(e).await,
             },
             accepted = accept_opt(&http) => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(slot) = admit(&limits, &app, peer) else { continue };
                     let watcher = graceful.watcher();
-                    let (builder, app) = (builder.clone(), app.clone());
+                    let (builders, app) = (builders.clone(), app.clone());
                     tokio::spawn(async move {
-                        serve_connection(stream, peer, app, &builder, watcher, false).await;
+                        serve_connection(stream, peer, app, &builders.h1, watcher, false, slot).await;
                     });
                 }
                 Err(e) => accept_error(e).await,
@@ -119,8 +147,14 @@ pub async fn serve(
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (with upgrades, for WebSockets) on one connection until it ends
-/// or graceful shutdown closes it.
+/// A place under the connection caps for `peer`, or `None` (the stream is dropped: closed).
+fn admit(limits: &Arc<ConnLimits>, app: &App, peer: SocketAddr) -> Option<Slot> {
+    let ip = peer.ip().to_canonical();
+    limits.admit(ip, app.0.trusted_proxies.trusted(ip)).ok()
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (with upgrades, for WebSockets) on one connection until it ends,
+/// idles too long, or graceful shutdown closes it. `slot` is given back when it closes.
 async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
@@ -128,18 +162,34 @@ async fn serve_connection<I>(
     builder: &Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
     tls: bool,
+    slot: Slot,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(super::peer::Peer(peer));
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(app.handle_async(req, tls).await) }
-    });
+    let idle = Arc::new(Idle::default());
+    let service = {
+        let idle = idle.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(super::peer::Peer(peer));
+            let app = app.clone();
+            let busy = idle.busy();
+            async move {
+                let response = app.handle_async(req, tls).await;
+                drop(busy);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        debug!(%peer, tls, error = %e, "connection ended with an error");
+    tokio::select! {
+        ended = watcher.watch(conn.into_owned()) => {
+            if let Err(e) = ended {
+                debug!(%peer, tls, error = %e, "connection ended with an error");
+            }
+        }
+        () = idle.expired() => debug!(%peer, tls, "closing an idle connection"),
     }
+    drop(slot);
 }
 
 async fn accept_opt(

@@ -4,7 +4,6 @@
 //! Errors are Twirp's `{"code", "msg"}` with its HTTP statuses.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -156,11 +155,9 @@ async fn serve(
         .is_none_or(|c| !c.starts_with("application/protobuf"));
     // The body (limited) is read before any refusal: answering an HTTP/2 request before its body
     // is read resets the stream, and the client sees a broken connection instead of the 401.
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+    let body = super::conn::read_body(req.into_body(), MAX_BODY)
         .await
-        .map_err(|e| err("malformed", format!("cannot read the request body: {e}")))?
-        .to_bytes();
+        .map_err(|e| err("malformed", format!("cannot read the request body: {e}")))?;
     let token = token.ok_or_else(|| err("unauthenticated", "no Bearer token in Authorization"))?;
     let claims = auth::verify(&app.keys(), &token)
         .map_err(|e| err("unauthenticated", format!("invalid token: {e}")))?;

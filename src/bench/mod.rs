@@ -340,6 +340,9 @@ impl Server {
                 "CONFAB_MAX_PARTICIPANTS",
                 max_participants.max(10).to_string(),
             )
+            // Every simulated participant connects from 127.0.0.1.
+            .env("CONFAB_MAX_CONNECTIONS", "100000")
+            .env("CONFAB_MAX_CONNECTIONS_PER_ADDRESS", "100000")
             .env("CONFAB_LOG_LEVEL", "warn")
             .current_dir(&dir)
             .stdout(Stdio::null())

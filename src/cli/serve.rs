@@ -143,6 +143,10 @@ async fn serve(config: Config) -> ExitCode {
         listeners,
         tls.server_config.clone(),
         app.clone(),
+        crate::api::conn::ConnLimits::new(
+            config.http.max_connections,
+            config.http.max_connections_per_address,
+        ),
         stop_rx,
         config.http.shutdown_grace,
     ));

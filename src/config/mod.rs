@@ -61,6 +61,10 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
     /// Reverse proxies whose `X-Forwarded-For` names the client (for per-client limits).
     pub trusted_proxies: Vec<crate::net::IpNet>,
+    /// Open HTTP(S) connections at most, in all (new ones beyond are closed at once).
+    pub max_connections: usize,
+    /// Open HTTP(S) connections at most from one client address (trusted proxies exempt).
+    pub max_connections_per_address: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +273,16 @@ impl Config {
             1..=300,
         );
         let trusted_proxies = r.ip_nets("http.trusted_proxies", &["CONFAB_TRUSTED_PROXIES"]);
+        let max_connections = r.u64_in(
+            "http.max_connections",
+            &["CONFAB_MAX_CONNECTIONS"],
+            16..=1_000_000,
+        );
+        let max_connections_per_address = r.u64_in(
+            "http.max_connections_per_address",
+            &["CONFAB_MAX_CONNECTIONS_PER_ADDRESS"],
+            4..=1_000_000,
+        );
         let udp_port = r.port("rtc.udp_port", &["CONFAB_UDP_PORT"], false);
         let node_ip = r.ip("rtc.node_ip", &["CONFAB_NODE_IP"]);
         let tcp_port = r.port("rtc.tcp_port", &["CONFAB_TCP_PORT"], false);
@@ -387,6 +401,8 @@ impl Config {
                 tls,
                 shutdown_grace: grace.unwrap_or(Duration::from_secs(10)),
                 trusted_proxies: trusted_proxies.unwrap_or_default(),
+                max_connections: max_connections.unwrap_or(2048) as usize,
+                max_connections_per_address: max_connections_per_address.unwrap_or(256) as usize,
             },
             rtc: RtcConfig {
                 udp_port,
