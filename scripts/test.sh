@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# Node.js >= 20 first on PATH (install-deps.sh may have put one in the cache).
+. scripts/node-env.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
