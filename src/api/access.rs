@@ -15,10 +15,8 @@
 //! by a logged-in admin). The token the web app gets is minted by the server on each join;
 //! nothing secret is in the web bundle.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -80,20 +78,23 @@ pub struct Credentials<'a> {
     pub admin: bool,
 }
 
-/// Wrong passcodes and invites per address (in memory).
-#[derive(Default)]
-pub struct Limiter(Mutex<HashMap<IpAddr, (u32, Instant)>>);
+/// Wrong passcodes and invites per client address (in memory).
+#[derive(Debug)]
+pub struct Limiter(super::peer::Failures);
+
+impl Default for Limiter {
+    fn default() -> Limiter {
+        Limiter(super::peer::Failures::new(MAX_FAILURES, FAILURE_WINDOW))
+    }
+}
 
 impl Limiter {
     fn blocked(&self, ip: IpAddr) -> bool {
-        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        f.get(&ip).is_some_and(|(n, _)| *n >= MAX_FAILURES)
+        self.0.blocked(ip)
     }
 
     fn failed(&self, ip: IpAddr) {
-        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        f.entry(ip).or_insert((0, Instant::now())).0 += 1;
+        self.0.failed(ip);
     }
 }
 

@@ -45,7 +45,7 @@ pub struct AdminState {
     /// Files that hold a copy of the setup code (mode 0600), removed once the password is set.
     code_files: Vec<std::path::PathBuf>,
     sessions: Mutex<HashMap<String, Instant>>,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: super::peer::Failures,
 }
 
 fn random_token(bytes: usize) -> String {
@@ -73,7 +73,7 @@ impl AdminState {
                 setup_code: Mutex::new(code.clone()),
                 code_files: Vec::new(),
                 sessions: Mutex::new(HashMap::new()),
-                failures: Mutex::new(HashMap::new()),
+                failures: super::peer::Failures::new(MAX_FAILURES, FAILURE_WINDOW),
             },
             code,
         )
@@ -83,31 +83,21 @@ impl AdminState {
 impl AdminState {
     /// `429` while `client` has used up its failures in the window.
     fn locked_out(&self, client: IpAddr) -> Option<Response<Body>> {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        f.get(&client)
-            .is_some_and(|(n, _)| *n >= MAX_FAILURES)
-            .then(|| {
-                error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many failed attempts from this address; wait five minutes",
-                )
-            })
+        self.failures.blocked(client).then(|| {
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed attempts from this address; wait five minutes",
+            )
+        })
     }
 
     /// Counts a wrong password or setup code from `client`; returns its count in the window.
     fn failed(&self, client: IpAddr) -> u32 {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = f.entry(client).or_insert((0, Instant::now()));
-        entry.0 += 1;
-        entry.0
+        self.failures.failed(client)
     }
 
     fn succeeded(&self, client: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&client);
+        self.failures.forget(client);
     }
 
     /// Keeps a copy of the setup code (mode 0600) in each of `files` while no password is set,

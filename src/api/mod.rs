@@ -55,6 +55,20 @@ pub struct AppInner {
     pub join_failures: access::Limiter,
     /// Proxies whose `X-Forwarded-For` names the client (`http.trusted_proxies`).
     pub trusted_proxies: peer::TrustedProxies,
+    /// Refused access tokens per client address ([`App::token_refused`]).
+    pub token_failures: peer::Failures,
+}
+
+/// Refused access tokens (bad signature, expired, malformed, missing grant) one client address
+/// may present within [`TOKEN_FAILURE_WINDOW`] before every token from it is refused with 429 for
+/// the rest of the window. livekit-client asks `/rtc/validate` after each failed connection, so a
+/// user's failed attempt with its retries costs about ten.
+pub const MAX_TOKEN_FAILURES: u32 = 60;
+pub const TOKEN_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The token-failure counter [`AppInner::token_failures`] starts with.
+pub fn token_failures() -> peer::Failures {
+    peer::Failures::new(MAX_TOKEN_FAILURES, TOKEN_FAILURE_WINDOW)
 }
 
 impl App {
@@ -70,6 +84,31 @@ impl App {
             .get::<peer::Peer>()
             .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
         self.0.trusted_proxies.client_ip(peer, req.headers())
+    }
+
+    /// `429` when `client` ([`App::client_ip`]) has presented too many refused tokens lately.
+    pub fn token_blocked(&self, client: std::net::IpAddr) -> Option<(StatusCode, String)> {
+        self.0.token_failures.blocked(client).then(|| {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many refused access tokens from this address; wait {} s",
+                    TOKEN_FAILURE_WINDOW.as_secs()
+                ),
+            )
+        })
+    }
+
+    /// Counts a refused token from `client`, and logs it: the first refusal from an address in
+    /// each window, and the one that blocks it (never the token; `reason` is the refusal's own
+    /// text, which does not repeat the token's fields).
+    pub fn token_refused(&self, client: std::net::IpAddr, what: &str, reason: &str) {
+        let n = self.0.token_failures.failed(client);
+        if n == 1 {
+            tracing::info!(from = %client, %reason, "{what}: token refused (more from this address in the next {} s are not logged)", TOKEN_FAILURE_WINDOW.as_secs());
+        } else if n == MAX_TOKEN_FAILURES {
+            tracing::warn!(from = %client, refused = n, "{what}: too many refused tokens from this address; refusing its tokens with 429 for {} s", TOKEN_FAILURE_WINDOW.as_secs());
+        }
     }
 
     /// The API keys now (a snapshot; "Rotate" in the admin page replaces them).
@@ -190,11 +229,20 @@ impl App {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let mut resp =
+        let client = self.client_ip(req);
+        let mut resp = if let Some((status, reason)) = self.token_blocked(client) {
+            text_response(status, &reason)
+        } else {
             match crate::signal::validate_join(&self.keys(), req.uri().query(), authorization) {
                 Ok(_) => text_response(StatusCode::OK, "success"),
-                Err(refusal) => text_response(refusal.status, &refusal.reason),
-            };
+                Err(refusal) => {
+                    if refusal.status == StatusCode::UNAUTHORIZED {
+                        self.token_refused(client, "/rtc/validate", &refusal.reason);
+                    }
+                    text_response(refusal.status, &refusal.reason)
+                }
+            }
+        };
         // livekit-client fetches this from the web app's origin; without CORS it cannot read
         // the reason (and takes the failure for an unreachable server).
         resp.headers_mut().insert(
@@ -231,10 +279,17 @@ impl App {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        let client = self.client_ip(req);
+        if let Some((status, reason)) = self.token_blocked(client) {
+            return json_response(status, &json!({ "error": reason }));
+        }
         let claims = match auth::bearer(header).map(|t| auth::verify(&self.keys(), t)) {
             None => Err(auth::AuthError::Missing),
             Some(r) => r,
         };
+        if let Err(e) = &claims {
+            self.token_refused(client, "/api/status", &e.to_string());
+        }
         match claims {
             Ok(c) if c.may_list_rooms() => {}
             Ok(_) => {

@@ -7,8 +7,11 @@
 //! forged header: the header is read only from a trusted peer, and from the right (the hop
 //! nearest confab) until the first address that is not a trusted proxy.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hyper::header::HeaderMap;
 use tracing::warn;
@@ -79,6 +82,90 @@ impl TrustedProxies {
     }
 }
 
+/// The key per-client limits count by: the address itself for IPv4, its /64 for IPv6 (one
+/// subscriber or host gets a whole /64, so single IPv6 addresses cost an attacker nothing).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
+/// Failures counted per client ([`client_key`]), `max` within `window` of the first one, then
+/// blocked until the window ends (in memory: a restart forgets them). Old entries are swept at
+/// most once a second, so a flood of addresses costs one pass per second, not one per request.
+#[derive(Debug)]
+pub struct Failures {
+    max: u32,
+    window: Duration,
+    inner: Mutex<FailureMap>,
+}
+
+#[derive(Debug, Default)]
+struct FailureMap {
+    counts: HashMap<IpAddr, (u32, Instant)>,
+    swept: Option<Instant>,
+}
+
+impl Failures {
+    pub fn new(max: u32, window: Duration) -> Failures {
+        Failures {
+            max,
+            window,
+            inner: Mutex::default(),
+        }
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FailureMap> {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if m.swept
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            let window = self.window;
+            m.counts.retain(|_, (_, since)| since.elapsed() < window);
+            m.swept = Some(Instant::now());
+        }
+        m
+    }
+
+    /// Has `client` used up its failures in the window?
+    pub fn blocked(&self, client: IpAddr) -> bool {
+        let max = self.max;
+        let window = self.window;
+        self.lock()
+            .counts
+            .get(&client_key(client))
+            .is_some_and(|(n, since)| *n >= max && since.elapsed() < window)
+    }
+
+    /// Counts one failure from `client`; returns its count in the window.
+    pub fn failed(&self, client: IpAddr) -> u32 {
+        let window = self.window;
+        let mut m = self.lock();
+        let entry = m
+            .counts
+            .entry(client_key(client))
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= window {
+            *entry = (0, Instant::now());
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.0
+    }
+
+    /// Forgets `client`'s failures (after a success).
+    pub fn forget(&self, client: IpAddr) {
+        self.lock().counts.remove(&client_key(client));
+    }
+}
+
 /// One `X-Forwarded-For` entry: `a.b.c.d`, `a.b.c.d:port`, `v6`, or `[v6]:port`.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
@@ -93,6 +180,47 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn failures_block_after_max_per_client_and_ipv6_counts_by_slash_64() {
+        let f = Failures::new(3, Duration::from_secs(60));
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        for n in 1..=3 {
+            assert!(!f.blocked(a));
+            assert_eq!(f.failed(a), n);
+        }
+        assert!(f.blocked(a));
+        assert!(!f.blocked("192.0.2.8".parse().unwrap()));
+        f.forget(a);
+        assert!(!f.blocked(a));
+
+        let v6: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        for _ in 0..3 {
+            f.failed(v6);
+        }
+        assert!(
+            f.blocked(same_64),
+            "another address in the same /64 is the same client"
+        );
+        assert!(!f.blocked(other_64));
+        // IPv4 seen through a dual-stack socket is the IPv4 address.
+        assert!(!f.blocked("::ffff:192.0.2.9".parse().unwrap()));
+        f.failed("::ffff:192.0.2.9".parse().unwrap());
+        assert_eq!(f.failed("192.0.2.9".parse().unwrap()), 2);
+    }
+
+    #[test]
+    fn failures_end_with_their_window() {
+        let f = Failures::new(1, Duration::from_millis(50));
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        f.failed(a);
+        assert!(f.blocked(a));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!f.blocked(a));
+        assert_eq!(f.failed(a), 1, "a new window starts from zero");
+    }
     use hyper::header::HeaderValue;
 
     fn headers(xff: &[&str]) -> HeaderMap {

@@ -33,6 +33,7 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         updates: None,
         join_failures: Default::default(),
         trusted_proxies: Default::default(),
+        token_failures: crate::api::token_failures(),
     });
     (app, dir)
 }

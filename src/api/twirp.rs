@@ -148,6 +148,7 @@ async fn serve(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let token = auth::bearer(authorization).map(str::to_string);
+    let client = app.client_ip(&req);
     let json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -158,9 +159,14 @@ async fn serve(
     let body = super::conn::read_body(req.into_body(), MAX_BODY)
         .await
         .map_err(|e| err("malformed", format!("cannot read the request body: {e}")))?;
+    if let Some((_, reason)) = app.token_blocked(client) {
+        return Err(err("resource_exhausted", reason));
+    }
     let token = token.ok_or_else(|| err("unauthenticated", "no Bearer token in Authorization"))?;
-    let claims = auth::verify(&app.keys(), &token)
-        .map_err(|e| err("unauthenticated", format!("invalid token: {e}")))?;
+    let claims = auth::verify(&app.keys(), &token).map_err(|e| {
+        app.token_refused(client, "Twirp", &e.to_string());
+        err("unauthenticated", format!("invalid token: {e}"))
+    })?;
     let d = Decoded { json, body };
     let media = media.ok_or_else(|| err("unavailable", "the media engine is not running"))?;
     let call = |e: crate::media::MediaGone| err("unavailable", e.to_string());

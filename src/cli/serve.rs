@@ -137,6 +137,7 @@ async fn serve(config: Config) -> ExitCode {
         ))),
         join_failures: Default::default(),
         trusted_proxies: crate::api::peer::TrustedProxies::new(config.http.trusted_proxies.clone()),
+        token_failures: crate::api::token_failures(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(

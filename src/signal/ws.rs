@@ -22,7 +22,8 @@ use prost::Message as _;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
@@ -87,8 +88,16 @@ pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let query = req.uri().query();
+    let client = app.client_ip(&req);
+    if let Some((status, reason)) = app.token_blocked(client) {
+        return text_response(status, &reason);
+    }
     let grant = match super::validate_join(&app.keys(), query, authorization) {
         Ok(g) => g,
+        Err(r) if r.status == hyper::StatusCode::UNAUTHORIZED => {
+            app.token_refused(client, "join", &r.reason);
+            return text_response(r.status, &r.reason);
+        }
         Err(r) => {
             info!(reason = %r.reason, "join refused");
             return text_response(r.status, &r.reason);
@@ -278,6 +287,8 @@ async fn session<S>(
 {
     let mut left = false;
     let mut malformed = 0u32;
+    let mut requests = super::rate::Bucket::requests(std::time::Instant::now());
+    let mut pings = super::rate::Bucket::pings(std::time::Instant::now());
     // What was read and not handled by the media thread yet: while it is over the allowance
     // the session stops reading (the client's writes then wait in TCP, not in confab).
     let inbound = std::sync::Arc::new(Semaphore::new(limits::MAX_INBOUND_BYTES));
@@ -377,6 +388,18 @@ async fn session<S>(
                         continue;
                     }
                 };
+                let (bucket, what) = match req {
+                    Req::Ping(_) | Req::PingReq(_) => (&mut pings, "pings"),
+                    _ => (&mut requests, "signal requests"),
+                };
+                if !bucket.take(std::time::Instant::now()) {
+                    let reason = bucket.reason(what);
+                    warn!(%reason, "signal session over its rate; closed");
+                    let frame = CloseFrame { code: CloseCode::Policy, reason: reason.into() };
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(Some(frame))).await;
+                    let _ = ws.get_mut().shutdown().await;
+                    break;
+                }
                 match req {
                     Req::Ping(_) => {
                         if !write(&mut ws, &queue, encode(Resp::Pong(now_ms()))).await { break; }
