@@ -145,18 +145,52 @@ pub fn passcode(store: &dyn Store, room: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
+/// Why an access change was not made: the request (400), or the state database could not save
+/// it (503: a full disk, an I/O error; nothing was changed and confab recovers by itself).
+#[derive(Debug)]
+pub enum AccessError {
+    Invalid(String),
+    NotSaved(StateError),
+}
+
+impl std::fmt::Display for AccessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessError::Invalid(why) => f.write_str(why),
+            AccessError::NotSaved(e) => write!(f, "the change was not saved: {e}"),
+        }
+    }
+}
+
+impl From<StateError> for AccessError {
+    fn from(e: StateError) -> AccessError {
+        AccessError::NotSaved(e)
+    }
+}
+
+impl AccessError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AccessError::Invalid(_) => StatusCode::BAD_REQUEST,
+            AccessError::NotSaved(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 /// Sets (or, with an empty passcode, removes) a room's passcode.
-pub fn set_passcode(store: &dyn Store, room: &str, code: &str) -> Result<(), String> {
+pub fn set_passcode(store: &dyn Store, room: &str, code: &str) -> Result<(), AccessError> {
     let code = code.trim();
     if code.chars().count() > MAX_PASSCODE {
-        return Err(format!("a passcode has at most {MAX_PASSCODE} characters"));
+        return Err(AccessError::Invalid(format!(
+            "a passcode has at most {MAX_PASSCODE} characters"
+        )));
     }
     let r = if code.is_empty() {
         store.remove(TREE, &passcode_key(room))
     } else {
         store.put(TREE, &passcode_key(room), code.as_bytes())
     };
-    r.and_then(|_| store.flush()).map_err(|e| e.to_string())
+    Ok(r.and_then(|_| store.flush())?)
 }
 
 /// Every room passcode, by room name.
@@ -184,14 +218,14 @@ pub fn create_invite(
     store: &dyn Store,
     room: &str,
     hours: u64,
-) -> Result<(String, String, Invite), String> {
+) -> Result<(String, String, Invite), AccessError> {
     if !(MIN_INVITE_HOURS..=MAX_INVITE_HOURS).contains(&hours) {
-        return Err(format!(
+        return Err(AccessError::Invalid(format!(
             "an invite is valid for {MIN_INVITE_HOURS} hour to {} days",
             MAX_INVITE_HOURS / 24
-        ));
+        )));
     }
-    let token = crate::auth::random_token(43).map_err(|e| e.to_string())?;
+    let token = crate::auth::random_token(43).map_err(|e| AccessError::Invalid(e.to_string()))?;
     let hash = sha256_hex(&token);
     let now = now_unix();
     let invite = Invite {
@@ -199,11 +233,10 @@ pub fn create_invite(
         created_unix: now,
         expires_unix: now + hours * 3600,
     };
-    let value = serde_json::to_vec(&invite).map_err(|e| e.to_string())?;
+    let value = serde_json::to_vec(&invite).map_err(|e| AccessError::Invalid(e.to_string()))?;
     store
         .put(TREE, format!("{INVITE_PREFIX}{hash}").as_bytes(), &value)
-        .and_then(|_| store.flush())
-        .map_err(|e| e.to_string())?;
+        .and_then(|_| store.flush())?;
     Ok((token, invite_id(&hash), invite))
 }
 
@@ -223,7 +256,7 @@ pub fn invites(store: &dyn Store) -> Vec<(String, Invite)> {
 }
 
 /// Revokes the invite with id `id`; false if there is none.
-pub fn revoke_invite(store: &dyn Store, id: &str) -> Result<bool, String> {
+pub fn revoke_invite(store: &dyn Store, id: &str) -> Result<bool, AccessError> {
     if id.len() != 12 {
         return Ok(false);
     }
@@ -235,8 +268,7 @@ pub fn revoke_invite(store: &dyn Store, id: &str) -> Result<bool, String> {
     };
     store
         .remove(TREE, format!("{INVITE_PREFIX}{hash}").as_bytes())
-        .and_then(|_| store.flush())
-        .map_err(|e| e.to_string())?;
+        .and_then(|_| store.flush())?;
     Ok(true)
 }
 

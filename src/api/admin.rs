@@ -531,9 +531,9 @@ fn access_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
             "a room name has 1 to 64 letters, digits, '-', '_' or '.'",
         )
     };
-    let done = |r: Result<(), String>| match r {
+    let done = |r: Result<(), access::AccessError>| match r {
         Ok(()) => json_response(StatusCode::OK, &access::admin_view(store)),
-        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => error(e.status(), &e.to_string()),
     };
     match path {
         "access/guest" => {
@@ -549,7 +549,7 @@ fn access_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
                 },
                 None,
             );
-            done(access::set_guest_access(store, b.enabled).map_err(|e| e.to_string()))
+            done(access::set_guest_access(store, b.enabled).map_err(Into::into))
         }
         "access/passcode" => {
             let b: PasscodeBody = match json_body(body) {
@@ -593,7 +593,7 @@ fn access_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
                         }),
                     )
                 }
-                Err(e) => error(StatusCode::BAD_REQUEST, &e),
+                Err(e) => error(e.status(), &e.to_string()),
             }
         }
         "access/invite/revoke" => {
@@ -607,7 +607,7 @@ fn access_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
                     done(Ok(()))
                 }
                 Ok(false) => error(StatusCode::NOT_FOUND, "no such invite"),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+                Err(e) => error(e.status(), &e.to_string()),
             }
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin call"),

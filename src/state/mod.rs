@@ -8,6 +8,8 @@ mod migrations;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 pub use migrations::{Migration, MIGRATIONS};
 
@@ -84,11 +86,20 @@ pub trait Store: Send + Sync {
 
 /// The sled-backed [`Store`].
 pub struct SledStore {
-    db: sled::Db,
+    /// `None` while a failed database is being (or could not be) reopened.
+    db: RwLock<Option<sled::Db>>,
     path: PathBuf,
     schema_version: u32,
     failed: AtomicBool,
+    /// When the last reopen was tried ([`REOPEN_INTERVAL`]).
+    reopened: Mutex<Option<Instant>>,
 }
+
+/// After a failed write (a full disk, an I/O error) sled refuses every further operation until
+/// it is opened again. The store then reopens it — at most this often — from what is on disk:
+/// every write that was acknowledged (flushed) is there, and confab recovers by itself once
+/// space returns, without a restart that would end the meetings in progress.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(5);
 
 impl SledStore {
     /// Opens (or creates, if the directory does not exist yet) the database in `state_dir` and
@@ -131,10 +142,11 @@ impl SledStore {
         db.flush().map_err(|e| classify(&path, e))?;
         snapshot(&path, &backup_path(&path))?;
         Ok(SledStore {
-            db,
+            db: RwLock::new(Some(db)),
             path,
             schema_version,
             failed: AtomicBool::new(false),
+            reopened: Mutex::new(None),
         })
     }
 
@@ -143,15 +155,88 @@ impl SledStore {
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree, StateError> {
-        tree(&self.db, &self.path, name).inspect_err(|_| self.failed.store(true, Ordering::Relaxed))
+        self.recover_if_failed();
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let result = match db.as_ref() {
+            Some(db) => tree(db, &self.path, name),
+            None => Err(StateError::Io {
+                path: self.path.clone(),
+                detail: "it failed earlier (disk full or I/O error?) and could not be reopened \
+                         yet; confab retries every few seconds"
+                    .into(),
+            }),
+        };
+        drop(db);
+        result.inspect_err(|_| self.fail())
     }
 
-    /// Records a failed operation so readiness reports it.
+    /// Records a failed operation so readiness reports it (and the next operation reopens the
+    /// database, so that it works again once the cause is gone).
     fn track<T>(&self, r: sled::Result<T>) -> Result<T, StateError> {
         r.map_err(|e| {
-            self.failed.store(true, Ordering::Relaxed);
+            self.fail();
             classify(&self.path, e)
         })
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Reopens a failed database, at most every [`REOPEN_INTERVAL`]. Called before an
+    /// operation takes its handles (a tree handle keeps the old instance, and its lock, alive).
+    fn recover_if_failed(&self) {
+        if !self.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        {
+            let mut last = self.reopened.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < REOPEN_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // sled locks its directory: the failed instance must be gone before it is opened again.
+        drop(db.take());
+        match open_sled(&self.path) {
+            Ok(fresh) => {
+                // Writable again? A write that fails here leaves it failed, to be retried.
+                let probe = fresh
+                    .open_tree(META)
+                    .and_then(|m| m.insert(b"reopen_probe", &b"1"[..]).map(drop))
+                    .and_then(|()| fresh.flush().map(drop));
+                *db = Some(fresh);
+                match probe {
+                    Ok(()) => {
+                        self.failed.store(false, Ordering::Relaxed);
+                        tracing::info!(path = %self.path.display(), "state database reopened after a failed write; writes work again");
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %self.path.display(), error = %e, "state database reopened, but writes still fail (disk full?); retrying in a few seconds")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "state database cannot be reopened yet; retrying in a few seconds");
+            }
+        }
+    }
+
+    fn with_db<T>(&self, f: impl FnOnce(&sled::Db) -> sled::Result<T>) -> Result<T, StateError> {
+        self.recover_if_failed();
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let result = match db.as_ref() {
+            Some(db) => f(db).map_err(|e| classify(&self.path, e)),
+            None => Err(StateError::Io {
+                path: self.path.clone(),
+                detail: "it failed earlier (disk full or I/O error?) and could not be reopened \
+                         yet; confab retries every few seconds"
+                    .into(),
+            }),
+        };
+        drop(db);
+        result.inspect_err(|_| self.fail())
     }
 }
 
@@ -179,10 +264,12 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StateError> {
-        self.track(self.db.flush()).map(drop)
+        self.with_db(|db| db.flush()).map(drop)
     }
 
     fn healthy(&self) -> bool {
+        // Readiness asks often: let it drive the reopen while nothing else writes.
+        self.recover_if_failed();
         !self.failed.load(Ordering::Relaxed)
     }
 

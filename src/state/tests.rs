@@ -58,7 +58,7 @@ fn migrations_are_idempotent() {
     let before_meta = store.entries("meta").unwrap();
     // Re-run every migration as if the version record had been lost in a crash.
     for m in MIGRATIONS {
-        (m.apply)(&store.db).unwrap();
+        (m.apply)(store.db.read().unwrap().as_ref().unwrap()).unwrap();
     }
     assert_eq!(store.entries("meta").unwrap(), before_meta);
     assert_eq!(
