@@ -8,6 +8,7 @@ mod migrations;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
 
 pub use migrations::{Migration, MIGRATIONS};
 
@@ -66,6 +67,25 @@ pub enum StateError {
 /// A tree's entries as (key, value) pairs in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Every tree of the database (sled's default tree included) with all its entries, as of one
+/// moment: what a backup holds ([`Store::dump`]) and a restore writes ([`import`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dump {
+    /// (tree name, entries), trees in name order.
+    pub trees: Vec<(Vec<u8>, Entries)>,
+}
+
+impl Dump {
+    /// The schema version recorded in the dump's `meta` tree, if any.
+    pub fn schema_version(&self) -> Option<u32> {
+        self.trees
+            .iter()
+            .find(|(name, _)| name.as_slice() == META.as_bytes())
+            .and_then(|(_, entries)| entries.iter().find(|(k, _)| k.as_slice() == SCHEMA_KEY))
+            .and_then(|(_, v)| decode_version(v))
+    }
+}
+
 /// What the rest of the daemon may do with state: named trees of byte keys and values.
 pub trait Store: Send + Sync {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
@@ -80,6 +100,8 @@ pub trait Store: Send + Sync {
     /// (once the disk is fixed) brings the store back.
     fn healthy(&self) -> bool;
     fn schema_version(&self) -> u32;
+    /// A consistent copy of every tree: no write lands while it is taken.
+    fn dump(&self) -> Result<Dump, StateError>;
 }
 
 /// The sled-backed [`Store`].
@@ -88,6 +110,9 @@ pub struct SledStore {
     path: PathBuf,
     schema_version: u32,
     failed: AtomicBool,
+    /// Writes share it; [`Store::dump`] takes it alone, so a dump sees no write half done (one
+    /// put in one tree and not yet the next) and is one moment's state.
+    writes: RwLock<()>,
 }
 
 impl SledStore {
@@ -135,6 +160,7 @@ impl SledStore {
             path,
             schema_version,
             failed: AtomicBool::new(false),
+            writes: RwLock::new(()),
         })
     }
 
@@ -163,11 +189,13 @@ impl Store for SledStore {
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         let t = self.tree(tree)?;
+        let _shared = self.writes.read().unwrap_or_else(|e| e.into_inner());
         self.track(t.insert(key, value)).map(drop)
     }
 
     fn remove(&self, tree: &str, key: &[u8]) -> Result<(), StateError> {
         let t = self.tree(tree)?;
+        let _shared = self.writes.read().unwrap_or_else(|e| e.into_inner());
         self.track(t.remove(key)).map(drop)
     }
 
@@ -189,6 +217,69 @@ impl Store for SledStore {
     fn schema_version(&self) -> u32 {
         self.schema_version
     }
+
+    fn dump(&self) -> Result<Dump, StateError> {
+        let _alone = self.writes.write().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<Vec<u8>> = self.db.tree_names().iter().map(|n| n.to_vec()).collect();
+        names.sort();
+        let mut trees = Vec::with_capacity(names.len());
+        for name in names {
+            let t = self.track(self.db.open_tree(&name))?;
+            let entries = t
+                .iter()
+                .map(|r| self.track(r).map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect::<Result<Entries, StateError>>()?;
+            trees.push((name, entries));
+        }
+        Ok(Dump { trees })
+    }
+}
+
+/// Writes `dump` into a new database in `state_dir` (which must not have one yet) and brings it
+/// to the newest schema, as [`SledStore::open`] does with a database an older confab wrote. A
+/// dump with a newer schema is refused before anything is written.
+pub fn import(state_dir: &Path, dump: &Dump) -> Result<SledStore, StateError> {
+    let path = state_dir.join(DB_DIR);
+    let supported = MIGRATIONS.last().map_or(0, |m| m.version);
+    match dump.schema_version() {
+        None => return Err(corrupt(&path, "the dump has no schema version record")),
+        Some(found) if found > supported => {
+            return Err(StateError::NewerSchema {
+                path,
+                found,
+                supported,
+            })
+        }
+        Some(_) => {}
+    }
+    if dir_has_entries(&path)? {
+        return Err(StateError::Io {
+            path,
+            detail: "a database is already there; import only into an empty directory".into(),
+        });
+    }
+    {
+        let db = open_sled(&path)?;
+        for (name, entries) in &dump.trees {
+            let t = tree_bytes(&db, &path, name)?;
+            for (k, v) in entries {
+                t.insert(k.as_slice(), v.as_slice())
+                    .map_err(|e| classify(&path, e))?;
+            }
+        }
+        db.flush().map_err(|e| classify(&path, e))?;
+    }
+    SledStore::open(state_dir)
+}
+
+/// Holds the database's lock without reading or changing it, so no `confab serve` can start on
+/// it meanwhile. `Err(Locked)` while one runs; `Ok(None)` when there is no database.
+pub fn hold(state_dir: &Path) -> Result<Option<sled::Db>, StateError> {
+    let path = state_dir.join(DB_DIR);
+    if !dir_has_entries(&path)? {
+        return Ok(None);
+    }
+    open_sled(&path).map(Some)
 }
 
 fn backup_path(db_path: &Path) -> PathBuf {
@@ -259,6 +350,10 @@ fn open_sled(path: &Path) -> Result<sled::Db, StateError> {
 }
 
 fn tree(db: &sled::Db, path: &Path, name: &str) -> Result<sled::Tree, StateError> {
+    tree_bytes(db, path, name.as_bytes())
+}
+
+fn tree_bytes(db: &sled::Db, path: &Path, name: &[u8]) -> Result<sled::Tree, StateError> {
     db.open_tree(name).map_err(|e| classify(path, e))
 }
 
