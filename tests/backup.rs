@@ -343,11 +343,15 @@ fn restore_refuses_a_damaged_archive_and_a_newer_schema_changing_nothing() {
     let d = dir.path();
     let mut daemon = Daemon::start(d);
     let p = ports(&daemon);
-    let file = d.join("good.tar");
-    let out = confab(d, p, &["backup", file.to_str().unwrap()]);
+    // To standard output (as out of a container), the summary on standard error.
+    let out = confab(d, p, &["backup", "-"]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backup written to standard output"));
     daemon.stop();
-    let good = std::fs::read(&file).unwrap();
+    let good = out.stdout;
+    confab::backup::read(&good).unwrap();
+    let file = d.join("good.tar");
+    std::fs::write(&file, &good).unwrap();
     let keys = std::fs::read(data(d).join("keys.toml")).unwrap();
 
     // One flipped byte in the middle (inside the state dump or a file's data).
@@ -387,8 +391,17 @@ fn restore_refuses_a_damaged_archive_and_a_newer_schema_changing_nothing() {
     assert!(kept_aside(d).is_empty(), "{:?}", kept_aside(d));
     assert_eq!(std::fs::read(data(d).join("keys.toml")).unwrap(), keys);
 
-    // The good one restores over the same device.
-    let out = confab(d, p, &["restore", file.to_str().unwrap()]);
+    // The good one restores over the same device, from standard input.
+    let out = common::base_command(d, p)
+        .args(["restore", "-"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("previous state is kept in"),
+        "{}",
+        text(&out)
+    );
     Daemon::start(d);
 }

@@ -23,8 +23,8 @@ use crate::state::{SledStore, StateError};
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// Where to write the archive (a tar file; `-` is not supported: it holds secrets, and is
-    /// written with mode 0600).
+    /// Where to write the archive (a tar file, written with mode 0600: it holds secrets). `-`
+    /// writes it to standard output (not to a terminal), e.g. out of a container.
     file: PathBuf,
     /// CA certificate to trust when asking the running server (default: the local CA in the
     /// state directory, or the configured certificate chain).
@@ -34,7 +34,8 @@ pub struct BackupArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// A backup made by `confab backup` or the admin page's "Download backup".
+    /// A backup made by `confab backup` or the admin page's "Download backup"; `-` reads it
+    /// from standard input.
     file: PathBuf,
 }
 
@@ -56,18 +57,43 @@ pub fn run_backup(config: Config, args: BackupArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return super::fail(format!("the backup from {source} is unusable: {e}")),
     };
-    if let Err(e) = crate::fsutil::write_atomic(&args.file, &bytes, 0o600) {
+    let to_stdout = args.file.as_os_str() == "-";
+    let written = if to_stdout {
+        use std::io::{IsTerminal, Write};
+        let mut out = std::io::stdout().lock();
+        if out.is_terminal() {
+            return super::fail(
+                "not writing a backup to a terminal: give a file, or redirect standard output",
+            );
+        }
+        out.write_all(&bytes).and_then(|()| out.flush())
+    } else {
+        crate::fsutil::write_atomic(&args.file, &bytes, 0o600)
+    };
+    if let Err(e) = written {
         return super::fail(format!("cannot write {}: {e}", args.file.display()));
     }
-    println!(
+    // On standard error when the archive goes to standard output.
+    let say = |line: String| {
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    say(format!(
         "backup written to {} ({}, {} files, state schema {}, from {source}, {} ms)",
-        args.file.display(),
+        if to_stdout {
+            "standard output".into()
+        } else {
+            args.file.display().to_string()
+        },
         human_size(bytes.len()),
         contents.manifest.files.len() + 1,
         contents.manifest.schema_version,
         started.elapsed().as_millis()
-    );
-    println!("it holds the API secret and the CA key: keep it as safe as the device");
+    ));
+    say("it holds the API secret and the CA key: keep it as safe as the device".into());
     ExitCode::SUCCESS
 }
 
@@ -188,6 +214,19 @@ pub fn run_restore(config: Config, args: RestoreArgs) -> ExitCode {
 }
 
 fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    if path.as_os_str() == "-" {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(backup::MAX_ARCHIVE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        if bytes.len() as u64 > backup::MAX_ARCHIVE_BYTES {
+            return Err("standard input is too large to be a confab backup".into());
+        }
+        return Ok(bytes);
+    }
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > backup::MAX_ARCHIVE_BYTES {
         return Err(format!(
