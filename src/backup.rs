@@ -484,13 +484,13 @@ fn file_mode(name: &str) -> u32 {
 /// entries moved to `before-restore-<time>/` in it.
 pub fn restore(state_dir: &Path, contents: &Contents) -> Result<Restored, BackupError> {
     // Hold the old database's lock until the swap is done, so no server starts on it meanwhile.
-    let _held = match state::hold(state_dir) {
-        Ok(db) => db,
+    // The lock only: a damaged database (what a restore is for) is neither read nor "recovered".
+    let _held = match state::lock(state_dir) {
+        Ok(l) => l,
         Err(StateError::Locked { .. }) => {
             return Err(BackupError::Running(state_dir.to_path_buf()))
         }
-        // A damaged database is what a restore is for: replace it.
-        Err(_) => None,
+        Err(e) => return Err(e.into()),
     };
     let stamp = timestamp(now_unix());
     let name = state_dir

@@ -211,7 +211,23 @@ fn a_backup_taken_while_running_restores_onto_a_wiped_device() {
     assert!(!daemon.stderr().contains(&secret));
     daemon.stop();
 
-    // Stopped: the CLI makes it from the state directory itself.
+    // Stopped: the CLI makes it from a copy of the database, writing nothing into the state
+    // directory (as root it would leave files confab's user cannot replace).
+    let listing = |p: &Path| {
+        let mut v: Vec<(String, std::time::SystemTime)> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().modified().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = (listing(&data(d)), listing(&data(d).join("state")));
     let stopped_file = d.join("backup-stopped.tar");
     let out = confab(
         d,
@@ -224,6 +240,9 @@ fn a_backup_taken_while_running_restores_onto_a_wiped_device() {
         "{}",
         text(&out)
     );
+    assert_eq!(before, (listing(&data(d)), listing(&data(d).join("state"))));
+    let stopped = confab::backup::read(&std::fs::read(&stopped_file).unwrap()).unwrap();
+    assert!(stopped.files.contains_key("tls/ca.key"));
 
     // A wiped device: new state, new CA, new key, no password.
     std::fs::remove_dir_all(data(d)).unwrap();

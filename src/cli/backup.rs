@@ -1,7 +1,7 @@
 //! `confab backup <file>` and `confab restore <file>` (format and checks: `crate::backup`).
 //!
-//! sled lets one process open the database. With confab stopped, `backup` opens it and writes
-//! the archive itself; while confab runs (the database is locked) it asks the server for
+//! sled lets one process open the database. With confab stopped, `backup` copies it under its lock
+//! and makes the archive from the copy; while confab runs (the database is locked) it asks the server for
 //! `GET /api/admin/backup` over HTTPS on loopback, as `confab status` does, with a 60-second
 //! token minted from this device's API key (`keys.toml`, readable only by root and confab's
 //! user) that carries confab's own backup claim. Either way the file is written atomically with
@@ -19,7 +19,7 @@ use crate::api::client::{self, ClientError};
 use crate::auth::ApiKeys;
 use crate::backup::{self, BackupError};
 use crate::config::Config;
-use crate::state::{SledStore, StateError};
+use crate::state::StateError;
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
@@ -97,17 +97,49 @@ pub fn run_backup(config: Config, args: BackupArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// With confab stopped: open the database and make the archive here.
+/// With confab stopped: the archive made here, from a copy of the database taken under its lock
+/// (opening the original would write into it, as root on the appliance, files confab's user could
+/// then not replace).
 fn direct(config: &Config) -> Result<backup::Archive, BackupError> {
-    let db = config.state_dir.join(crate::state::DB_DIR);
-    if !db.exists() {
-        return Err(BackupError::Io {
-            path: db,
-            detail: "no state database here (has confab ever started with this state_dir?)".into(),
-        });
+    let lock = crate::state::lock(&config.state_dir)?.ok_or_else(|| BackupError::Io {
+        path: config.state_dir.join(crate::state::DB_DIR),
+        detail: "no state database here (has confab ever started with this state_dir?)".into(),
+    })?;
+    let scratch = Scratch::new()?;
+    let store = crate::state::open_copy(&config.state_dir, &lock, &scratch.0)?;
+    drop(lock);
+    let archive = backup::create(&store, &config.state_dir);
+    drop(store);
+    archive
+}
+
+/// A private temporary directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch, BackupError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("confab-backup-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| BackupError::Io {
+                path: dir.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(Scratch(dir))
     }
-    let store = SledStore::open(&config.state_dir)?;
-    backup::create(&store, &config.state_dir)
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// While confab runs: `GET /api/admin/backup` with a backup token.

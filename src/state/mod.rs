@@ -272,14 +272,64 @@ pub fn import(state_dir: &Path, dump: &Dump) -> Result<SledStore, StateError> {
     SledStore::open(state_dir)
 }
 
-/// Holds the database's lock without reading or changing it, so no `confab serve` can start on
-/// it meanwhile. `Err(Locked)` while one runs; `Ok(None)` when there is no database.
-pub fn hold(state_dir: &Path) -> Result<Option<sled::Db>, StateError> {
+/// The database's lock, taken as sled takes it (`flock` on its `db` file) without opening the
+/// database: nothing in it is read, recovered or rewritten, so a command run as root leaves no
+/// files confab's own user cannot replace. While it is held no `confab serve` can open the
+/// database.
+pub struct DbLock {
+    _file: std::fs::File,
+}
+
+/// Takes [`DbLock`]: `Err(Locked)` while a server (or anything else) has the database open,
+/// `Ok(None)` when there is no database.
+pub fn lock(state_dir: &Path) -> Result<Option<DbLock>, StateError> {
+    use std::os::fd::AsRawFd;
     let path = state_dir.join(DB_DIR);
-    if !dir_has_entries(&path)? {
-        return Ok(None);
+    let file = match std::fs::File::open(path.join("db")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(StateError::Io {
+                path,
+                detail: e.to_string(),
+            })
+        }
+    };
+    // SAFETY: flock on a descriptor this function owns; it only takes or refuses a lock.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+            StateError::Locked {
+                path,
+                detail: "could not acquire lock".into(),
+            }
+        } else {
+            StateError::Io {
+                path,
+                detail: e.to_string(),
+            }
+        });
     }
-    open_sled(&path).map(Some)
+    Ok(Some(DbLock { _file: file }))
+}
+
+/// A copy of the (locked, so quiescent) database in `state_dir`, opened from `into` (an empty
+/// directory): for a backup of a stopped server that must not write into its state directory.
+pub fn open_copy(state_dir: &Path, _lock: &DbLock, into: &Path) -> Result<SledStore, StateError> {
+    let from = state_dir.join(DB_DIR);
+    let to = into.join(DB_DIR);
+    let io = |e: std::io::Error| StateError::Io {
+        path: from.clone(),
+        detail: format!("cannot copy the database: {e}"),
+    };
+    std::fs::create_dir_all(&to).map_err(io)?;
+    for entry in std::fs::read_dir(&from).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry.file_type().map_err(io)?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).map_err(io)?;
+        }
+    }
+    SledStore::open(into)
 }
 
 fn backup_path(db_path: &Path) -> PathBuf {

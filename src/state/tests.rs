@@ -213,11 +213,30 @@ fn a_dump_with_a_newer_schema_is_refused_before_anything_is_written() {
 }
 
 #[test]
-fn hold_reports_a_running_server() {
+fn lock_reports_a_running_server_and_keeps_one_from_starting() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(hold(dir.path()).unwrap().is_none());
+    assert!(lock(dir.path()).unwrap().is_none());
     let store = SledStore::open(dir.path()).unwrap();
-    assert!(matches!(hold(dir.path()), Err(StateError::Locked { .. })));
+    store.put("rooms", b"r", b"1").unwrap();
+    store.flush().unwrap();
+    assert!(matches!(lock(dir.path()), Err(StateError::Locked { .. })));
     drop(store);
-    assert!(hold(dir.path()).unwrap().is_some());
+    let held = lock(dir.path()).unwrap().unwrap();
+    let err = SledStore::open(dir.path()).err().unwrap();
+    assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    // A copy opens while the original stays locked and untouched.
+    let before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = open_copy(dir.path(), &held, copy_dir.path()).unwrap();
+    assert_eq!(copy.get("rooms", b"r").unwrap().unwrap(), b"1");
+    let after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+    drop(held);
+    assert!(SledStore::open(dir.path()).is_ok());
 }
