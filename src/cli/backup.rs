@@ -1,11 +1,11 @@
 //! `confab backup <file>` and `confab restore <file>` (format and checks: `crate::backup`).
 //!
-//! sled lets one process open the database. With confab stopped, `backup` copies it under its lock
-//! and makes the archive from the copy; while confab runs (the database is locked) it asks the server for
-//! `GET /api/admin/backup` over HTTPS on loopback, as `confab status` does, with a 60-second
-//! token minted from this device's API key (`keys.toml`, readable only by root and confab's
-//! user) that carries confab's own backup claim. Either way the file is written atomically with
-//! mode 0600: it holds the API secret, the CA key and the admin password hash.
+//! sled lets one process open the database. With confab stopped, `backup` copies it under its
+//! lock and makes the archive from the copy; while confab runs (the database is locked) it asks
+//! the server for `GET /api/admin/backup` over HTTPS on loopback, as `confab status` does, with a
+//! 60-second token minted from this device's API key (`keys.toml`, readable only by root and
+//! confab's user) that carries confab's own backup claim. Either way the file is written
+//! atomically with mode 0600: it holds the API secret, the CA key and the admin password hash.
 //!
 //! `restore` needs confab stopped: it refuses while the database is locked.
 
