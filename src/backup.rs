@@ -559,12 +559,24 @@ fn stage(
         let path = staging.join(name);
         if let Some(dir) = path.parent() {
             if !dir.exists() {
-                create_private_dir(dir)?;
+                // As confab makes `tls/` itself: others (Caddy in front, reading the CA
+                // certificate from the volume) may enter it; the keys in it are 0600.
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(dir)
+                    .map_err(io(dir))?;
             }
         }
         crate::fsutil::write_atomic(&path, data, file_mode(name)).map_err(io(&path))?;
     }
     if exists {
+        // The state directory keeps its mode (0750 under systemd's StateDirectoryMode).
+        let mode = std::fs::metadata(state_dir)
+            .map_err(io(state_dir))?
+            .permissions();
+        std::fs::set_permissions(staging, mode).map_err(io(staging))?;
         for entry in std::fs::read_dir(state_dir).map_err(io(state_dir))? {
             let entry = entry.map_err(io(state_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();

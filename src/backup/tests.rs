@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
+use std::os::unix::fs::PermissionsExt;
+
 use super::*;
 use crate::state::SledStore;
 
@@ -157,6 +159,7 @@ fn restore_swaps_in_the_backup_and_keeps_the_old_state_aside() {
     }
     std::fs::write(state_dir.join("keys.toml"), "[keys]\nAPIy = \"other\"\n").unwrap();
     std::fs::write(state_dir.join("update-state.json"), "{}").unwrap();
+    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o750)).unwrap();
 
     let restored = restore(&state_dir, &contents).unwrap();
     let kept = restored.kept.unwrap();
@@ -173,7 +176,6 @@ fn restore_swaps_in_the_backup_and_keeps_the_old_state_aside() {
         std::fs::read_to_string(state_dir.join("keys.toml")).unwrap(),
         "[keys]\nAPIx = \"secret\"\n"
     );
-    use std::os::unix::fs::PermissionsExt;
     let mode = |p: &str| {
         std::fs::metadata(state_dir.join(p))
             .unwrap()
@@ -182,9 +184,16 @@ fn restore_swaps_in_the_backup_and_keeps_the_old_state_aside() {
             & 0o777
     };
     assert_eq!(
-        (mode("keys.toml"), mode("tls/ca.key"), mode("tls/ca.crt")),
-        (0o600, 0o600, 0o644)
+        (
+            mode("keys.toml"),
+            mode("tls/ca.key"),
+            mode("tls/ca.crt"),
+            mode("tls")
+        ),
+        (0o600, 0o600, 0o644, 0o755)
     );
+    // The state directory keeps its mode.
+    assert_eq!(mode(""), 0o750);
     // Device files the backup does not hold are carried over; the spent setup code is not.
     assert!(state_dir.join("update-state.json").exists());
     assert!(!state_dir.join("setup-code").exists());

@@ -336,7 +336,7 @@ export function renderAdmin(nav: Nav): void {
         keys.el,
         h(
           'section',
-          { class: 'panel stack', 'aria-labelledby': 'backup-h' },
+          { class: 'panel', 'aria-labelledby': 'backup-h' },
           h('h2', { id: 'backup-h', text: 'Backup' }),
           h(
             'p',
@@ -348,7 +348,9 @@ export function renderAdmin(nav: Nav): void {
           h(
             'p',
             { class: 'hint' },
-            'To restore: stop confab, then run `confab restore <file>` on the device (the current state is kept aside).',
+            'To restore: stop confab, then run ',
+            h('code', { text: 'confab restore <file>' }),
+            ' on the device (the current state is kept aside).',
           ),
         ),
         h(
