@@ -241,3 +241,28 @@ fn restore_into_a_mount_point_swaps_inside_it() {
         b"false"
     );
 }
+
+#[test]
+fn restore_onto_a_new_device_creates_the_state_directory() {
+    let (dir, store) = device();
+    let contents = read(&create(&store, dir.path()).unwrap().bytes).unwrap();
+    drop(store);
+    let new = tempfile::tempdir().unwrap();
+    let state_dir = new.path().join("data");
+    let restored = restore(&state_dir, &contents).unwrap();
+    assert!(restored.kept.is_none());
+    assert_eq!(
+        std::fs::read(state_dir.join("tls/ca.key")).unwrap(),
+        b"CA KEY"
+    );
+    let s = SledStore::open(&state_dir).unwrap();
+    assert_eq!(
+        s.get("admin", b"password_hash").unwrap().unwrap(),
+        b"$argon2id$x"
+    );
+    assert_eq!(
+        std::fs::read_dir(new.path()).unwrap().count(),
+        1,
+        "no staging left"
+    );
+}
