@@ -8,6 +8,7 @@
 pub mod api;
 pub mod appliance;
 pub mod auth;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -46,6 +46,8 @@ pub struct AdminState {
     code_files: Vec<std::path::PathBuf>,
     sessions: Mutex<HashMap<String, Instant>>,
     failures: super::peer::Failures,
+    /// The state directory, for `GET /api/admin/backup` (None: no backups, as in unit tests).
+    state_dir: Option<std::path::PathBuf>,
 }
 
 fn random_token(bytes: usize) -> String {
@@ -74,6 +76,7 @@ impl AdminState {
                 code_files: Vec::new(),
                 sessions: Mutex::new(HashMap::new()),
                 failures: super::peer::Failures::new(MAX_FAILURES, FAILURE_WINDOW),
+                state_dir: None,
             },
             code,
         )
@@ -120,6 +123,11 @@ impl AdminState {
             }
         }
         self.code_files = files;
+    }
+
+    /// Where the keys file and the local CA are, for backups.
+    pub fn set_state_dir(&mut self, dir: std::path::PathBuf) {
+        self.state_dir = Some(dir);
     }
 
     /// The password is set: the code is spent, and so are its copies.
@@ -325,6 +333,15 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
     let logged_in = app.logged_in(&req);
     let cookie = cookie_token(&req);
+    // `confab backup` on the device, while the server runs: a token with the backup claim.
+    let backup_bearer = match (post, path.as_str()) {
+        (false, "backup") if !logged_in => match backup_token(app, &req, client) {
+            Some(Err(r)) => return r,
+            Some(Ok(())) => true,
+            None => false,
+        },
+        _ => false,
+    };
     // Read the whole body first: answering before it is read resets the HTTP/2 stream.
     let body = match super::conn::read_body(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
@@ -444,7 +461,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
                 0,
             )
         }
+        (false, "backup") if backup_bearer => backup_download(app, client, "confab backup").await,
         _ if !logged_in => error(StatusCode::UNAUTHORIZED, "log in first"),
+        (false, "backup") => backup_download(app, client, "the admin page").await,
         (false, "overview") => overview(app).await,
         (false, "keys") => keys_view(app),
         (true, "keys/reveal") => {
@@ -478,6 +497,84 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         (true, p) if p.starts_with("rooms/") => room_action(app, p, &body).await,
         _ => error(StatusCode::NOT_FOUND, "no such admin call"),
     }
+}
+
+/// For `GET backup` without a session: None when no bearer token is given; Ok for a valid token
+/// with the backup claim ([`crate::auth::mint_backup`]); otherwise the answer refusing it.
+fn backup_token<B>(
+    app: &App,
+    req: &Request<B>,
+    client: IpAddr,
+) -> Option<Result<(), Response<Body>>> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = crate::auth::bearer(header)?;
+    if let Some((status, reason)) = app.token_blocked(client) {
+        return Some(Err(error(status, &reason)));
+    }
+    Some(match crate::auth::verify(&app.keys(), token) {
+        Ok(c) if c.backup == Some(true) => Ok(()),
+        Ok(_) => Err(error(
+            StatusCode::FORBIDDEN,
+            "this token may not download backups (use confab backup on the device, or log in)",
+        )),
+        Err(e) => {
+            app.token_refused(client, "/api/admin/backup", &e.to_string());
+            Err(error(StatusCode::UNAUTHORIZED, &e.to_string()))
+        }
+    })
+}
+
+/// A backup archive of this device (`crate::backup`), made while the server runs.
+async fn backup_download(app: &App, client: IpAddr, via: &'static str) -> Response<Body> {
+    let Some(dir) = app.admin().and_then(|a| a.state_dir.clone()) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backups are not available on this server",
+        );
+    };
+    let store = app.0.readiness.state.clone();
+    let started = Instant::now();
+    let made =
+        tokio::task::spawn_blocking(move || crate::backup::create(store.as_ref(), &dir)).await;
+    let archive = match made {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            warn!(from = %client, error = %e, "backup failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot make the backup: {e}"),
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot make the backup: {e}"),
+            )
+        }
+    };
+    info!(
+        from = %client,
+        via,
+        bytes = archive.bytes.len(),
+        files = archive.manifest.files.len() + 1,
+        ms = started.elapsed().as_millis() as u64,
+        "backup downloaded"
+    );
+    let name = crate::backup::file_name(&archive.manifest);
+    let mut r = Response::new(Body::from(archive.bytes));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
 }
 
 /// The API key id and whether "Rotate" can replace it. The secret is not in it: the page asks

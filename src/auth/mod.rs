@@ -71,6 +71,15 @@ pub struct Claims {
     pub attributes: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub video: VideoGrant,
+    /// confab's own claim, not LiveKit's: the bearer may download a backup of the device
+    /// (`confab backup` while the server runs). No LiveKit SDK mints it, so the admin tokens that
+    /// app servers hand around do not carry it.
+    #[serde(
+        default,
+        rename = "confabBackup",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backup: Option<bool>,
 }
 
 impl Claims {
@@ -134,10 +143,36 @@ pub fn mint(keys: &ApiKeys, key: &str, req: &TokenRequest) -> Result<String, Aut
         metadata: req.metadata.clone(),
         attributes: None,
         video: req.video.clone(),
+        backup: None,
     };
+    encode(secret, &claims)
+}
+
+/// A token for `GET /api/admin/backup` only (no video grant), valid for `ttl`.
+pub fn mint_backup(keys: &ApiKeys, key: &str, ttl: Duration) -> Result<String, AuthError> {
+    let secret = keys
+        .secret(key)
+        .ok_or_else(|| AuthError::Mint(format!("unknown API key {key:?}")))?;
+    let now = now_secs();
+    let claims = Claims {
+        iss: key.to_string(),
+        sub: "confab-backup".into(),
+        nbf: Some(now),
+        exp: now + ttl.as_secs(),
+        jti: None,
+        name: None,
+        metadata: None,
+        attributes: None,
+        video: VideoGrant::default(),
+        backup: Some(true),
+    };
+    encode(secret, &claims)
+}
+
+fn encode(secret: &crate::config::Secret, claims: &Claims) -> Result<String, AuthError> {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims,
+        claims,
         &EncodingKey::from_secret(secret.expose().as_bytes()),
     )
     .map_err(|e| AuthError::Mint(e.to_string()))

@@ -96,6 +96,7 @@ fn expiry_allows_one_minute_of_clock_skew() {
             metadata: None,
             attributes: None,
             video: VideoGrant::default(),
+            backup: None,
         };
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

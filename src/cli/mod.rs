@@ -1,7 +1,9 @@
-//! The command line: `serve` (default), `version`, `token`, `status`, `admin`, `update`, …
+//! The command line: `serve` (default), `version`, `token`, `status`, `admin`, `backup`,
+//! `restore`, `update`, …
 
 mod admin;
 mod appliance;
+mod backup;
 mod health;
 mod serve;
 mod status;
@@ -46,6 +48,12 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Admin tasks on the device itself (`set-password`: the first admin password).
     Admin(admin::AdminArgs),
+    /// Write a backup of this device (state, API key, local CA, settings) to a file; works while
+    /// confab runs.
+    Backup(backup::BackupArgs),
+    /// Replace this device's state with a backup (confab must be stopped; the current state is
+    /// kept aside).
+    Restore(backup::RestoreArgs),
     /// Check for, install and commit signed A/B updates.
     Update(update::UpdateArgs),
     /// Load-test a confab started on its own core with synthetic participants (see
@@ -69,6 +77,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token(args) => with_config(cli.config, |c| token::run(c, args)),
         Command::Status(args) => with_config(cli.config, |c| status::run(c, args)),
         Command::Admin(args) => with_config(cli.config, |c| admin::run(c, args)),
+        Command::Backup(args) => with_config(cli.config, |c| backup::run_backup(c, args)),
+        Command::Restore(args) => with_config(cli.config, |c| backup::run_restore(c, args)),
         Command::Update(args) => with_config(cli.config, |c| update::run(c, args)),
         Command::Bench(args) => crate::bench::run(args),
         Command::Health(args) => health::run(cli.config.as_deref(), args),

@@ -121,6 +121,7 @@ async fn serve(config: Config) -> ExitCode {
         );
     }
     admin.publish_code(setup_code_files(&config.state_dir));
+    admin.set_state_dir(config.state_dir.clone());
     let app = App::new(AppInner {
         readiness,
         keys,

@@ -68,6 +68,25 @@ pub enum StateError {
 /// A tree's entries as (key, value) pairs in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Every tree of the database (sled's default tree included) with all its entries, as of one
+/// moment: what a backup holds ([`Store::dump`]) and a restore writes ([`import`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dump {
+    /// (tree name, entries), trees in name order.
+    pub trees: Vec<(Vec<u8>, Entries)>,
+}
+
+impl Dump {
+    /// The schema version recorded in the dump's `meta` tree, if any.
+    pub fn schema_version(&self) -> Option<u32> {
+        self.trees
+            .iter()
+            .find(|(name, _)| name.as_slice() == META.as_bytes())
+            .and_then(|(_, entries)| entries.iter().find(|(k, _)| k.as_slice() == SCHEMA_KEY))
+            .and_then(|(_, v)| decode_version(v))
+    }
+}
+
 /// What the rest of the daemon may do with state: named trees of byte keys and values.
 pub trait Store: Send + Sync {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
@@ -78,10 +97,12 @@ pub trait Store: Send + Sync {
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StateError>;
     /// False once a write or flush has failed (disk full, I/O error); feeds `/api/health/ready`.
-    /// It stays false: sled refuses every later write after an I/O error, so only a restart
-    /// (once the disk is fixed) brings the store back.
+    /// sled refuses every later operation after an I/O error, so the store reopens the database
+    /// (every few seconds) until it works again; then this is true again.
     fn healthy(&self) -> bool;
     fn schema_version(&self) -> u32;
+    /// A consistent copy of every tree: no write lands while it is taken.
+    fn dump(&self) -> Result<Dump, StateError>;
 }
 
 /// The sled-backed [`Store`].
@@ -93,6 +114,9 @@ pub struct SledStore {
     failed: AtomicBool,
     /// When the last reopen was tried ([`REOPEN_INTERVAL`]).
     reopened: Mutex<Option<Instant>>,
+    /// Writes share it; [`Store::dump`] takes it alone, so a dump sees no write half done (one
+    /// put in one tree and not yet the next) and is one moment's state.
+    writes: RwLock<()>,
 }
 
 /// After a failed write (a full disk, an I/O error) sled refuses every further operation until
@@ -147,6 +171,7 @@ impl SledStore {
             schema_version,
             failed: AtomicBool::new(false),
             reopened: Mutex::new(None),
+            writes: RwLock::new(()),
         })
     }
 
@@ -248,11 +273,13 @@ impl Store for SledStore {
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         let t = self.tree(tree)?;
+        let _shared = self.writes.read().unwrap_or_else(|e| e.into_inner());
         self.track(t.insert(key, value)).map(drop)
     }
 
     fn remove(&self, tree: &str, key: &[u8]) -> Result<(), StateError> {
         let t = self.tree(tree)?;
+        let _shared = self.writes.read().unwrap_or_else(|e| e.into_inner());
         self.track(t.remove(key)).map(drop)
     }
 
@@ -276,6 +303,120 @@ impl Store for SledStore {
     fn schema_version(&self) -> u32 {
         self.schema_version
     }
+
+    fn dump(&self) -> Result<Dump, StateError> {
+        let _alone = self.writes.write().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<Vec<u8>> =
+            self.with_db(|db| Ok(db.tree_names().iter().map(|n| n.to_vec()).collect()))?;
+        names.sort();
+        let mut trees = Vec::with_capacity(names.len());
+        for name in names {
+            let t = self.with_db(|db| db.open_tree(&name))?;
+            let entries = t
+                .iter()
+                .map(|r| self.track(r).map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect::<Result<Entries, StateError>>()?;
+            trees.push((name, entries));
+        }
+        Ok(Dump { trees })
+    }
+}
+
+/// Writes `dump` into a new database in `state_dir` (which must not have one yet) and brings it
+/// to the newest schema, as [`SledStore::open`] does with a database an older confab wrote. A
+/// dump with a newer schema is refused before anything is written.
+pub fn import(state_dir: &Path, dump: &Dump) -> Result<SledStore, StateError> {
+    let path = state_dir.join(DB_DIR);
+    let supported = MIGRATIONS.last().map_or(0, |m| m.version);
+    match dump.schema_version() {
+        None => return Err(corrupt(&path, "the dump has no schema version record")),
+        Some(found) if found > supported => {
+            return Err(StateError::NewerSchema {
+                path,
+                found,
+                supported,
+            })
+        }
+        Some(_) => {}
+    }
+    if dir_has_entries(&path)? {
+        return Err(StateError::Io {
+            path,
+            detail: "a database is already there; import only into an empty directory".into(),
+        });
+    }
+    {
+        let db = open_sled(&path)?;
+        for (name, entries) in &dump.trees {
+            let t = tree_bytes(&db, &path, name)?;
+            for (k, v) in entries {
+                t.insert(k.as_slice(), v.as_slice())
+                    .map_err(|e| classify(&path, e))?;
+            }
+        }
+        db.flush().map_err(|e| classify(&path, e))?;
+    }
+    SledStore::open(state_dir)
+}
+
+/// The database's lock, taken as sled takes it (`flock` on its `db` file) without opening the
+/// database: nothing in it is read, recovered or rewritten, so a command run as root leaves no
+/// files confab's own user cannot replace. While it is held no `confab serve` can open the
+/// database.
+pub struct DbLock {
+    _file: std::fs::File,
+}
+
+/// Takes [`DbLock`]: `Err(Locked)` while a server (or anything else) has the database open,
+/// `Ok(None)` when there is no database.
+pub fn lock(state_dir: &Path) -> Result<Option<DbLock>, StateError> {
+    use std::os::fd::AsRawFd;
+    let path = state_dir.join(DB_DIR);
+    let file = match std::fs::File::open(path.join("db")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(StateError::Io {
+                path,
+                detail: e.to_string(),
+            })
+        }
+    };
+    // SAFETY: flock on a descriptor this function owns; it only takes or refuses a lock.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+            StateError::Locked {
+                path,
+                detail: "could not acquire lock".into(),
+            }
+        } else {
+            StateError::Io {
+                path,
+                detail: e.to_string(),
+            }
+        });
+    }
+    Ok(Some(DbLock { _file: file }))
+}
+
+/// A copy of the (locked, so quiescent) database in `state_dir`, opened from `into` (an empty
+/// directory): for a backup of a stopped server that must not write into its state directory.
+pub fn open_copy(state_dir: &Path, _lock: &DbLock, into: &Path) -> Result<SledStore, StateError> {
+    let from = state_dir.join(DB_DIR);
+    let to = into.join(DB_DIR);
+    let io = |e: std::io::Error| StateError::Io {
+        path: from.clone(),
+        detail: format!("cannot copy the database: {e}"),
+    };
+    std::fs::create_dir_all(&to).map_err(io)?;
+    for entry in std::fs::read_dir(&from).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry.file_type().map_err(io)?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).map_err(io)?;
+        }
+    }
+    SledStore::open(into)
 }
 
 fn backup_path(db_path: &Path) -> PathBuf {
@@ -346,6 +487,10 @@ fn open_sled(path: &Path) -> Result<sled::Db, StateError> {
 }
 
 fn tree(db: &sled::Db, path: &Path, name: &str) -> Result<sled::Tree, StateError> {
+    tree_bytes(db, path, name.as_bytes())
+}
+
+fn tree_bytes(db: &sled::Db, path: &Path, name: &[u8]) -> Result<sled::Tree, StateError> {
     db.open_tree(name).map_err(|e| classify(path, e))
 }
 

@@ -161,3 +161,82 @@ fn second_opener_is_told_the_database_is_in_use() {
         "{err}"
     );
 }
+
+#[test]
+fn a_dump_imports_into_a_new_database_and_an_older_one_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    // Written by "an older confab": only the first two migrations.
+    let old = SledStore::open_with(dir.path(), &MIGRATIONS[..2]).unwrap();
+    old.put("rooms", b"standup", b"{}").unwrap();
+    let dump = old.dump().unwrap();
+    drop(old);
+    assert_eq!(dump.schema_version(), Some(2));
+    assert!(dump.trees.iter().any(|(n, _)| n == b"rooms"));
+
+    let fresh = tempfile::tempdir().unwrap();
+    let store = import(fresh.path(), &dump).unwrap();
+    assert_eq!(store.schema_version(), MIGRATIONS.len() as u32);
+    assert_eq!(store.get("rooms", b"standup").unwrap().unwrap(), b"{}");
+    // Migration 3 added the settings with their defaults.
+    assert_eq!(
+        store.get("settings", b"guest_access").unwrap().unwrap(),
+        b"true"
+    );
+    // Importing again over a database is refused.
+    drop(store);
+    let err = import(fresh.path(), &dump).err().unwrap();
+    assert!(err.to_string().contains("already there"), "{err}");
+}
+
+#[test]
+fn a_dump_with_a_newer_schema_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let mut dump = store.dump().unwrap();
+    drop(store);
+    for (name, entries) in &mut dump.trees {
+        if name == b"meta" {
+            for (k, v) in entries.iter_mut() {
+                if k == b"schema_version" {
+                    *v = 99u32.to_be_bytes().to_vec();
+                }
+            }
+        }
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let err = import(fresh.path(), &dump).err().unwrap();
+    assert!(
+        matches!(err, StateError::NewerSchema { found: 99, .. }),
+        "{err}"
+    );
+    assert!(!fresh.path().join(DB_DIR).exists());
+}
+
+#[test]
+fn lock_reports_a_running_server_and_keeps_one_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(lock(dir.path()).unwrap().is_none());
+    let store = SledStore::open(dir.path()).unwrap();
+    store.put("rooms", b"r", b"1").unwrap();
+    store.flush().unwrap();
+    assert!(matches!(lock(dir.path()), Err(StateError::Locked { .. })));
+    drop(store);
+    let held = lock(dir.path()).unwrap().unwrap();
+    let err = SledStore::open(dir.path()).err().unwrap();
+    assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    // A copy opens while the original stays locked and untouched.
+    let before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = open_copy(dir.path(), &held, copy_dir.path()).unwrap();
+    assert_eq!(copy.get("rooms", b"r").unwrap().unwrap(), b"1");
+    let after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+    drop(held);
+    assert!(SledStore::open(dir.path()).is_ok());
+}

@@ -7,6 +7,7 @@
 //   "Remind me later" hides the notice, and it stays hidden after a reload (kept by the server).
 // - API key: the secret shows only after "Show"; "Rotate" makes a new key; tokens signed with the
 //   old secret are refused by /rtc/validate and the Twirp RoomService, the new ones accepted.
+// - Backup: "Download backup" saves the archive under the server's name, manifest first.
 // - Who can join: guest access off; a guest is told so on an open room; a room with a passcode
 //   refuses no passcode and a wrong one in words and takes the right one; an invite link lets a
 //   guest in (her "Copy invite link" and "Rejoin" keep the token); once revoked it is refused in
@@ -136,6 +137,23 @@ export async function adminScenario(t) {
     log(`  old key ${oldKey}: validate ${oldAfter}, Twirp ${oldTwirp}; new key ${newKey}: ${newAfter}, Twirp ${newTwirp}`);
     await keys.getByRole('button', { name: 'Hide', exact: true }).click();
     await shot(admin, 'admin-key-rotated');
+  });
+
+  await step('Backup: "Download backup" saves a tar archive with the manifest first', async () => {
+    const panel = admin.page.locator('section[aria-labelledby="backup-h"]');
+    await panel.scrollIntoViewIfNeeded();
+    const [download] = await Promise.all([
+      admin.page.waitForEvent('download', { timeout: stepTimeoutMs }),
+      panel.getByRole('link', { name: 'Download backup' }).click(),
+    ]);
+    const name = download.suggestedFilename();
+    if (!/^confab-backup-[0-9a-f]+-\d{8}T\d{6}Z\.tar$/.test(name)) throw new Failure(`download named ${name}`);
+    const { readFile } = await import('node:fs/promises');
+    const bytes = await readFile(await download.path());
+    const first = bytes.subarray(0, 100).toString('latin1').replace(/\0.*$/s, '');
+    const magic = bytes.subarray(257, 262).toString('latin1');
+    if (first !== 'confab-backup.json' || magic !== 'ustar') throw new Failure(`archive starts with ${first} (${magic})`);
+    log(`  ${name}: ${bytes.length} bytes`);
   });
 
   const openRoom = 'hallway';

@@ -1,7 +1,8 @@
 // The admin page at /admin: first-run setup (the admin password), login, and the overview
 // (version, uptime, health checks, memory and CPU, live rooms with "End room" and "Remove", the
 // API key with "Rotate", who may join (guest access, passcodes, invite links), updates through the
-// update agent, the CA certificate; the last three live in admin-panels.ts). Talks to /api/admin/* (src/api/admin.rs), which
+// update agent, a backup download, the CA certificate; the key, access and update panels live
+// in admin-panels.ts). Talks to /api/admin/* (src/api/admin.rs), which
 // keeps the session in an HttpOnly cookie; every POST is JSON.
 
 import { accessPanel, keysPanel, updatePanel } from './admin-panels';
@@ -333,6 +334,25 @@ export function renderAdmin(nav: Nav): void {
         updates.el,
         access.el,
         keys.el,
+        h(
+          'section',
+          { class: 'panel', 'aria-labelledby': 'backup-h' },
+          h('h2', { id: 'backup-h', text: 'Backup' }),
+          h(
+            'p',
+            {},
+            'One file with everything this confab needs to come back: settings, passcodes and invite links, the admin password, the API key and the certificate authority. ',
+            'It holds secrets: keep it as safe as the device.',
+          ),
+          h('p', {}, h('a', { href: '/api/admin/backup', download: '', id: 'backup-download', text: 'Download backup' })),
+          h(
+            'p',
+            { class: 'hint' },
+            'To restore: stop confab, then run ',
+            h('code', { text: 'confab restore <file>' }),
+            ' on the device (the current state is kept aside).',
+          ),
+        ),
         h(
           'section',
           { class: 'panel', 'aria-labelledby': 'ca-h' },
