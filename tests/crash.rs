@@ -54,7 +54,7 @@ impl Client {
         }
     }
 
-    /// (status, JSON body); status 0 when the server did not answer (it was killed).
+    /// (status, JSON body); status 0 when the server did not answer in full (it was killed).
     fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
         let mut args = vec![
@@ -79,6 +79,10 @@ impl Client {
         }
         args.push(&url);
         let out = curl(&args);
+        if !out.status.success() {
+            // No answer, or one cut off when the server died: not acknowledged.
+            return (0, Value::Null);
+        }
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
         (
