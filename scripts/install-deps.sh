@@ -6,6 +6,8 @@ set -euo pipefail
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
+# libFuzzer (fuzz/, scripts/fuzz.sh) is C++, built by libfuzzer-sys.
+command -v c++ >/dev/null || need_apt+=(g++)
 command -v make >/dev/null || need_apt+=(make)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v git >/dev/null || need_apt+=(git)

@@ -27,6 +27,9 @@ rm -f "$results"
 step "systemd units: verify, sandbox exposure"
 scripts/check-units.sh
 
+step "fuzzing: every target for 20 s (scripts/fuzz.sh; a crash fails)"
+scripts/fuzz.sh 20
+
 step "benchmark: health endpoint latency (quick mode)"
 CONFAB_BENCH_QUICK=1 cargo bench --locked --bench health_latency
 

@@ -16,7 +16,7 @@ pub mod limits;
 mod peer;
 mod quality;
 pub mod room;
-mod rtp;
+pub mod rtp;
 mod sections;
 #[cfg(test)]
 mod tests;
