@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The churn soak (issue 24 §4): `confab bench churn` — participants joining and leaving at 2/s
+# in one room of SIZE — for MINUTES on a release build, sampling the server's RSS every minute.
+# Prints the samples, RSS at minute 5 against the last minute (the target: within ±5 %), and the
+# panics in the server's log (the target: 0). Exit 1 if either target is missed.
+#
+#   scripts/soak.sh [MINUTES] [SIZE]          # default 30 minutes, a room of 8
+#
+# CONFAB_BIN picks the binary (default: target/release/confab, built first). Record the figures
+# in docs/reliability.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+minutes="${1:-30}"
+size="${2:-8}"
+export PATH="$HOME/.cargo/bin:$PATH"
+if [ -z "${CONFAB_BIN:-}" ]; then
+  cargo build --release --locked --quiet
+  CONFAB_BIN="${CARGO_TARGET_DIR:-target}/release/confab"
+fi
+out=$(mktemp -d)
+"$CONFAB_BIN" bench churn --sizes "$size" --seconds $((minutes * 60)) --no-pin >"$out/bench.log" 2>&1 &
+bench=$!
+server=""
+for _ in $(seq 1 300); do
+  server=$(pgrep -P "$bench" -f 'confab serve|serve$' | head -n1 || true)
+  [ -n "$server" ] && break
+  sleep 0.1
+done
+if [ -z "$server" ]; then
+  echo "soak: the bench started no server; its log:" >&2
+  cat "$out/bench.log" >&2
+  exit 1
+fi
+serverlog="/tmp/confab-bench-$bench-0/stderr.log"
+echo "soak: bench $bench, server $server, ${minutes} min, room of $size; log in $out"
+declare -a rss
+panics=0
+for m in $(seq 1 "$minutes"); do
+  sleep 60
+  kill -0 "$server" 2>/dev/null || { echo "soak: the server exited in minute $m" >&2; break; }
+  rss[m]=$(awk '/^VmRSS/ {print $2}' "/proc/$server/status")
+  if [ -f "$serverlog" ]; then
+    panics=$(grep -c 'panicked' "$serverlog" || true)
+    cp "$serverlog" "$out/server.log"
+  fi
+  echo "soak: minute $m: RSS ${rss[m]} KiB, panics $panics"
+done
+wait "$bench" || true
+tail -n 5 "$out/bench.log"
+last=${#rss[@]}
+if [ "$last" -lt 5 ] || [ -z "${rss[5]:-}" ]; then
+  echo "soak: fewer than 5 samples; nothing to compare" >&2
+  exit 1
+fi
+first=${rss[5]}
+final=${rss[$last]}
+change=$(awk -v a="$first" -v b="$final" 'BEGIN { printf "%.1f", (b - a) * 100 / a }')
+echo "soak: RSS minute 5 ${first} KiB, minute $last ${final} KiB (${change} %), panics $panics"
+ok=$(awk -v c="$change" 'BEGIN { print (c <= 5 && c >= -5) ? 1 : 0 }')
+[ "$ok" = 1 ] && [ "$panics" = 0 ]
