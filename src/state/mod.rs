@@ -469,7 +469,26 @@ fn dir_has_entries(path: &Path) -> Result<bool, StateError> {
     }
 }
 
+/// How long an open waits for sled's directory lock. sled releases it only when its background
+/// threads have let go of the files, a moment after the last handle is dropped, so an open
+/// right after a close in the same process (a restore, a reopen after a failed write, tests)
+/// can find it still held. Another process holding it (a running confab) is still reported,
+/// after this.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
 fn open_sled(path: &Path) -> Result<sled::Db, StateError> {
+    let start = Instant::now();
+    loop {
+        match open_sled_once(path) {
+            Err(StateError::Locked { .. }) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_sled_once(path: &Path) -> Result<sled::Db, StateError> {
     // sled 0.34 may panic instead of returning an error on some damaged files. A damaged file is
     // input we do not control, so contain that here and report it as corruption.
     let p = path.to_path_buf();

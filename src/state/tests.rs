@@ -84,14 +84,17 @@ fn database_from_a_newer_confab_is_refused() {
         store.flush().unwrap();
     }
     let err = SledStore::open(dir.path()).err().unwrap();
-    assert!(matches!(
-        err,
-        StateError::NewerSchema {
-            found: 99,
-            supported: 3,
-            ..
-        }
-    ));
+    assert!(
+        matches!(
+            err,
+            StateError::NewerSchema {
+                found: 99,
+                supported: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(
         err.to_string().contains("written by a newer confab"),
         "{err}"
