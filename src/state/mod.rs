@@ -180,19 +180,7 @@ impl SledStore {
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree, StateError> {
-        self.recover_if_failed();
-        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
-        let result = match db.as_ref() {
-            Some(db) => tree(db, &self.path, name),
-            None => Err(StateError::Io {
-                path: self.path.clone(),
-                detail: "it failed earlier (disk full or I/O error?) and could not be reopened \
-                         yet; confab retries every few seconds"
-                    .into(),
-            }),
-        };
-        drop(db);
-        result.inspect_err(|_| self.fail())
+        self.with_db(|db| db.open_tree(name))
     }
 
     /// Records a failed operation so readiness reports it (and the next operation reopens the
