@@ -77,11 +77,7 @@ fn set_password(config: &Config, args: &SetPasswordArgs) -> Result<(), String> {
     let password = read_password()?;
     let addr = super::health::probe_addr(config);
     let (ca, server_name) = super::health::trust(config, args.ca.as_deref());
-    let connector = client::connector_for_ca(&ca).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let (connector, runtime) = super::health::client_for(&ca)?;
     let body = json!({ "password": password, "code": code });
     let request = client::post_json(&connector, addr, &server_name, "/api/admin/setup", &body);
     let answer =

@@ -152,11 +152,7 @@ fn from_server(config: &Config, args: &BackupArgs) -> Result<Vec<u8>, String> {
         crate::auth::mint_backup(&keys, key, Duration::from_secs(60)).map_err(|e| e.to_string())?;
     let addr = super::health::probe_addr(config);
     let (ca, server_name) = super::health::trust(config, args.ca.as_deref());
-    let connector = client::connector_for_ca(&ca).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let (connector, runtime) = super::health::client_for(&ca)?;
     let request = client::get(
         &connector,
         addr,

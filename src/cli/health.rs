@@ -108,6 +108,19 @@ fn public_host(config: &Config) -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// A connector trusting only `ca`, and a runtime to run one request to the local server on
+/// (`confab health`, `admin set-password`, `backup`).
+pub(super) fn client_for(
+    ca: &Path,
+) -> Result<(tokio_rustls::TlsConnector, tokio::runtime::Runtime), String> {
+    let connector = client::connector_for_ca(ca).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    Ok((connector, runtime))
+}
+
 /// Ok(description of what answered) when the server is ready; Err(one-line reason) otherwise.
 fn probe(config: &Config, args: &HealthArgs) -> Result<String, String> {
     let addr = probe_addr(config);
@@ -122,11 +135,7 @@ fn probe(config: &Config, args: &HealthArgs) -> Result<String, String> {
             _ => format!("CA certificate {} does not exist", ca.display()),
         });
     }
-    let connector = client::connector_for_ca(&ca).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let (connector, runtime) = client_for(&ca)?;
     let timeout = Duration::from_secs(args.timeout);
     let request = client::get(&connector, addr, &server_name, "/api/health/ready", None);
     let (status, body) =
