@@ -16,6 +16,7 @@ use crate::media::Heartbeat;
 /// to journald directly (fields, priorities). Falls back to stderr if journald cannot be reached.
 pub fn init_logging(filter: &str) {
     let filter = EnvFilter::builder()
+        .with_regex(false)
         .parse(filter)
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);

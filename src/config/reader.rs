@@ -345,15 +345,9 @@ impl<'a> Reader<'a> {
     }
 
     pub fn log_level(&mut self, key: &str, vars: &[&'static str]) -> Option<String> {
-        let check = |s: &str| {
-            tracing_subscriber::EnvFilter::builder()
-                .parse(s)
-                .map(|_| s.to_string())
-                .map_err(|e| {
-                    format!("not a log level or filter ({e}); try info, debug or confab=debug")
-                })
-        };
-        self.get(key, vars, check, |v| toml_string(v).and_then(|s| check(&s)))
+        self.get(key, vars, log_filter, |v| {
+            toml_string(v).and_then(|s| log_filter(&s))
+        })
     }
 
     pub fn url(&mut self, key: &str, vars: &[&'static str], schemes: &[&str]) -> Option<String> {
@@ -530,6 +524,24 @@ fn flatten(
             }
         }
     }
+}
+
+/// Checks a log filter (`info`, `confab=debug,hyper=warn`) and returns it with each directive
+/// trimmed. tracing-subscriber 0.3 indexes an untrimmed directive with offsets taken from the
+/// trimmed one, so `" é["` panics inside it; trimmed directives keep the two in step. Regex field
+/// matching is off: a log filter never needs it, and a pattern from a file should not compile.
+pub fn log_filter(s: &str) -> Result<String, String> {
+    let normal = s
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(&normal)
+        .map(|_| normal.clone())
+        .map_err(|e| format!("not a log level or filter ({e}); try info, debug or confab=debug"))
 }
 
 fn toml_string(v: &toml::Value) -> Result<String, String> {

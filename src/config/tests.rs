@@ -255,3 +255,23 @@ fn media_port_ranges_must_fit_and_not_hold_other_tcp_ports() {
         "{text}"
     );
 }
+
+/// Found by `fuzz/fuzz_targets/config.rs`: tracing-subscriber panicked on a directive with leading
+/// space and a multi-byte character. Such filters are an error or accepted, never a panic, and an
+/// accepted filter comes back with its directives trimmed.
+#[test]
+fn log_filters_with_spaces_and_multibyte_targets_never_panic() {
+    for bad in [" é[", " é=", "  ü[x]", " ünïcode=debug,é["] {
+        let file = layer("f.toml", &format!("log_level = {bad:?}\n"));
+        let _ = Config::from_layers(&[file], &Env::new());
+        let _ = Config::from_layers(&[], &env(&[("CONFAB_LOG_LEVEL", bad)]));
+    }
+    let c =
+        Config::from_layers(&[], &env(&[("CONFAB_LOG_LEVEL", " confab=debug , warn ,")])).unwrap();
+    assert_eq!(c.log_level, "confab=debug,warn");
+    let e = Config::from_layers(&[], &env(&[("CONFAB_LOG_LEVEL", "loud[")])).unwrap_err();
+    assert!(
+        e.to_string().contains("CONFAB_LOG_LEVEL: not a log level"),
+        "{e}"
+    );
+}
