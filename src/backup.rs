@@ -172,13 +172,6 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 // ---- the state dump ----
 
 #[derive(Serialize, Deserialize)]
@@ -299,7 +292,7 @@ pub fn create(store: &dyn Store, state_dir: &Path) -> Result<Archive, BackupErro
         format: FORMAT,
         confab_version: crate::version::VERSION.to_string(),
         schema_version,
-        created_unix: now_unix(),
+        created_unix: crate::clock::unix_secs(),
         device_id,
         files: files
             .iter()
@@ -492,7 +485,7 @@ pub fn restore(state_dir: &Path, contents: &Contents) -> Result<Restored, Backup
         }
         Err(e) => return Err(e.into()),
     };
-    let stamp = timestamp(now_unix());
+    let stamp = timestamp(crate::clock::unix_secs());
     let name = state_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

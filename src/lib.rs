@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backup;
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod fsutil;
 pub mod media;

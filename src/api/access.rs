@@ -16,7 +16,7 @@
 //! nothing secret is in the web bundle.
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -96,13 +96,6 @@ impl Limiter {
     fn failed(&self, ip: IpAddr) {
         self.0.failed(ip);
     }
-}
-
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -227,7 +220,7 @@ pub fn create_invite(
     }
     let token = crate::auth::random_token(43).map_err(|e| AccessError::Invalid(e.to_string()))?;
     let hash = sha256_hex(&token);
-    let now = now_unix();
+    let now = crate::clock::unix_secs();
     let invite = Invite {
         room: room.to_string(),
         created_unix: now,
@@ -363,7 +356,7 @@ pub fn decide(
 
 /// The admin page's view of access settings.
 pub fn admin_view(store: &dyn Store) -> Value {
-    let now = now_unix();
+    let now = crate::clock::unix_secs();
     json!({
         "guest_access": guest_access(store),
         "passcodes": passcodes(store)
@@ -412,7 +405,7 @@ mod tests {
     fn guest_access_passcodes_and_invites() {
         let (_dir, s) = store();
         let lim = Limiter::default();
-        let now = now_unix();
+        let now = crate::clock::unix_secs();
         let none = Credentials::default();
         assert!(guest_access(&s), "on by default");
         assert_eq!(code(decide(&s, &lim, IP, "a", &none, now)), "ok");
@@ -499,7 +492,7 @@ mod tests {
         };
         for _ in 0..MAX_FAILURES {
             assert_eq!(
-                code(decide(&s, &lim, IP, "a", &wrong, now_unix())),
+                code(decide(&s, &lim, IP, "a", &wrong, crate::clock::unix_secs())),
                 "passcode_wrong"
             );
         }
@@ -508,10 +501,20 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            code(decide(&s, &lim, IP, "a", &right, now_unix())),
+            code(decide(&s, &lim, IP, "a", &right, crate::clock::unix_secs())),
             "too_many_attempts"
         );
         let other: IpAddr = "192.0.2.7".parse().expect("ip");
-        assert_eq!(code(decide(&s, &lim, other, "a", &right, now_unix())), "ok");
+        assert_eq!(
+            code(decide(
+                &s,
+                &lim,
+                other,
+                "a",
+                &right,
+                crate::clock::unix_secs()
+            )),
+            "ok"
+        );
     }
 }

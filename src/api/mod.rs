@@ -15,7 +15,7 @@ pub mod update;
 mod web;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -185,7 +185,7 @@ impl App {
                 StatusCode::OK,
                 &json!({
                     "status": "ok",
-                    "timestamp": unix_millis(),
+                    "timestamp": crate::clock::unix_millis(),
                     "version": crate::version::VERSION,
                     "commit": crate::version::COMMIT,
                 }),
@@ -354,13 +354,6 @@ impl App {
         }
         r
     }
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The delay confab added to forwarded packets since it started (sampled, `sfu::delay`):

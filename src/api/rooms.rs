@@ -105,7 +105,7 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
         ip,
         &room,
         &creds,
-        super::access::now_unix(),
+        crate::clock::unix_secs(),
     ) {
         info!(%room, code = refusal.code, "web join refused");
         return json_response(refusal.status, &refusal.json());

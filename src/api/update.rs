@@ -14,7 +14,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -66,13 +66,6 @@ pub fn in_container(root: &Path, container_var: bool) -> bool {
 struct RemindLater {
     version: String,
     until_unix: u64,
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn error(status: StatusCode, message: &str) -> hyper::Response<Body> {
@@ -203,7 +196,9 @@ async fn view(app: &App, u: &UpdateAccess, check_error: Option<String>) -> Value
     if let Some(a) = available(&state, &running_now) {
         v["can_apply"] = json!(v["mode"] == "agent");
         if let Some(r) = remind_later(app) {
-            if Some(r.version.as_str()) == a["version"].as_str() && r.until_unix > now_unix() {
+            if Some(r.version.as_str()) == a["version"].as_str()
+                && r.until_unix > crate::clock::unix_secs()
+            {
                 v["snoozed_until"] = json!(r.until_unix);
             }
         }
@@ -280,7 +275,7 @@ pub async fn handle(app: &App, post: bool, path: &str) -> hyper::Response<Body> 
             };
             let r = RemindLater {
                 version: version.to_string(),
-                until_unix: now_unix() + REMIND_FOR.as_secs(),
+                until_unix: crate::clock::unix_secs() + REMIND_FOR.as_secs(),
             };
             let saved = serde_json::to_vec(&r)
                 .map_err(|e| e.to_string())

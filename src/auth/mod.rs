@@ -6,7 +6,7 @@
 mod keys;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -120,19 +120,12 @@ pub enum AuthError {
     Mint(String),
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Signs a token with `key`'s secret.
 pub fn mint(keys: &ApiKeys, key: &str, req: &TokenRequest) -> Result<String, AuthError> {
     let secret = keys
         .secret(key)
         .ok_or_else(|| AuthError::Mint(format!("unknown API key {key:?}")))?;
-    let now = now_secs();
+    let now = crate::clock::unix_secs();
     let claims = Claims {
         iss: key.to_string(),
         sub: req.identity.clone(),
@@ -153,7 +146,7 @@ pub fn mint_backup(keys: &ApiKeys, key: &str, ttl: Duration) -> Result<String, A
     let secret = keys
         .secret(key)
         .ok_or_else(|| AuthError::Mint(format!("unknown API key {key:?}")))?;
-    let now = now_secs();
+    let now = crate::clock::unix_secs();
     let claims = Claims {
         iss: key.to_string(),
         sub: "confab-backup".into(),

@@ -105,7 +105,7 @@ fn expiry_allows_one_minute_of_clock_skew() {
         )
         .unwrap()
     };
-    let now = now_secs();
+    let now = crate::clock::unix_secs();
     assert!(
         verify(&k, &sign(now - 30, now - 600)).is_ok(),
         "within leeway"
@@ -122,7 +122,8 @@ fn expiry_allows_one_minute_of_clock_skew() {
 
 #[test]
 fn other_algorithms_are_refused() {
-    let claims = serde_json::json!({"iss": "APIone", "sub": "x", "exp": now_secs() + 60});
+    let claims =
+        serde_json::json!({"iss": "APIone", "sub": "x", "exp": crate::clock::unix_secs() + 60});
     let t = jsonwebtoken::encode(
         &Header::new(Algorithm::HS512),
         &claims,

@@ -119,10 +119,7 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new() -> Result<Scratch, BackupError> {
         use std::os::unix::fs::DirBuilderExt;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos = crate::clock::since_epoch().subsec_nanos();
         let dir =
             std::env::temp_dir().join(format!("confab-backup-{}-{nanos}", std::process::id()));
         std::fs::DirBuilder::new()

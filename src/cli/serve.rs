@@ -227,10 +227,7 @@ async fn status_loop(app: App, store: Arc<SledStore>) {
         tick.tick().await;
         let store = store.clone();
         let probe = tokio::task::spawn_blocking(move || {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let now = crate::clock::unix_secs();
             store.put("meta", b"last_alive", &now.to_be_bytes())?;
             store.flush()
         })

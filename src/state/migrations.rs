@@ -73,10 +73,7 @@ fn device_identity(db: &sled::Db) -> sled::Result<()> {
     getrandom::fill(&mut id).map_err(|e| sled::Error::Io(std::io::Error::other(e.to_string())))?;
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
     insert_if_absent(&meta, b"device_id", hex.as_bytes())?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::unix_secs();
     insert_if_absent(&meta, b"created_at", &now.to_be_bytes())
 }
 

@@ -197,21 +197,9 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), String> {
     Ok((cert.pem(), key))
 }
 
-/// Write to a temporary file, fsync, rename: a crash leaves the old file or the new one.
+/// Replaces `path` durably ([`crate::fsutil::write_atomic`]): a crash leaves the old file or the
+/// new one.
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    result.map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::fsutil::write_atomic(path, bytes, mode)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

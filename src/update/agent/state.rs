@@ -4,7 +4,7 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,14 +36,14 @@ impl CheckRecord {
     pub fn now(result: &Result<CheckReport, UpdateError>) -> CheckRecord {
         match result {
             Ok(r) => CheckRecord {
-                at_unix: now(),
+                at_unix: crate::clock::unix_secs(),
                 available: Some(r.available.clone()),
                 newer: r.newer,
                 notes_url: r.notes_url.clone(),
                 error: None,
             },
             Err(e) => CheckRecord {
-                at_unix: now(),
+                at_unix: crate::clock::unix_secs(),
                 available: None,
                 newer: false,
                 notes_url: None,
@@ -65,7 +65,7 @@ pub struct InstallRecord {
 impl InstallRecord {
     pub fn new(release: &Verified<Manifest>, slot: Slot, started: Instant, result: &str) -> Self {
         InstallRecord {
-            at_unix: now(),
+            at_unix: crate::clock::unix_secs(),
             version: release.version.to_string(),
             slot,
             seconds: started.elapsed().as_secs(),
@@ -84,18 +84,11 @@ pub struct Committed {
 impl Committed {
     pub fn now(slot: Slot, version: &str) -> Self {
         Committed {
-            at_unix: now(),
+            at_unix: crate::clock::unix_secs(),
             slot,
             version: version.to_string(),
         }
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The state, or the default when the file does not exist yet. A damaged file is an error (it
