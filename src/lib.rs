@@ -14,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod fsutil;
+pub mod http;
 pub mod media;
 pub mod net;
 pub mod sfu;

@@ -93,7 +93,7 @@ impl Server {
             .parse()
             .unwrap();
         let (key, secret) = keys["keys"].as_table().unwrap().iter().next().unwrap();
-        let tls = confab::api::client::connector_for_ca(&d.ca()).unwrap();
+        let tls = confab::http::client::connector_for_ca(&d.ca()).unwrap();
         Server {
             key: key.clone(),
             secret: secret.as_str().unwrap().to_string(),

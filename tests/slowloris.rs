@@ -32,7 +32,7 @@ const FLOODER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 const OWNER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 fn connector(ca: &Path, alpn: &[&[u8]]) -> TlsConnector {
-    let roots = confab::api::client::roots_from_pem_files(&[ca]).unwrap();
+    let roots = confab::http::client::roots_from_pem_files(&[ca]).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(confab::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()

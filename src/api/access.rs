@@ -80,11 +80,14 @@ pub struct Credentials<'a> {
 
 /// Wrong passcodes and invites per client address (in memory).
 #[derive(Debug)]
-pub struct Limiter(super::peer::Failures);
+pub struct Limiter(crate::http::peer::Failures);
 
 impl Default for Limiter {
     fn default() -> Limiter {
-        Limiter(super::peer::Failures::new(MAX_FAILURES, FAILURE_WINDOW))
+        Limiter(crate::http::peer::Failures::new(
+            MAX_FAILURES,
+            FAILURE_WINDOW,
+        ))
     }
 }
 

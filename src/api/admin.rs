@@ -22,7 +22,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::{json_response, App, Body};
+use super::App;
+use crate::http::{json_response, Body};
 
 pub const PREFIX: &str = "/api/admin/";
 const TREE: &str = "admin";
@@ -45,7 +46,7 @@ pub struct AdminState {
     /// Files that hold a copy of the setup code (mode 0600), removed once the password is set.
     code_files: Vec<std::path::PathBuf>,
     sessions: Mutex<HashMap<String, Instant>>,
-    failures: super::peer::Failures,
+    failures: crate::http::peer::Failures,
     /// The state directory, for `GET /api/admin/backup` (None: no backups, as in unit tests).
     state_dir: Option<std::path::PathBuf>,
 }
@@ -75,7 +76,7 @@ impl AdminState {
                 setup_code: Mutex::new(code.clone()),
                 code_files: Vec::new(),
                 sessions: Mutex::new(HashMap::new()),
-                failures: super::peer::Failures::new(MAX_FAILURES, FAILURE_WINDOW),
+                failures: crate::http::peer::Failures::new(MAX_FAILURES, FAILURE_WINDOW),
                 state_dir: None,
             },
             code,
@@ -343,7 +344,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         _ => false,
     };
     // Read the whole body first: answering before it is read resets the HTTP/2 stream.
-    let body = match super::conn::read_body(req.into_body(), MAX_BODY).await {
+    let body = match crate::http::conn::read_body(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(e) => return error(e.status(), &e.to_string()),
     };

@@ -4,10 +4,7 @@
 
 pub mod access;
 pub mod admin;
-pub mod client;
-pub mod conn;
 mod health;
-pub mod peer;
 mod rooms;
 pub mod server;
 mod twirp;
@@ -18,16 +15,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::auth::{self, ApiKeys, KeyRing};
+// `super::conn` in the route modules; `api::client` for src/bench until it names `crate::http`.
+pub use crate::http::client;
+use crate::http::{conn, json_response, peer, static_response, text_response, Body};
 
 pub use health::{Check, Readiness, MEDIA_STALL};
-
-pub type Body = Full<Bytes>;
 
 /// Everything a request handler may read. Cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -57,6 +54,22 @@ pub struct AppInner {
     pub trusted_proxies: peer::TrustedProxies,
     /// Refused access tokens per client address ([`App::token_refused`]).
     pub token_failures: peer::Failures,
+}
+
+/// The signalling upgrade's view of the server (`signal` does not depend on `api`).
+impl crate::signal::Gate for App {
+    fn client_ip(&self, req: &Request<hyper::body::Incoming>) -> std::net::IpAddr {
+        App::client_ip(self, req)
+    }
+    fn token_blocked(&self, client: std::net::IpAddr) -> Option<(StatusCode, String)> {
+        App::token_blocked(self, client)
+    }
+    fn token_refused(&self, client: std::net::IpAddr, what: &str, reason: &str) {
+        App::token_refused(self, client, what, reason)
+    }
+    fn keys(&self) -> Arc<ApiKeys> {
+        App::keys(self)
+    }
 }
 
 /// Refused access tokens (bad signature, expired, malformed, missing grant) one client address
@@ -136,7 +149,7 @@ impl App {
     async fn route(&self, req: Request<hyper::body::Incoming>, tls: bool) -> Response<Body> {
         if tls && crate::signal::ws::wants(&req) {
             return match &self.0.media {
-                Some(m) => crate::signal::ws::upgrade(self.clone(), m.clone(), req).await,
+                Some(m) => crate::signal::ws::upgrade(self, m.clone(), req).await,
                 None => text_response(StatusCode::SERVICE_UNAVAILABLE, "media engine not running"),
             };
         }
@@ -375,39 +388,10 @@ fn forward_delay_json(counts: &[u64]) -> serde_json::Value {
     })
 }
 
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Body::new(Bytes::from(value.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-pub fn text_response(status: StatusCode, text: &str) -> Response<Body> {
-    let mut r = Response::new(Body::new(Bytes::from(text.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
 /// A minimal meeting page (token in, camera and microphone out, everyone else's video in).
 const DEV_PAGE: &str = include_str!("../../web/dev/index.html");
 /// The official livekit-client ES module, embedded by build.rs from web/node_modules.
 const LIVEKIT_CLIENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/livekit-client.esm.mjs"));
-
-fn static_response(content_type: &'static str, body: &'static [u8]) -> Response<Body> {
-    let mut r = Response::new(Body::new(Bytes::from_static(body)));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
 
 /// A file of the web app (src/api/web.rs) with its cache policy.
 fn web_response(path: &str, content_type: &'static str, body: &'static [u8]) -> Response<Body> {

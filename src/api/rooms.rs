@@ -10,8 +10,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::info;
 
-use super::{json_response, App, Body};
+use super::App;
 use crate::auth::{self, TokenRequest, VideoGrant};
+use crate::http::{json_response, Body};
 
 pub const JOIN: &str = "/api/join";
 pub const ROOMS: &str = "/api/rooms/";
@@ -70,7 +71,7 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    let body = match super::conn::read_body(req.into_body(), MAX_BODY).await {
+    let body = match crate::http::conn::read_body(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(e) => return error(e.status(), &e.to_string()),
     };

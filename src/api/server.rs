@@ -19,9 +19,11 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use super::conn::{ConnLimits, Idle, Slot, HANDSHAKE_TIMEOUT, HEADER_TIMEOUT, MAX_HEADER_BYTES};
 use super::App;
 use crate::config::Config;
+use crate::http::conn::{
+    ConnLimits, Idle, Slot, HANDSHAKE_TIMEOUT, HEADER_TIMEOUT, MAX_HEADER_BYTES,
+};
 use crate::media::{bind_with_fallback, MediaError};
 
 /// The HTTP/1 and HTTP/2 connection builders (one protocol each: TLS connections pick theirs by
@@ -170,7 +172,7 @@ async fn serve_connection<I>(
     let service = {
         let idle = idle.clone();
         service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(super::peer::Peer(peer));
+            req.extensions_mut().insert(crate::http::peer::Peer(peer));
             let app = app.clone();
             let busy = idle.busy();
             async move {

@@ -14,8 +14,9 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::info;
 
-use super::{App, Body};
+use super::App;
 use crate::auth::{self, Claims};
+use crate::http::Body;
 use crate::media::MediaHandle;
 use crate::sfu::{limits, Permissions};
 

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{json_response, App, Body};
+use super::App;
 use crate::config::{BootloaderKind, Config};
+use crate::http::{json_response, Body};
 use crate::update::agent::client::{AgentClient, AgentClientError};
 
 const TREE: &str = "admin";

@@ -15,8 +15,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::api::client::{self, ClientError};
 use crate::config::Config;
+use crate::http::client::{self, ClientError};
 
 #[derive(Args, Debug)]
 pub struct AdminArgs {

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::api::client::{self, ClientError};
 use crate::auth::ApiKeys;
 use crate::backup::{self, BackupError};
 use crate::config::Config;
+use crate::http::client::{self, ClientError};
 use crate::state::StateError;
 
 #[derive(Args, Debug)]

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::api::client::{self, ClientError};
 use crate::config::{self, Config, TlsSource};
+use crate::http::client::{self, ClientError};
 
 #[derive(Args, Debug)]
 pub struct HealthArgs {

@@ -137,7 +137,9 @@ async fn serve(config: Config) -> ExitCode {
             config.clone(),
         ))),
         join_failures: Default::default(),
-        trusted_proxies: crate::api::peer::TrustedProxies::new(config.http.trusted_proxies.clone()),
+        trusted_proxies: crate::http::peer::TrustedProxies::new(
+            config.http.trusted_proxies.clone(),
+        ),
         token_failures: crate::api::token_failures(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -145,7 +147,7 @@ async fn serve(config: Config) -> ExitCode {
         listeners,
         tls.server_config.clone(),
         app.clone(),
-        crate::api::conn::ConnLimits::new(
+        crate::http::conn::ConnLimits::new(
             config.http.max_connections,
             config.http.max_connections_per_address,
         ),

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::api::client;
 use crate::auth::{self, ApiKeys, TokenRequest, VideoGrant};
 use crate::config::{Config, TlsSource};
+use crate::http::client;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {

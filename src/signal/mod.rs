@@ -8,11 +8,29 @@ mod rate;
 pub mod ws;
 
 use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
 
-use hyper::StatusCode;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
 
 use crate::auth::{self, ApiKeys, Claims};
 use crate::sfu::limits;
+
+/// What a signalling upgrade asks of the server that routes it here (`api::App`): the client's
+/// address, the per-address limit on refused tokens, and the API keys. A trait, so that `signal`
+/// does not depend on `api`.
+pub trait Gate: Sync {
+    /// The address the request came from (the TCP peer, or the client a trusted proxy names).
+    fn client_ip(&self, req: &Request<Incoming>) -> IpAddr;
+    /// The status and reason to refuse `client` with while it has presented too many refused
+    /// tokens lately.
+    fn token_blocked(&self, client: IpAddr) -> Option<(StatusCode, String)>;
+    /// Counts (and logs) a refused token from `client`.
+    fn token_refused(&self, client: IpAddr, what: &str, reason: &str);
+    /// The API keys now.
+    fn keys(&self) -> Arc<ApiKeys>;
+}
 
 /// A token that may join: who, and which room.
 #[derive(Debug, Clone, PartialEq, Eq)]

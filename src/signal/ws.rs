@@ -6,8 +6,10 @@
 //! else goes to the media thread.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::time::Duration;
+use std::io::Read as _;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
@@ -24,12 +26,16 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
-use crate::api::{text_response, App, Body};
-use crate::media::{session_channel, MediaHandle, SessionEvent, SessionQueue, SessionRx, ShardPid};
+use super::rate::Bucket;
+use super::{Gate, JoinGrant};
+use crate::http::{text_response, Body};
+use crate::media::{
+    session_channel, MediaHandle, SessionEvent, SessionQueue, SessionRx, SessionTx, ShardPid,
+};
 use crate::sfu::{limits, JoinError, JoinParams, Mode, Permissions};
 
 /// Largest signalling message accepted (SDP offers are a few KiB; data goes over WebRTC).
@@ -81,60 +87,110 @@ pub fn decode_join_request(param: &str) -> Result<lk::JoinRequest, String> {
         .map_err(|e| format!("join_request does not hold a JoinRequest: {e}"))
 }
 
-/// Handles a WebSocket upgrade on `/rtc` or `/rtc/v1`.
-pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -> Response<Body> {
+/// Handles a WebSocket upgrade on `/rtc` or `/rtc/v1`: checks the token, joins the room, and
+/// runs the session on the upgraded connection.
+pub async fn upgrade<G: Gate>(
+    gate: &G,
+    media: MediaHandle,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let grant = match admit(gate, &req) {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let (join_req, mode) = match join_request(&req) {
+        Ok(j) => j,
+        Err(r) => return *r,
+    };
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return text_response(StatusCode::BAD_REQUEST, "not a WebSocket handshake");
+    };
+    let params = join_params(&grant, &join_req, mode);
+    let conn = media.new_conn_id();
+    let (tx, rx) = session_channel();
+    let joined = match join(&media, params, conn, tx).await {
+        Ok(j) => j,
+        Err(r) => return *r,
+    };
+    if let Some(pid) = joined {
+        // v1 browsers put their first offer (and possibly tracks) into the join request.
+        for t in join_req.add_track_requests {
+            let _ = media.signal(pid, Req::AddTrack(t));
+        }
+        if let Some(offer) = join_req.publisher_offer {
+            let _ = media.signal(pid, Req::Offer(offer));
+        }
+    }
+    spawn_session(hyper::upgrade::on(&mut req), media, joined, conn, rx);
+    switching_protocols(&key)
+}
+
+/// An answer refusing the upgrade (boxed: a response is large).
+type Refused = Box<Response<Body>>;
+
+fn refused(status: StatusCode, text: &str) -> Refused {
+    Box::new(text_response(status, text))
+}
+
+/// The join grant of a request's token, or the answer refusing it (a blocked address, a bad
+/// token).
+fn admit<G: Gate>(gate: &G, req: &Request<Incoming>) -> Result<JoinGrant, Refused> {
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let query = req.uri().query();
-    let client = app.client_ip(&req);
-    if let Some((status, reason)) = app.token_blocked(client) {
-        return text_response(status, &reason);
+    let client = gate.client_ip(req);
+    if let Some((status, reason)) = gate.token_blocked(client) {
+        return Err(refused(status, &reason));
     }
-    let grant = match super::validate_join(&app.keys(), query, authorization) {
-        Ok(g) => g,
+    match super::validate_join(&gate.keys(), query, authorization) {
+        Ok(g) => Ok(g),
         Err(r) if r.status == hyper::StatusCode::UNAUTHORIZED => {
-            app.token_refused(client, "join", &r.reason);
-            return text_response(r.status, &r.reason);
+            gate.token_refused(client, "join", &r.reason);
+            Err(refused(r.status, &r.reason))
         }
         Err(r) => {
             info!(reason = %r.reason, "join refused");
-            return text_response(r.status, &r.reason);
+            Err(refused(r.status, &r.reason))
         }
-    };
-    let v1 = req.uri().path() == "/rtc/v1";
-    let param = |name: &str| super::query_param(query, name).map(|v| v.into_owned());
-    let (join_req, mode) = if v1 {
-        match param("join_request").map(|p| decode_join_request(&p)) {
-            Some(Ok(j)) => (j, Mode::V1),
-            Some(Err(e)) => return text_response(StatusCode::BAD_REQUEST, &e),
-            None => (lk::JoinRequest::default(), Mode::V1),
-        }
-    } else {
-        let flag = |name: &str, default: bool| match param(name).as_deref() {
-            Some("1") | Some("true") => true,
-            Some("0") | Some("false") => false,
-            _ => default,
-        };
-        let j = lk::JoinRequest {
-            connection_settings: Some(lk::ConnectionSettings {
-                auto_subscribe: flag("auto_subscribe", true),
-                ..Default::default()
-            }),
-            reconnect: flag("reconnect", false),
-            participant_sid: param("sid").unwrap_or_default(),
-            ..Default::default()
-        };
-        (j, Mode::V0)
-    };
-    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        return text_response(StatusCode::BAD_REQUEST, "not a WebSocket handshake");
-    };
+    }
+}
 
+/// The join request: v1 sends it whole (`join_request`), v0 as query flags.
+fn join_request(req: &Request<Incoming>) -> Result<(lk::JoinRequest, Mode), Refused> {
+    let query = req.uri().query();
+    let param = |name: &str| super::query_param(query, name).map(|v| v.into_owned());
+    if req.uri().path() == "/rtc/v1" {
+        return match param("join_request").map(|p| decode_join_request(&p)) {
+            Some(Ok(j)) => Ok((j, Mode::V1)),
+            Some(Err(e)) => Err(refused(StatusCode::BAD_REQUEST, &e)),
+            None => Ok((lk::JoinRequest::default(), Mode::V1)),
+        };
+    }
+    let flag = |name: &str, default: bool| match param(name).as_deref() {
+        Some("1") | Some("true") => true,
+        Some("0") | Some("false") => false,
+        _ => default,
+    };
+    let j = lk::JoinRequest {
+        connection_settings: Some(lk::ConnectionSettings {
+            auto_subscribe: flag("auto_subscribe", true),
+            ..Default::default()
+        }),
+        reconnect: flag("reconnect", false),
+        participant_sid: param("sid").unwrap_or_default(),
+        ..Default::default()
+    };
+    Ok((j, Mode::V0))
+}
+
+/// What the media thread needs to add the participant: the token's grants and the request's
+/// settings.
+fn join_params(grant: &JoinGrant, join_req: &lk::JoinRequest, mode: Mode) -> JoinParams {
     let claims = &grant.claims;
     let video = &claims.video;
-    let params = JoinParams {
+    JoinParams {
         room: grant.room.clone(),
         identity: grant.identity.clone(),
         name: claims.name.clone().unwrap_or_default(),
@@ -165,22 +221,29 @@ pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -
             .unwrap_or(0),
         resume_sid: (join_req.reconnect && !join_req.participant_sid.is_empty())
             .then(|| join_req.participant_sid.clone()),
-    };
+    }
+}
 
-    let conn = media.new_conn_id();
-    let (tx, rx) = session_channel();
+/// Joins the room: the participant, None when a resume was refused (the session then tells the
+/// client to rejoin), or the answer for a failed join.
+async fn join(
+    media: &MediaHandle,
+    params: JoinParams,
+    conn: u64,
+    tx: SessionTx,
+) -> Result<Option<ShardPid>, Refused> {
     let resuming = params.resume_sid.is_some();
-    let joined = match media.join(params, conn, tx.clone()).await {
+    match media.join(params, conn, tx.clone()).await {
         Ok(Ok((pid, sid))) => {
             debug!(%sid, resuming, "joined");
-            Some(pid)
+            Ok(Some(pid))
         }
         Ok(Err(JoinError::CannotResume(sid))) => {
             // The participant is gone (timed out, removed): the client must join afresh,
             // which `leave` with action RECONNECT tells it.
             info!(%sid, "resume refused: the participant is gone; told to rejoin");
             tx.close(lk::DisconnectReason::StateMismatch);
-            None
+            Ok(None)
         }
         Ok(Err(e)) => {
             let status = match e {
@@ -190,29 +253,28 @@ pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             warn!(error = %e, "join failed");
-            return text_response(status, &e.to_string());
+            Err(refused(status, &e.to_string()))
         }
-        Err(e) => return text_response(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    };
-    if let Some(pid) = joined {
-        // v1 browsers put their first offer (and possibly tracks) into the join request.
-        for t in join_req.add_track_requests {
-            let _ = media.signal(pid, Req::AddTrack(t));
-        }
-        if let Some(offer) = join_req.publisher_offer {
-            let _ = media.signal(pid, Req::Offer(offer));
-        }
+        Err(e) => Err(refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
     }
+}
 
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let (media2, reconnect) = (media.clone(), joined.is_none());
+/// Runs the session once hyper hands over the upgraded connection.
+fn spawn_session(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    media: MediaHandle,
+    joined: Option<ShardPid>,
+    conn: u64,
+    rx: SessionRx,
+) {
+    let reconnect = joined.is_none();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
                 debug!(error = %e, "WebSocket upgrade failed");
                 if let Some(pid) = joined {
-                    media2.session_lost(pid, conn);
+                    media.session_lost(pid, conn);
                 }
                 return;
             }
@@ -227,9 +289,12 @@ pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        session(ws, media2, joined, conn, rx, reconnect).await;
+        session(ws, media, joined, conn, rx, reconnect).await;
     });
+}
 
+/// The `101 Switching Protocols` answer to a handshake with `key`.
+fn switching_protocols(key: &HeaderValue) -> Response<Body> {
     let mut resp = Response::new(Body::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -275,6 +340,7 @@ fn encode(msg: Resp) -> WsMessage {
     )
 }
 
+/// Runs one signalling session until either side ends it.
 async fn session<S>(
     mut ws: WebSocketStream<S>,
     media: MediaHandle,
@@ -285,150 +351,259 @@ async fn session<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut left = false;
-    let mut malformed = 0u32;
-    let mut requests = super::rate::Bucket::requests(std::time::Instant::now());
-    let mut pings = super::rate::Bucket::pings(std::time::Instant::now());
-    // What was read and not handled by the media thread yet: while it is over the allowance
-    // the session stops reading (the client's writes then wait in TCP, not in confab).
-    let inbound = std::sync::Arc::new(Semaphore::new(limits::MAX_INBOUND_BYTES));
+    let mut s = Session::new(media, pid);
     let queue = rx.queue();
     loop {
-        tokio::select! {
+        let flow = tokio::select! {
             () = queue.overflowed() => {
                 // The media thread removed the participant; nothing more can reach the client.
                 warn!(queued_kib = queue.queued() >> 10, "the client does not read its signal connection; session closed");
-                left = true;
-                break;
+                s.left = true;
+                ControlFlow::Break(())
             }
-            ev = rx.recv() => match ev {
-                Some(SessionEvent::Signal(m, n)) => {
-                    let ok = write(&mut ws, &queue, encode(*m)).await;
-                    queue.sent(n);
-                    if !ok {
-                        break;
-                    }
+            ev = rx.recv() => s.event(&mut ws, &queue, ev, reconnect).await,
+            msg = tokio::time::timeout(IDLE_TIMEOUT, ws.next()) => s.incoming(&mut ws, &queue, msg).await,
+        };
+        if flow.is_break() {
+            break;
+        }
+    }
+    if let (Some(pid), false) = (s.pid, s.left) {
+        s.media.session_lost(pid, conn);
+    }
+}
+
+/// A message read from the client: in time or not, and whether the connection still works.
+type Read = Result<Option<Result<WsMessage, WsError>>, tokio::time::error::Elapsed>;
+
+/// What a session keeps between messages.
+struct Session {
+    media: MediaHandle,
+    pid: Option<ShardPid>,
+    /// The participant left (or was removed): nothing to report to the media thread at the end.
+    left: bool,
+    malformed: u32,
+    requests: Bucket,
+    pings: Bucket,
+    /// What was read and not handled by the media thread yet: while it is over the allowance
+    /// the session stops reading (the client's writes then wait in TCP, not in confab).
+    inbound: Arc<Semaphore>,
+}
+
+impl Session {
+    fn new(media: MediaHandle, pid: Option<ShardPid>) -> Session {
+        Session {
+            media,
+            pid,
+            left: false,
+            malformed: 0,
+            requests: Bucket::requests(Instant::now()),
+            pings: Bucket::pings(Instant::now()),
+            inbound: Arc::new(Semaphore::new(limits::MAX_INBOUND_BYTES)),
+        }
+    }
+
+    /// An event from the media thread: a response to send, or the end of the session.
+    async fn event<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        queue: &SessionQueue,
+        ev: Option<SessionEvent>,
+        reconnect: bool,
+    ) -> ControlFlow<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        match ev {
+            Some(SessionEvent::Signal(m, n)) => {
+                let ok = write(ws, queue, encode(*m)).await;
+                queue.sent(n);
+                if ok {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
                 }
-                Some(SessionEvent::Close(reason)) => {
-                    let action = if reconnect {
-                        lk::leave_request::Action::Reconnect
-                    } else {
-                        lk::leave_request::Action::Disconnect
-                    };
-                    let leave = Resp::Leave(lk::LeaveRequest {
-                        can_reconnect: reconnect,
-                        reason: reason as i32,
-                        action: action as i32,
-                        regions: None,
-                    });
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.send(encode(leave))).await;
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
-                    let _ = ws.get_mut().shutdown().await;
-                    left = true;
-                    break;
+            }
+            Some(SessionEvent::Close(reason)) => {
+                send_leave(ws, reason, reconnect).await;
+                self.left = true;
+                ControlFlow::Break(())
+            }
+            None => {
+                if self.left {
+                    await_client_close(ws).await;
                 }
-                None => {
-                    if left {
-                        // The client said leave and is closing: let it, so the socket ends
-                        // with a clean close rather than a dropped connection.
-                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                            while let Some(Ok(m)) = ws.next().await {
-                                if matches!(m, WsMessage::Close(_)) {
-                                    let _ = ws.flush().await;
-                        let _ = ws.get_mut().shutdown().await;
-                                    break;
-                                }
-                            }
-                        })
-                        .await;
-                    }
-                    break;
-                }
-            },
-            msg = tokio::time::timeout(IDLE_TIMEOUT, ws.next()) => {
-                let msg = match msg {
-                    Err(_) => {
-                        info!("signal connection idle for too long; closed");
-                        break;
-                    }
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
-                        debug!(error = %e, "signal connection failed");
-                        break;
-                    }
-                    Ok(Some(Ok(m))) => m,
-                };
-                let bytes = match msg {
-                    WsMessage::Binary(b) => b,
-                    WsMessage::Close(_) => {
-                        // tungstenite queued the reply to the client's close frame; flushing
-                        // sends it and completes the closing handshake.
-                        let _ = ws.flush().await;
-                        let _ = ws.get_mut().shutdown().await;
-                        break;
-                    }
-                    WsMessage::Text(_) => {
-                        malformed += 1;
-                        warn!("text signal message ignored (LiveKit signalling is binary protobuf)");
-                        if malformed > MAX_MALFORMED { break; }
-                        continue;
-                    }
-                    _ => continue,
-                };
-                let req = match lk::SignalRequest::decode(bytes.as_ref()) {
-                    Ok(lk::SignalRequest { message: Some(m) }) => m,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        malformed += 1;
-                        warn!(error = %e, len = bytes.len(), "malformed signal message ignored");
-                        if malformed > MAX_MALFORMED {
-                            warn!("too many malformed signal messages; session closed");
-                            break;
-                        }
-                        continue;
-                    }
-                };
-                let (bucket, what) = match req {
-                    Req::Ping(_) | Req::PingReq(_) => (&mut pings, "pings"),
-                    _ => (&mut requests, "signal requests"),
-                };
-                if !bucket.take(std::time::Instant::now()) {
-                    let reason = bucket.reason(what);
-                    warn!(%reason, "signal session over its rate; closed");
-                    let frame = CloseFrame { code: CloseCode::Policy, reason: reason.into() };
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(Some(frame))).await;
-                    let _ = ws.get_mut().shutdown().await;
-                    break;
-                }
-                match req {
-                    Req::Ping(_) => {
-                        if !write(&mut ws, &queue, encode(Resp::Pong(now_ms()))).await { break; }
-                    }
-                    Req::PingReq(p) => {
-                        let pong = Resp::PongResp(lk::Pong { last_ping_timestamp: p.timestamp, timestamp: now_ms() });
-                        if !write(&mut ws, &queue, encode(pong)).await { break; }
-                    }
-                    other => {
-                        let is_leave = matches!(other, Req::Leave(_));
-                        if let Some(pid) = pid {
-                            let cost = (bytes.len() + limits::INBOUND_OVERHEAD)
-                                .min(limits::MAX_INBOUND_BYTES) as u32;
-                            let Ok(permit) = inbound.clone().acquire_many_owned(cost).await else {
-                                break;
-                            };
-                            if media.signal_held(pid, other, Some(permit)).is_err() {
-                                break;
-                            }
-                        }
-                        if is_leave {
-                            left = true;
-                        }
-                    }
-                }
+                ControlFlow::Break(())
             }
         }
     }
-    if let (Some(pid), false) = (pid, left) {
-        media.session_lost(pid, conn);
+
+    /// A message from the client (or none within [`IDLE_TIMEOUT`]).
+    async fn incoming<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        queue: &SessionQueue,
+        msg: Read,
+    ) -> ControlFlow<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let msg = match msg {
+            Err(_) => {
+                info!("signal connection idle for too long; closed");
+                return ControlFlow::Break(());
+            }
+            Ok(None) => return ControlFlow::Break(()),
+            Ok(Some(Err(e))) => {
+                debug!(error = %e, "signal connection failed");
+                return ControlFlow::Break(());
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let bytes = match msg {
+            WsMessage::Binary(b) => b,
+            WsMessage::Close(_) => {
+                // tungstenite queued the reply to the client's close frame; flushing
+                // sends it and completes the closing handshake.
+                let _ = ws.flush().await;
+                let _ = ws.get_mut().shutdown().await;
+                return ControlFlow::Break(());
+            }
+            WsMessage::Text(_) => {
+                self.malformed += 1;
+                warn!("text signal message ignored (LiveKit signalling is binary protobuf)");
+                return self.within_malformed(false);
+            }
+            _ => return ControlFlow::Continue(()),
+        };
+        let req = match lk::SignalRequest::decode(bytes.as_ref()) {
+            Ok(lk::SignalRequest { message: Some(m) }) => m,
+            Ok(_) => return ControlFlow::Continue(()),
+            Err(e) => {
+                self.malformed += 1;
+                warn!(error = %e, len = bytes.len(), "malformed signal message ignored");
+                return self.within_malformed(true);
+            }
+        };
+        self.within_rate(ws, &req).await?;
+        self.request(ws, queue, req, bytes.len()).await
     }
+
+    /// Break once more than [`MAX_MALFORMED`] messages were malformed (`say`: log why).
+    fn within_malformed(&self, say: bool) -> ControlFlow<()> {
+        if self.malformed <= MAX_MALFORMED {
+            return ControlFlow::Continue(());
+        }
+        if say {
+            warn!("too many malformed signal messages; session closed");
+        }
+        ControlFlow::Break(())
+    }
+
+    /// Takes `req` from its rate bucket; over the rate, closes the session with the reason.
+    async fn within_rate<S>(&mut self, ws: &mut WebSocketStream<S>, req: &Req) -> ControlFlow<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let (bucket, what) = match req {
+            Req::Ping(_) | Req::PingReq(_) => (&mut self.pings, "pings"),
+            _ => (&mut self.requests, "signal requests"),
+        };
+        if bucket.take(Instant::now()) {
+            return ControlFlow::Continue(());
+        }
+        let reason = bucket.reason(what);
+        warn!(%reason, "signal session over its rate; closed");
+        let frame = CloseFrame {
+            code: CloseCode::Policy,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(Some(frame))).await;
+        let _ = ws.get_mut().shutdown().await;
+        ControlFlow::Break(())
+    }
+
+    /// Answers a ping here; hands any other request (of `len` bytes) to the media thread.
+    async fn request<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        queue: &SessionQueue,
+        req: Req,
+        len: usize,
+    ) -> ControlFlow<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let sent = match req {
+            Req::Ping(_) => write(ws, queue, encode(Resp::Pong(now_ms()))).await,
+            Req::PingReq(p) => {
+                let pong = Resp::PongResp(lk::Pong {
+                    last_ping_timestamp: p.timestamp,
+                    timestamp: now_ms(),
+                });
+                write(ws, queue, encode(pong)).await
+            }
+            other => {
+                let is_leave = matches!(other, Req::Leave(_));
+                if let Some(pid) = self.pid {
+                    let cost =
+                        (len + limits::INBOUND_OVERHEAD).min(limits::MAX_INBOUND_BYTES) as u32;
+                    let Ok(permit) = self.inbound.clone().acquire_many_owned(cost).await else {
+                        return ControlFlow::Break(());
+                    };
+                    if self.media.signal_held(pid, other, Some(permit)).is_err() {
+                        return ControlFlow::Break(());
+                    }
+                }
+                if is_leave {
+                    self.left = true;
+                }
+                true
+            }
+        };
+        if sent {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    }
+}
+
+/// The server ends the session: `leave` (rejoin or not, and why), then close.
+async fn send_leave<S>(ws: &mut WebSocketStream<S>, reason: lk::DisconnectReason, reconnect: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let action = if reconnect {
+        lk::leave_request::Action::Reconnect
+    } else {
+        lk::leave_request::Action::Disconnect
+    };
+    let leave = Resp::Leave(lk::LeaveRequest {
+        can_reconnect: reconnect,
+        reason: reason as i32,
+        action: action as i32,
+        regions: None,
+    });
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.send(encode(leave))).await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
+    let _ = ws.get_mut().shutdown().await;
+}
+
+/// The client said leave and is closing: let it, so the socket ends with a clean close rather
+/// than a dropped connection.
+async fn await_client_close<S>(ws: &mut WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if matches!(m, WsMessage::Close(_)) {
+                let _ = ws.flush().await;
+                let _ = ws.get_mut().shutdown().await;
+                break;
+            }
+        }
+    })
+    .await;
 }

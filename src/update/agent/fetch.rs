@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::{header, Request, StatusCode, Uri};
 use tokio_rustls::TlsConnector;
 
-use crate::api::client;
+use crate::http::client;
 
 /// Debian's bundle of public CAs (package ca-certificates), present on the appliance.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";

@@ -452,7 +452,7 @@ async fn wait_ready_unless(
     timeout: Duration,
     give_up: &(dyn Fn() -> Option<String> + Sync),
 ) -> Result<(), UpdateError> {
-    use crate::api::client;
+    use crate::http::client;
     let ca = match &config.http.tls {
         crate::config::TlsSource::LocalCa => {
             config.state_dir.join("tls").join(crate::tls::CA_CERT_FILE)
