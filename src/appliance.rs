@@ -73,7 +73,7 @@ fn file_error(path: &Path, e: impl std::fmt::Display) -> SetupError {
 pub struct BootConfig {
     pub hostname: Option<String>,
     #[serde(default)]
-    pub admin: crate::api::admin::Preset,
+    pub admin: crate::auth::admin::Preset,
     #[serde(default)]
     pub console: Console,
     #[serde(default)]
@@ -127,7 +127,7 @@ impl BootConfig {
             }
         }
         if let Some(hash) = &config.admin.password_hash {
-            if !crate::api::admin::valid_preset_hash(hash) {
+            if !crate::auth::admin::valid_preset_hash(hash) {
                 return Err("admin.password_hash must be an Argon2 hash ($argon2id$…, e.g. from \
                             `argon2` or `confab`'s own admin page); a plain password is not accepted"
                     .into());
@@ -233,7 +233,7 @@ fn import(file: &Path, config: &BootConfig, paths: &Paths) -> Result<(), SetupEr
     }
     if config.admin.password_hash.is_some() || config.admin.setup_code.is_some() {
         // Read by confab serve (user confab) at start, then removed: owned like its directory.
-        let preset = paths.confab_state.join(crate::api::admin::PRESET_FILE);
+        let preset = paths.confab_state.join(crate::auth::admin::PRESET_FILE);
         let text = toml::to_string(&config.admin).map_err(|e| file_error(&preset, e))?;
         write_atomic(&preset, text.as_bytes(), 0o600)?;
         if let Ok(dir) = std::fs::metadata(&paths.confab_state) {
@@ -545,8 +545,8 @@ mod tests {
         assert!(applied.contains("hostname = \"meet\""), "{applied}");
 
         // The admin preset waits for confab serve in its state directory.
-        let preset: crate::api::admin::Preset = toml::from_str(
-            &std::fs::read_to_string(p.confab_state.join(crate::api::admin::PRESET_FILE)).unwrap(),
+        let preset: crate::auth::admin::Preset = toml::from_str(
+            &std::fs::read_to_string(p.confab_state.join(crate::auth::admin::PRESET_FILE)).unwrap(),
         )
         .unwrap();
         assert_eq!(preset.password_hash.as_deref(), Some(ARGON));

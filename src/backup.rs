@@ -456,7 +456,7 @@ fn replaced_by_restore(name: &str) -> bool {
         || name.starts_with(state::BACKUP_DIR)
         || name == crate::auth::KEYS_FILE
         || name == TLS_DIR
-        || name == crate::api::admin::SETUP_CODE_FILE
+        || name == crate::auth::admin::SETUP_CODE_FILE
         || name.contains("before-restore-")
         || name.starts_with(".restore-")
 }

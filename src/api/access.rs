@@ -101,6 +101,14 @@ impl Limiter {
     }
 }
 
+/// Room names people type and share in links: 1–64 letters, digits, `-`, `_`, `.`.
+pub fn valid_room(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 fn sha256_hex(text: &str) -> String {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
         .as_ref()

@@ -7,6 +7,7 @@ pub mod admin;
 mod health;
 mod rooms;
 pub mod server;
+mod session;
 mod twirp;
 pub mod update;
 mod web;
@@ -45,7 +46,7 @@ pub struct AppInner {
     /// Lifetime of tokens the web app gets from `/api/join`.
     pub token_ttl: std::time::Duration,
     /// Admin password sessions (absent in tests of the plain HTTP routes).
-    pub admin: Option<admin::AdminState>,
+    pub admin: Option<crate::auth::admin::AdminState>,
     /// The update panel's access to the update agent (absent in tests of the plain routes).
     pub updates: Option<update::UpdateAccess>,
     /// Wrong room passcodes and invite links per address.

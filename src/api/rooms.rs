@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::info;
 
+use super::access::valid_room;
 use super::App;
 use crate::auth::{self, TokenRequest, VideoGrant};
 use crate::http::{json_response, Body};
@@ -32,14 +33,6 @@ struct JoinBody {
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "error": message }))
-}
-
-/// Room names people type and share in links: 1–64 letters, digits, `-`, `_`, `.`.
-pub fn valid_room(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// An identity from a display name: its letters and digits (lowercase, at most 24) and a random

@@ -3,6 +3,7 @@
 //! and kept in `<state_dir>/keys.toml` (mode 0600) so `confab token` can read it while the daemon
 //! holds the sled database.
 
+pub mod admin;
 mod keys;
 
 use std::collections::BTreeMap;

@@ -41,7 +41,7 @@ struct SetPasswordArgs {
 
 /// Where `confab serve` keeps the one-time setup code while no admin password is set.
 pub fn setup_code_file(config: &Config) -> PathBuf {
-    config.state_dir.join(crate::api::admin::SETUP_CODE_FILE)
+    config.state_dir.join(crate::auth::admin::SETUP_CODE_FILE)
 }
 
 pub fn run(config: Config, args: AdminArgs) -> ExitCode {

@@ -104,13 +104,13 @@ async fn serve(config: Config) -> ExitCode {
     let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeats());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
     // The appliance owner's admin settings (boot partition confab.toml), applied once.
-    let preset_code = crate::api::admin::apply_preset(store.as_ref(), &config.state_dir)
+    let preset_code = crate::auth::admin::apply_preset(store.as_ref(), &config.state_dir)
         .unwrap_or_else(|e| {
             warn!(error = %e, "admin preset not applied");
             None
         });
-    let (mut admin, setup_code) = crate::api::admin::AdminState::with_code(
-        crate::api::admin::password_set(store.as_ref()),
+    let (mut admin, setup_code) = crate::auth::admin::AdminState::with_code(
+        crate::auth::admin::password_set(store.as_ref()),
         preset_code,
     );
     if let Some(code) = &setup_code {
@@ -260,7 +260,7 @@ async fn wait_for_signal() -> &'static str {
 /// `confab admin set-password`, and under systemd (`RuntimeDirectory=confab`) also
 /// `$RUNTIME_DIRECTORY/setup-code` for the appliance's console banner.
 fn setup_code_files(state_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = vec![state_dir.join(crate::api::admin::SETUP_CODE_FILE)];
+    let mut files = vec![state_dir.join(crate::auth::admin::SETUP_CODE_FILE)];
     if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
         // RuntimeDirectory= may list several directories, separated by ':'.
         let dir = dir
