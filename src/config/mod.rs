@@ -304,32 +304,8 @@ impl Config {
             &["TOKEN_EXPIRY_SECONDS", "CONFAB_TOKEN_TTL_SECONDS"],
             60..=30 * 86_400,
         );
-        let update_url = r.url("update.url", &["CONFAB_UPDATE_URL"], &["https", "file"]);
-        let update_check = r.update_check();
-        let check_interval = r.seconds(
-            "update.check_interval_seconds",
-            &["CONFAB_UPDATE_CHECK_INTERVAL_SECONDS"],
-            60..=7 * 86_400,
-        );
-        let board = r.word("update.board", &["CONFAB_BOARD"]);
-        let bootloader = r.choice(
-            "update.bootloader",
-            &["CONFAB_BOOTLOADER"],
-            &[
-                ("none", BootloaderKind::None),
-                ("systemd-boot", BootloaderKind::SystemdBoot),
-                ("rpi-tryboot", BootloaderKind::RpiTryboot),
-                ("fake", BootloaderKind::Fake),
-            ],
-        );
-        let esp_dir = r.path("update.esp_dir", &["CONFAB_ESP_DIR"]);
-        let boot_dir = r.path("update.boot_dir", &["CONFAB_BOOT_DIR"]);
-        let slot_dir = r.path("update.slot_dir", &["CONFAB_SLOT_DIR"]);
-        let trusted_keys = r.path_list("update.trusted_keys", &["CONFAB_UPDATE_KEYS"]);
-        let update_state = r.path("update.state_file", &["CONFAB_UPDATE_STATE_FILE"]);
-        let update_ca = r.path("update.ca_file", &["CONFAB_UPDATE_CA"]);
-        let update_socket = r.path("update.socket", &["CONFAB_UPDATE_SOCKET"]);
-
+        let state_dir = state_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let update = Config::read_update(r, &state_dir);
         let https_port = https_port.unwrap_or(DEFAULT_HTTPS_PORT);
         let http_port = match http_port {
             Some(0) => None,
@@ -338,59 +314,12 @@ impl Config {
         };
         let udp_port = udp_port.unwrap_or(DEFAULT_UDP_PORT);
         let tcp_port = tcp_port.unwrap_or(DEFAULT_TCP_PORT);
-        r.check_distinct_tcp_ports(&[
-            ("http.https_port", Some(https_port)),
-            ("http.http_port", http_port),
-            ("rtc.tcp_port", Some(tcp_port)),
-        ]);
-        let media_threads_auto = matches!(media_threads, None | Some(0));
-        let media_threads = match media_threads {
-            Some(n) if n > 0 => n as usize,
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        r.check_media_ports(
-            media_threads,
-            udp_port,
-            tcp_port,
-            &[
-                ("http.https_port", Some(https_port)),
-                ("http.http_port", http_port),
-            ],
-        );
-        let tls = match (cert, key) {
-            (None, None) => TlsSource::LocalCa,
-            (Some(cert), Some(key)) => {
-                r.check_file_exists("http.tls_cert", &cert);
-                r.check_file_exists("http.tls_key", &key);
-                TlsSource::Files { cert, key }
-            }
-            (Some(_), None) => {
-                r.error("http.tls_key", "is required when http.tls_cert is set");
-                TlsSource::LocalCa
-            }
-            (None, Some(_)) => {
-                r.error("http.tls_cert", "is required when http.tls_key is set");
-                TlsSource::LocalCa
-            }
-        };
+        let (media_threads, media_threads_auto) =
+            Config::check_ports(r, https_port, http_port, udp_port, tcp_port, media_threads);
+        let tls = Config::tls_source(r, cert, key);
 
-        let state_dir = state_dir.unwrap_or_else(|| PathBuf::from("data"));
         Config {
-            update: UpdateConfig {
-                url: update_url,
-                check: update_check.unwrap_or(true),
-                check_interval: check_interval.unwrap_or(Duration::from_secs(3600)),
-                board: board.unwrap_or_else(|| "dev".to_string()),
-                bootloader: bootloader.unwrap_or(BootloaderKind::None),
-                esp_dir: esp_dir.unwrap_or_else(|| PathBuf::from("/efi")),
-                boot_dir: boot_dir.unwrap_or_else(|| PathBuf::from("/boot/firmware")),
-                slot_dir: slot_dir.unwrap_or_else(|| PathBuf::from("/dev/disk/by-partlabel")),
-                trusted_keys: trusted_keys
-                    .unwrap_or_else(|| vec![PathBuf::from("/usr/lib/confab/keys/release.pub")]),
-                state_file: update_state.unwrap_or_else(|| state_dir.join("update-state.json")),
-                ca_file: update_ca,
-                socket: update_socket.unwrap_or_else(|| PathBuf::from("/run/confab/update.sock")),
-            },
+            update,
             state_dir,
             log_level: log_level.unwrap_or_else(|| "info".to_string()),
             public_url,
@@ -420,6 +349,102 @@ impl Config {
             },
             sources: r.sources(),
         }
+    }
+
+    /// The `[update]` table; paths default beside `state_dir`.
+    fn read_update(r: &mut Reader, state_dir: &Path) -> UpdateConfig {
+        let update_url = r.url("update.url", &["CONFAB_UPDATE_URL"], &["https", "file"]);
+        let update_check = r.update_check();
+        let check_interval = r.seconds(
+            "update.check_interval_seconds",
+            &["CONFAB_UPDATE_CHECK_INTERVAL_SECONDS"],
+            60..=7 * 86_400,
+        );
+        let board = r.word("update.board", &["CONFAB_BOARD"]);
+        let bootloader = r.choice(
+            "update.bootloader",
+            &["CONFAB_BOOTLOADER"],
+            &[
+                ("none", BootloaderKind::None),
+                ("systemd-boot", BootloaderKind::SystemdBoot),
+                ("rpi-tryboot", BootloaderKind::RpiTryboot),
+                ("fake", BootloaderKind::Fake),
+            ],
+        );
+        let esp_dir = r.path("update.esp_dir", &["CONFAB_ESP_DIR"]);
+        let boot_dir = r.path("update.boot_dir", &["CONFAB_BOOT_DIR"]);
+        let slot_dir = r.path("update.slot_dir", &["CONFAB_SLOT_DIR"]);
+        let trusted_keys = r.path_list("update.trusted_keys", &["CONFAB_UPDATE_KEYS"]);
+        let update_state = r.path("update.state_file", &["CONFAB_UPDATE_STATE_FILE"]);
+        let update_ca = r.path("update.ca_file", &["CONFAB_UPDATE_CA"]);
+        let update_socket = r.path("update.socket", &["CONFAB_UPDATE_SOCKET"]);
+        UpdateConfig {
+            url: update_url,
+            check: update_check.unwrap_or(true),
+            check_interval: check_interval.unwrap_or(Duration::from_secs(3600)),
+            board: board.unwrap_or_else(|| "dev".to_string()),
+            bootloader: bootloader.unwrap_or(BootloaderKind::None),
+            esp_dir: esp_dir.unwrap_or_else(|| PathBuf::from("/efi")),
+            boot_dir: boot_dir.unwrap_or_else(|| PathBuf::from("/boot/firmware")),
+            slot_dir: slot_dir.unwrap_or_else(|| PathBuf::from("/dev/disk/by-partlabel")),
+            trusted_keys: trusted_keys
+                .unwrap_or_else(|| vec![PathBuf::from("/usr/lib/confab/keys/release.pub")]),
+            state_file: update_state.unwrap_or_else(|| state_dir.join("update-state.json")),
+            ca_file: update_ca,
+            socket: update_socket.unwrap_or_else(|| PathBuf::from("/run/confab/update.sock")),
+        }
+    }
+
+    /// `http.tls_cert` and `http.tls_key`: both or neither (the local CA).
+    fn tls_source(r: &mut Reader, cert: Option<PathBuf>, key: Option<PathBuf>) -> TlsSource {
+        match (cert, key) {
+            (None, None) => TlsSource::LocalCa,
+            (Some(cert), Some(key)) => {
+                r.check_file_exists("http.tls_cert", &cert);
+                r.check_file_exists("http.tls_key", &key);
+                TlsSource::Files { cert, key }
+            }
+            (Some(_), None) => {
+                r.error("http.tls_key", "is required when http.tls_cert is set");
+                TlsSource::LocalCa
+            }
+            (None, Some(_)) => {
+                r.error("http.tls_cert", "is required when http.tls_key is set");
+                TlsSource::LocalCa
+            }
+        }
+    }
+
+    /// Checks the ports against each other (and the media threads' ports); the number of media
+    /// threads and whether it was chosen automatically.
+    fn check_ports(
+        r: &mut Reader,
+        https_port: u16,
+        http_port: Option<u16>,
+        udp_port: u16,
+        tcp_port: u16,
+        media_threads: Option<u64>,
+    ) -> (usize, bool) {
+        r.check_distinct_tcp_ports(&[
+            ("http.https_port", Some(https_port)),
+            ("http.http_port", http_port),
+            ("rtc.tcp_port", Some(tcp_port)),
+        ]);
+        let media_threads_auto = matches!(media_threads, None | Some(0));
+        let media_threads = match media_threads {
+            Some(n) if n > 0 => n as usize,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        r.check_media_ports(
+            media_threads,
+            udp_port,
+            tcp_port,
+            &[
+                ("http.https_port", Some(https_port)),
+                ("http.http_port", http_port),
+            ],
+        );
+        (media_threads, media_threads_auto)
     }
 
     /// The effective configuration as one log-friendly line, secrets left out.
