@@ -82,46 +82,14 @@ async fn serve(config: Config) -> ExitCode {
         Ok(l) => l,
         Err(e) => return startup_failed(e),
     };
-    let mut media = match MediaDriver::start(
-        &MediaPlan {
-            bind: config.http.bind,
-            udp_port: config.rtc.udp_port,
-            tcp_port: config.rtc.tcp_port,
-            threads: config.rtc.media_threads,
-        },
-        crate::sfu::SfuConfig {
-            max_participants: config.rtc.max_participants,
-            max_rooms: config.rtc.max_rooms,
-            empty_timeout: config.rtc.empty_timeout,
-            advertised_ip: config.rtc.node_ip,
-            ..Default::default()
-        },
-    ) {
+    let mut media = match start_media(&config) {
         Ok(m) => m,
         Err(e) => return startup_failed(e),
     };
 
     let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeats());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
-    // The appliance owner's admin settings (boot partition confab.toml), applied once.
-    let preset_code = crate::auth::admin::apply_preset(store.as_ref(), &config.state_dir)
-        .unwrap_or_else(|e| {
-            warn!(error = %e, "admin preset not applied");
-            None
-        });
-    let (mut admin, setup_code) = crate::auth::admin::AdminState::with_code(
-        crate::auth::admin::password_set(store.as_ref()),
-        preset_code,
-    );
-    if let Some(code) = &setup_code {
-        // One-time: valid only until the admin password is set; asked for from every address.
-        info!(
-            setup_code = %code,
-            "no admin password yet: open /admin to set one, or run `confab admin set-password`"
-        );
-    }
-    admin.publish_code(setup_code_files(&config.state_dir));
-    admin.set_state_dir(config.state_dir.clone());
+    let admin = admin_state(store.as_ref(), &config);
     let app = App::new(AppInner {
         readiness,
         keys,
@@ -182,6 +150,50 @@ async fn serve(config: Config) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The media threads and their sockets, as configured.
+fn start_media(config: &Config) -> Result<MediaDriver, crate::media::MediaError> {
+    MediaDriver::start(
+        &MediaPlan {
+            bind: config.http.bind,
+            udp_port: config.rtc.udp_port,
+            tcp_port: config.rtc.tcp_port,
+            threads: config.rtc.media_threads,
+        },
+        crate::sfu::SfuConfig {
+            max_participants: config.rtc.max_participants,
+            max_rooms: config.rtc.max_rooms,
+            empty_timeout: config.rtc.empty_timeout,
+            advertised_ip: config.rtc.node_ip,
+            ..Default::default()
+        },
+    )
+}
+
+/// The admin's sessions, with the owner's preset applied and the setup code (if no password is
+/// set yet) logged and published.
+fn admin_state(store: &SledStore, config: &Config) -> crate::auth::admin::AdminState {
+    // The appliance owner's admin settings (boot partition confab.toml), applied once.
+    let preset_code =
+        crate::auth::admin::apply_preset(store, &config.state_dir).unwrap_or_else(|e| {
+            warn!(error = %e, "admin preset not applied");
+            None
+        });
+    let (mut admin, setup_code) = crate::auth::admin::AdminState::with_code(
+        crate::auth::admin::password_set(store),
+        preset_code,
+    );
+    if let Some(code) = &setup_code {
+        // One-time: valid only until the admin password is set; asked for from every address.
+        info!(
+            setup_code = %code,
+            "no admin password yet: open /admin to set one, or run `confab admin set-password`"
+        );
+    }
+    admin.publish_code(setup_code_files(&config.state_dir));
+    admin.set_state_dir(config.state_dir.clone());
+    admin
 }
 
 /// Tells the user about the API key once: the secret goes to an interactive terminal only, never
