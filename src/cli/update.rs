@@ -63,102 +63,19 @@ pub fn run(config: Config, args: UpdateArgs) -> ExitCode {
         Err(e) => return super::fail(e),
     };
     match args.command {
-        UpdateCommand::Check { from, json } => {
-            match runtime.block_on(agent::check(&config, from.as_deref())) {
-                Ok(r) if json => print_json(&r),
-                Ok(r) if r.newer => {
-                    println!(
-                        "Update available: v{} (running v{})",
-                        r.available, r.current
-                    );
-                    if let Some(url) = &r.notes_url {
-                        println!("Release notes: {url}");
-                    }
-                    println!("Install it with: confab update apply");
-                    ExitCode::SUCCESS
-                }
-                Ok(r) => {
-                    println!(
-                        "Up to date: v{} (newest release: v{})",
-                        r.current, r.available
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => super::fail(e),
-            }
-        }
+        UpdateCommand::Check { from, json } => check(&runtime, &config, from.as_deref(), json),
         UpdateCommand::Apply {
             from,
             allow_downgrade,
             no_reboot,
-        } => {
-            let reporter = Reporter::new();
-            let result = runtime.block_on(agent::apply(
-                &config,
-                from.as_deref(),
-                allow_downgrade,
-                !no_reboot,
-                &|p| reporter.show(p),
-            ));
-            reporter.finish();
-            match result {
-                Ok(record) => {
-                    println!(
-                        "Installed v{} into slot {}: {}",
-                        record.version, record.slot, record.result
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => super::fail(e),
-            }
-        }
-        UpdateCommand::Status { json } => match agent::status(&config) {
-            Ok(s) if json => print_json(&s),
-            Ok(s) => {
-                println!(
-                    "running v{} on board {} (bootloader: {})",
-                    s.running, s.board, s.bootloader
-                );
-                for slot in &s.slots {
-                    println!(
-                        "slot {}: {:?}{} {}",
-                        slot.slot,
-                        slot.health,
-                        if slot.booted { " (booted)" } else { "" },
-                        slot.version
-                            .as_deref()
-                            .map(|v| format!("v{v}"))
-                            .unwrap_or_default()
-                    );
-                }
-                match &s.state.last_check {
-                    Some(c) => println!(
-                        "last check: {}",
-                        c.error.clone().unwrap_or_else(|| format!(
-                            "v{}{}",
-                            c.available.as_deref().unwrap_or("?"),
-                            if c.newer {
-                                " available"
-                            } else {
-                                " (up to date)"
-                            }
-                        ))
-                    ),
-                    None => println!("last check: never"),
-                }
-                if let Some(rollback) = &s.rollback {
-                    println!("rolled back: {rollback}");
-                }
-                if let Some(i) = &s.state.last_install {
-                    println!(
-                        "last install: v{} into slot {}: {}",
-                        i.version, i.slot, i.result
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => super::fail(e),
-        },
+        } => apply(
+            &runtime,
+            &config,
+            from.as_deref(),
+            allow_downgrade,
+            no_reboot,
+        ),
+        UpdateCommand::Status { json } => status(&config, json),
         UpdateCommand::Agent => {
             let socket = config.update.socket.clone();
             match runtime.block_on(agent::server::run(config, &socket)) {
@@ -178,6 +95,117 @@ pub fn run(config: Config, args: UpdateArgs) -> ExitCode {
                 Err(e) => super::fail(e),
             }
         }
+    }
+}
+
+/// `confab update check`.
+fn check(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    from: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    match runtime.block_on(agent::check(config, from)) {
+        Ok(r) if json => print_json(&r),
+        Ok(r) if r.newer => {
+            println!(
+                "Update available: v{} (running v{})",
+                r.available, r.current
+            );
+            if let Some(url) = &r.notes_url {
+                println!("Release notes: {url}");
+            }
+            println!("Install it with: confab update apply");
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "Up to date: v{} (newest release: v{})",
+                r.current, r.available
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(e),
+    }
+}
+
+/// `confab update apply`.
+fn apply(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    from: Option<&str>,
+    allow_downgrade: bool,
+    no_reboot: bool,
+) -> ExitCode {
+    let reporter = Reporter::new();
+    let result = runtime.block_on(agent::apply(
+        config,
+        from,
+        allow_downgrade,
+        !no_reboot,
+        &|p| reporter.show(p),
+    ));
+    reporter.finish();
+    match result {
+        Ok(record) => {
+            println!(
+                "Installed v{} into slot {}: {}",
+                record.version, record.slot, record.result
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(e),
+    }
+}
+
+/// `confab update status`.
+fn status(config: &Config, json: bool) -> ExitCode {
+    match agent::status(config) {
+        Ok(s) if json => print_json(&s),
+        Ok(s) => {
+            println!(
+                "running v{} on board {} (bootloader: {})",
+                s.running, s.board, s.bootloader
+            );
+            for slot in &s.slots {
+                println!(
+                    "slot {}: {:?}{} {}",
+                    slot.slot,
+                    slot.health,
+                    if slot.booted { " (booted)" } else { "" },
+                    slot.version
+                        .as_deref()
+                        .map(|v| format!("v{v}"))
+                        .unwrap_or_default()
+                );
+            }
+            match &s.state.last_check {
+                Some(c) => println!(
+                    "last check: {}",
+                    c.error.clone().unwrap_or_else(|| format!(
+                        "v{}{}",
+                        c.available.as_deref().unwrap_or("?"),
+                        if c.newer {
+                            " available"
+                        } else {
+                            " (up to date)"
+                        }
+                    ))
+                ),
+                None => println!("last check: never"),
+            }
+            if let Some(rollback) = &s.rollback {
+                println!("rolled back: {rollback}");
+            }
+            if let Some(i) = &s.state.last_install {
+                println!(
+                    "last install: v{} into slot {}: {}",
+                    i.version, i.slot, i.result
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(e),
     }
 }
 
