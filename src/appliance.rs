@@ -220,7 +220,7 @@ fn import(file: &Path, config: &BootConfig, paths: &Paths) -> Result<(), SetupEr
     let secret = etc.join("secret");
     let mut applied = vec![format!(
         "# Applied by confab-setup at {} and removed from this partition; secrets are kept on",
-        time::OffsetDateTime::now_utc()
+        crate::clock::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default()
     )];

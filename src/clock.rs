@@ -1,5 +1,6 @@
-//! The wall clock, read in one place: Unix time now, as seconds or milliseconds. A clock set
-//! before 1970 reads as 0 (the callers store or compare times; none may fail on a bad clock).
+//! The wall clock, read in one place: Unix time now, as seconds or milliseconds, or as a UTC
+//! date. A clock set before 1970 reads as Unix time 0 (the callers store or compare times; none
+//! may fail on a bad clock).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,11 @@ pub fn unix_secs() -> u64 {
 /// Unix time now, in milliseconds.
 pub fn unix_millis() -> u64 {
     since_epoch().as_millis() as u64
+}
+
+/// Now, as a UTC date and time (for certificate validity and timestamps people read).
+pub fn now_utc() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use serde::{Deserialize, Serialize};
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 use super::TlsError;
 
@@ -119,7 +119,7 @@ impl LocalCa {
         };
         let renew_at = info.not_after_unix - Duration::days(RENEW_BEFORE_DAYS).whole_seconds();
         info.names == names
-            && OffsetDateTime::now_utc().unix_timestamp() < renew_at
+            && crate::clock::now_utc().unix_timestamp() < renew_at
             && self.leaf_cert_path().exists()
             && self.leaf_key_path().exists()
     }
@@ -138,7 +138,7 @@ impl LocalCa {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now_utc();
         params.not_before = now - Duration::days(1);
         params.not_after = now + Duration::days(LEAF_DAYS);
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
@@ -188,7 +188,7 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), String> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now_utc();
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(365 * CA_YEARS);
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
