@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use confab::api::client::{connector_for_ca, get};
+use confab::http::client::{connector_for_ca, get};
 
 const TARGET: Duration = Duration::from_millis(100);
 const ENDPOINTS: [&str; 3] = ["/api/health", "/api/health/ready", "/api/health/live"];

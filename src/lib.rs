@@ -1,9 +1,12 @@
 //! confab: a self-hosted, LiveKit-compatible video-conferencing appliance in one static binary.
 //!
 //! Modules mirror the architecture (`docs/architecture.md`): `config` is validated before anything
-//! binds; `state` keeps sled; `tls` makes or loads certificates; `auth` mints and checks tokens;
-//! `api` serves HTTP; `media` owns the media sockets and their thread; `systemd` is every
-//! sd_notify call and the log setup; `cli` is the command line.
+//! binds; `state` keeps sled; `tls` makes or loads certificates; `auth` mints and checks tokens
+//! and keeps the admin's password and sessions; `http` is the HTTP plumbing (body, responses,
+//! peers, connection limits, the HTTPS client) that `api`, `signal` and `update` share; `api`
+//! serves HTTP; `media` owns the media sockets and their thread; `systemd` is every sd_notify call
+//! and the log setup; `clock` reads the wall clock; `cli` is the command line. `tests/layout.rs`
+//! keeps the modules free of import cycles.
 
 pub mod api;
 pub mod appliance;
