@@ -192,8 +192,13 @@ async fn serve(
                 (r.name, r.max_participants, r.empty_timeout, r.metadata);
             let room = media
                 .create_room(&name.clone(), move |sfu, now| {
-                    let room =
-                        sfu.create_room(now, &name, Some(max), (empty > 0).then_some(empty))?;
+                    let room = sfu.create_room(
+                        now,
+                        crate::media::unix_ms(),
+                        &name,
+                        Some(max),
+                        (empty > 0).then_some(empty),
+                    )?;
                     if meta.is_empty() {
                         Ok(room)
                     } else {

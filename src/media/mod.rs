@@ -627,7 +627,7 @@ impl MediaDriver {
                 tcp: HashMap::new(),
                 tcp_by_route: HashMap::new(),
                 next_tcp: TCP_BASE,
-                sfu: Sfu::new(cfg),
+                sfu: Sfu::new(cfg, Instant::now()),
                 sessions: HashMap::new(),
                 commands: rx,
                 heartbeat: heartbeat.clone(),
@@ -863,7 +863,7 @@ impl Loop {
                 reply,
             } => {
                 let room = params.room.clone();
-                let result = self.sfu.join(now, *params);
+                let result = self.sfu.join(now, unix_ms(), *params);
                 if let Ok((pid, _)) = &result {
                     self.sessions.insert(*pid, (conn, session));
                 }
@@ -1098,6 +1098,14 @@ impl Loop {
 
 /// Datagrams waiting longer than this in the socket are counted as this (a wall-clock step).
 const MAX_WAIT_NS: u64 = 10_000_000_000;
+
+/// The wall-clock time in milliseconds since the epoch (the SFU core gets it as an argument).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 fn unix_ns() -> u64 {
     std::time::SystemTime::now()

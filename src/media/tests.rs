@@ -154,7 +154,7 @@ async fn the_room_limit_holds_over_all_shards_and_a_closed_room_frees_its_slot()
         let room = h
             .create_room(name, {
                 let name = name.to_string();
-                move |sfu, now| sfu.create_room(now, &name, None, None)
+                move |sfu, now| sfu.create_room(now, 0, &name, None, None)
             })
             .await
             .unwrap();
@@ -165,7 +165,7 @@ async fn the_room_limit_holds_over_all_shards_and_a_closed_room_frees_its_slot()
     let (r, _rx) = join(&h, "r4", "x").await;
     assert_eq!(r.unwrap_err(), JoinError::TooManyRooms(3));
     let created = h
-        .create_room("r4", |sfu, now| sfu.create_room(now, "r4", None, None))
+        .create_room("r4", |sfu, now| sfu.create_room(now, 0, "r4", None, None))
         .await
         .unwrap();
     assert_eq!(created.unwrap_err(), JoinError::TooManyRooms(3));

@@ -3,9 +3,11 @@
 use super::*;
 
 impl Sfu {
+    /// `unix_ms`: the wall-clock time, LiveKit's `creation_time` if the room is new.
     pub fn create_room(
         &mut self,
         now: Instant,
+        unix_ms: i64,
         name: &str,
         max_participants: Option<u32>,
         empty_timeout: Option<u32>,
@@ -19,7 +21,7 @@ impl Sfu {
         let room = Room {
             sid: new_sid("RM_"),
             name: name.to_string(),
-            created_unix_ms: unix_ms(),
+            created_unix_ms: unix_ms,
             metadata: String::new(),
             max_participants: max_participants
                 .filter(|m| *m > 0)

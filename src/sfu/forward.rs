@@ -271,7 +271,12 @@ impl Sfu {
             }
             if let Some(arrived) = probe_at {
                 let audio = !video;
-                probe.expect(*tx.ssrc(), out_seq as u16, delay::Probe { arrived, audio });
+                probe.expect(
+                    now,
+                    *tx.ssrc(),
+                    out_seq as u16,
+                    delay::Probe { arrived, audio },
+                );
             }
             tx.write_rtp(w);
             if !dirty.contains(&sub_peer) {

@@ -1,7 +1,8 @@
 //! The SFU core, sans-IO. Rooms, participants, published tracks and subscriptions, with one str0m
 //! `Rtc` per PeerConnection. Input: time, datagrams (with the local address they arrived on),
 //! LiveKit signal requests and admin calls. Output ([`Output`]): datagrams to send and signal
-//! responses for sessions. No sockets, no threads, no `Instant::now()`: the media driver
+//! responses for sessions. No sockets, no threads, no clock: time (monotonic, and wall-clock
+//! where LiveKit wants it) comes in as arguments. The media driver
 //! (`media/`) feeds it, and the unit tests drive simulated peers through it on a virtual clock.
 
 // LiveKit marks fields deprecated (TrackInfo.layers, UserPacket.participant_identity …) that
@@ -39,7 +40,7 @@ use tracing::{debug, info, warn};
 
 pub use peer::rewrite_answer;
 use peer::{Peer, Role};
-use room::{new_sid, unix_ms, Participant, PubTrack, Room, Sub};
+use room::{new_sid, Participant, PubTrack, Room, Sub};
 pub use room::{Mode, Permissions};
 
 /// A `HashMap` with foldhash: several times cheaper than SipHash for the short keys the packet
@@ -210,7 +211,8 @@ pub struct Sfu {
 }
 
 impl Sfu {
-    pub fn new(cfg: SfuConfig) -> Sfu {
+    /// An SFU whose clock starts at `now` (the media loop's, or a test's virtual clock).
+    pub fn new(cfg: SfuConfig, now: Instant) -> Sfu {
         let dtls_cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate();
@@ -226,7 +228,7 @@ impl Sfu {
             dirty: vec![],
             next_id: 1,
             next_speakers: None,
-            now: Instant::now(),
+            now,
             requested_sections: HashMap::new(),
             free_sections: HashMap::new(),
             quality: Default::default(),
@@ -315,7 +317,13 @@ impl Sfu {
     /// A participant joins. On success its `join` response is queued for it, and the others in
     /// the room hear about it. With `resume_sid`, a participant whose signal connection dropped
     /// takes it up again instead (`reconnect` response; the room sees nothing).
-    pub fn join(&mut self, now: Instant, p: JoinParams) -> Result<(Pid, String), JoinError> {
+    /// `unix_ms` is the wall-clock time of the join (LiveKit's `joined_at`).
+    pub fn join(
+        &mut self,
+        now: Instant,
+        unix_ms: i64,
+        p: JoinParams,
+    ) -> Result<(Pid, String), JoinError> {
         self.now = now;
         if let Some(sid) = &p.resume_sid {
             return self.resume(now, sid, &p);
@@ -331,7 +339,7 @@ impl Sfu {
             self.remove_participant(now, old, lk::DisconnectReason::DuplicateIdentity);
         }
         if !self.rooms.contains_key(&p.room) {
-            self.create_room(now, &p.room, None, None)?;
+            self.create_room(now, unix_ms, &p.room, None, None)?;
         }
         let room = self
             .rooms
@@ -368,7 +376,7 @@ impl Sfu {
             room: p.room.clone(),
             perms: p.perms,
             mode: p.mode,
-            joined_unix_ms: unix_ms(),
+            joined_unix_ms: unix_ms,
             version: 1,
             state: lk::participant_info::State::Joined,
             auto_subscribe: p.auto_subscribe,

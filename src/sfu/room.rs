@@ -323,10 +323,3 @@ pub fn new_sid(prefix: &str) -> String {
     );
     s
 }
-
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

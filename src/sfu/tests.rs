@@ -108,9 +108,10 @@ impl World {
 
     fn with_config(mut cfg: SfuConfig) -> World {
         cfg.candidates = vec![(SFU_ADDR.parse().unwrap(), Protocol::Udp)];
+        let now = Instant::now();
         World {
-            now: Instant::now(),
-            sfu: Sfu::new(cfg),
+            now,
+            sfu: Sfu::new(cfg, now),
             peers: vec![],
             next_port: 5000,
             probes: vec![],
@@ -130,7 +131,7 @@ impl World {
     fn join(&mut self, room: &str, identity: &str, mode: Mode) -> usize {
         let (pid, sid) = self
             .sfu
-            .join(self.now, World::params(room, identity, mode))
+            .join(self.now, 0, World::params(room, identity, mode))
             .unwrap();
         let publisher = Pc::new(self.now, &self.addr());
         let subscriber = (mode == Mode::V0).then(|| Pc::new(self.now, &self.addr()));
@@ -785,12 +786,12 @@ fn room_and_server_caps_refuse_with_reasons() {
     w.join("r", "b", Mode::V0);
     let e = w
         .sfu
-        .join(w.now, World::params("r", "c", Mode::V0))
+        .join(w.now, 0, World::params("r", "c", Mode::V0))
         .unwrap_err();
     assert_eq!(e, JoinError::RoomFull("r".into(), 2));
     let e = w
         .sfu
-        .join(w.now, World::params("other", "c", Mode::V0))
+        .join(w.now, 0, World::params("other", "c", Mode::V0))
         .unwrap_err();
     assert_eq!(e, JoinError::TooManyRooms(1));
 }
@@ -1021,7 +1022,7 @@ fn a_dropped_session_resumes_within_the_timeout_and_not_after() {
     w.run(Duration::from_secs(5));
     let mut again = World::params("standup", "alice", Mode::V0);
     again.resume_sid = Some(sid.clone());
-    let (pid, same) = w.sfu.join(w.now, again.clone()).unwrap();
+    let (pid, same) = w.sfu.join(w.now, 0, again.clone()).unwrap();
     assert_eq!(
         (pid, same.as_str()),
         (alice, sid.as_str()),
@@ -1045,7 +1046,7 @@ fn a_dropped_session_resumes_within_the_timeout_and_not_after() {
     w.sfu.session_lost(w.now, alice);
     w.run(SfuConfig::default().departure_timeout + Duration::from_secs(1));
     assert_eq!(w.sfu.participant_count(), 1);
-    let e = w.sfu.join(w.now, again).unwrap_err();
+    let e = w.sfu.join(w.now, 0, again).unwrap_err();
     assert_eq!(e, JoinError::CannotResume(sid));
 }
 
@@ -1082,7 +1083,7 @@ fn a_client_that_never_answers_is_disconnected_and_nobody_else() {
     // The first offer goes out inside join(); mark the peer silent before it is delivered.
     let (pid, sid) = w
         .sfu
-        .join(w.now, World::params("r", "mute", Mode::V0))
+        .join(w.now, 0, World::params("r", "mute", Mode::V0))
         .unwrap();
     let publisher = Pc::new(w.now, "10.0.0.9:1");
     w.peers.push(Peer {
@@ -1199,7 +1200,7 @@ fn own_metadata_changes_need_the_grant() {
     );
     let mut p = World::params("standup", "carol", Mode::V0);
     p.can_update_metadata = true;
-    let (pid, sid) = w.sfu.join(w.now, p).unwrap();
+    let (pid, sid) = w.sfu.join(w.now, 0, p).unwrap();
     w.peers.push(Peer {
         pid,
         sid,
@@ -1745,7 +1746,7 @@ fn own_metadata_updates_are_capped_like_livekit() {
     p.attributes = [("a".to_string(), "x".repeat(60_000))]
         .into_iter()
         .collect();
-    let (pid, sid) = w.sfu.join(w.now, p).unwrap();
+    let (pid, sid) = w.sfu.join(w.now, 0, p).unwrap();
     w.peers.push(Peer {
         pid,
         sid,

@@ -242,7 +242,7 @@ pub async fn upgrade(app: App, media: MediaHandle, mut req: Request<Incoming>) -
 }
 
 fn now_ms() -> i64 {
-    crate::sfu::room::unix_ms()
+    crate::media::unix_ms()
 }
 
 /// Writes one message: false when the connection failed, the write took longer than
