@@ -1,8 +1,196 @@
-//! Room and participant administration (the Twirp RoomService and the web API call these).
+//! Room and participant administration: the typed [`Request`]s the API side (Twirp
+//! RoomService, the web and admin APIs) sends to the media side, their [`Reply`]s, and
+//! [`Sfu::handle`], which answers them.
 
 use super::*;
 
+/// What the API/admin side asks of the SFU (sent to the media thread hosting the room).
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Creates the room unless it exists (then its info); sets its metadata if not empty.
+    CreateRoom {
+        name: String,
+        max_participants: Option<u32>,
+        empty_timeout: Option<u32>,
+        metadata: String,
+        /// The wall-clock time of the request (LiveKit's `creation_time`).
+        unix_ms: i64,
+    },
+    DeleteRoom {
+        room: String,
+    },
+    /// The named rooms (all when empty), sorted by name.
+    ListRooms {
+        names: Vec<String>,
+    },
+    ListParticipants {
+        room: String,
+    },
+    GetParticipant {
+        room: String,
+        identity: String,
+    },
+    RemoveParticipant {
+        room: String,
+        identity: String,
+    },
+    /// Mutes a track, if `identity` publishes it.
+    MutePublishedTrack {
+        room: String,
+        identity: String,
+        track_sid: String,
+        muted: bool,
+    },
+    /// Changes what is given (within the participant's own limits).
+    UpdateParticipant {
+        room: String,
+        identity: String,
+        metadata: Option<String>,
+        name: Option<String>,
+        attributes: HashMap<String, String>,
+        perms: Option<Permissions>,
+    },
+    /// Subscribes or unsubscribes a participant as its own signal request would.
+    UpdateSubscriptions {
+        room: String,
+        identity: String,
+        update: lk::UpdateSubscription,
+    },
+    SendData {
+        room: String,
+        packet: lk::DataPacket,
+    },
+    UpdateRoomMetadata {
+        room: String,
+        metadata: String,
+    },
+    /// Every room with its participants (the admin status page).
+    Overview,
+}
+
+/// The answer to a [`Request`] (the variant named after it in each case).
+#[derive(Debug)]
+pub enum Reply {
+    /// CreateRoom.
+    Created(Result<lk::Room, JoinError>),
+    /// DeleteRoom, RemoveParticipant, UpdateSubscriptions, SendData: whether the room (or
+    /// participant) was found.
+    Found(bool),
+    /// ListRooms.
+    Rooms(Vec<lk::Room>),
+    /// ListParticipants (`None`: no such room).
+    Participants(Option<Vec<lk::ParticipantInfo>>),
+    /// GetParticipant (`None`: no such participant).
+    Participant(Option<lk::ParticipantInfo>),
+    /// UpdateParticipant: `None` when there is no such participant, `Err` when an update
+    /// exceeds a limit.
+    Updated(Option<Result<lk::ParticipantInfo, String>>),
+    /// MutePublishedTrack (`None`: no such track of that participant).
+    Track(Option<lk::TrackInfo>),
+    /// UpdateRoomMetadata (`None`: no such room).
+    Room(Option<lk::Room>),
+    /// Overview.
+    Overview(Vec<(lk::Room, Vec<lk::ParticipantInfo>)>),
+}
+
 impl Sfu {
+    /// Answers a request of the API side.
+    pub fn handle(&mut self, now: Instant, req: Request) -> Reply {
+        match req {
+            Request::CreateRoom {
+                name,
+                max_participants,
+                empty_timeout,
+                metadata,
+                unix_ms,
+            } => {
+                let created =
+                    self.create_room(now, unix_ms, &name, max_participants, empty_timeout);
+                Reply::Created(created.map(|room| {
+                    if metadata.is_empty() {
+                        room
+                    } else {
+                        self.update_room_metadata(&name, metadata).unwrap_or(room)
+                    }
+                }))
+            }
+            Request::DeleteRoom { room } => Reply::Found(self.delete_room(now, &room)),
+            Request::ListRooms { names } => Reply::Rooms(self.list_rooms(&names)),
+            Request::ListParticipants { room } => {
+                Reply::Participants(self.list_participants(&room))
+            }
+            Request::GetParticipant { room, identity } => Reply::Participant(
+                self.find(&room, &identity)
+                    .and_then(|p| self.participant_info(p)),
+            ),
+            Request::RemoveParticipant { room, identity } => {
+                let pid = self.find(&room, &identity);
+                if let Some(pid) = pid {
+                    self.remove_participant(now, pid, lk::DisconnectReason::ParticipantRemoved);
+                }
+                Reply::Found(pid.is_some())
+            }
+            Request::MutePublishedTrack {
+                room,
+                identity,
+                track_sid,
+                muted,
+            } => {
+                let owns = self
+                    .find(&room, &identity)
+                    .and_then(|pid| self.parts.get(&pid))
+                    .is_some_and(|p| p.tracks.contains(&track_sid));
+                Reply::Track(owns.then(|| self.set_muted(&track_sid, muted)).flatten())
+            }
+            Request::UpdateParticipant {
+                room,
+                identity,
+                metadata,
+                name,
+                attributes,
+                perms,
+            } => {
+                let Some(pid) = self.find(&room, &identity) else {
+                    return Reply::Updated(None);
+                };
+                // The same limits as the participant's own updates (issue 24).
+                if let Err(e) =
+                    self.check_update(pid, metadata.as_deref(), name.as_deref(), &attributes)
+                {
+                    return Reply::Updated(Some(Err(e)));
+                }
+                Reply::Updated(
+                    self.update_participant(pid, metadata, name, attributes, perms)
+                        .map(Ok),
+                )
+            }
+            Request::UpdateSubscriptions {
+                room,
+                identity,
+                update,
+            } => {
+                let pid = self.find(&room, &identity);
+                if let Some(pid) = pid {
+                    self.handle_signal(now, pid, Req::Subscription(update));
+                }
+                Reply::Found(pid.is_some())
+            }
+            Request::SendData { room, packet } => Reply::Found(self.send_data(now, &room, packet)),
+            Request::UpdateRoomMetadata { room, metadata } => {
+                Reply::Room(self.update_room_metadata(&room, metadata))
+            }
+            Request::Overview => Reply::Overview(
+                self.list_rooms(&[])
+                    .into_iter()
+                    .map(|r| {
+                        let people = self.list_participants(&r.name).unwrap_or_default();
+                        (r, people)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     /// `unix_ms`: the wall-clock time, LiveKit's `creation_time` if the room is new.
     pub fn create_room(
         &mut self,

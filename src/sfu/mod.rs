@@ -38,6 +38,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tracing::{debug, info, warn};
 
+pub use admin::{Reply, Request};
 pub use peer::rewrite_answer;
 use peer::{Peer, Role};
 use room::{new_sid, Participant, PubTrack, Room, Sub};
