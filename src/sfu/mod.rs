@@ -12,6 +12,7 @@
 mod admin;
 mod data;
 pub mod delay;
+mod fanout;
 mod forward;
 pub mod limits;
 mod peer;
@@ -1504,6 +1505,9 @@ impl Sfu {
             let Some(id) = self.dirty.pop() else {
                 break;
             };
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.queued = false;
+            }
             rounds += 1;
             if rounds > 10_000 {
                 warn!("media loop did not settle; continuing next turn");

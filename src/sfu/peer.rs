@@ -46,6 +46,8 @@ pub struct Peer {
     pub candidates: usize,
     /// v0 subscriber: media sections the server has added (one per subscription ever made).
     pub sections: usize,
+    /// In the SFU's queue of peers to poll, put there by forwarding (cleared when taken off).
+    pub queued: bool,
 }
 
 impl Peer {
@@ -66,6 +68,7 @@ impl Peer {
             last_out: HashMap::new(),
             candidates: 0,
             sections: 0,
+            queued: false,
         }
     }
 
