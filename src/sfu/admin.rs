@@ -115,16 +115,17 @@ impl Sfu {
                 }))
             }
             Request::DeleteRoom { room } => Reply::Found(self.delete_room(now, &room)),
-            Request::ListRooms { names } => Reply::Rooms(self.list_rooms(&names)),
+            Request::ListRooms { names } => Reply::Rooms(self.reg.list_rooms(&names)),
             Request::ListParticipants { room } => {
-                Reply::Participants(self.list_participants(&room))
+                Reply::Participants(self.reg.list_participants(&room))
             }
             Request::GetParticipant { room, identity } => Reply::Participant(
-                self.find(&room, &identity)
-                    .and_then(|p| self.participant_info(p)),
+                self.reg
+                    .find(&room, &identity)
+                    .and_then(|p| self.reg.participant_info(p)),
             ),
             Request::RemoveParticipant { room, identity } => {
-                let pid = self.find(&room, &identity);
+                let pid = self.reg.find(&room, &identity);
                 if let Some(pid) = pid {
                     self.remove_participant(now, pid, lk::DisconnectReason::ParticipantRemoved);
                 }
@@ -137,8 +138,9 @@ impl Sfu {
                 muted,
             } => {
                 let owns = self
+                    .reg
                     .find(&room, &identity)
-                    .and_then(|pid| self.parts.get(&pid))
+                    .and_then(|pid| self.reg.parts.get(&pid))
                     .is_some_and(|p| p.tracks.contains(&track_sid));
                 Reply::Track(owns.then(|| self.set_muted(&track_sid, muted)).flatten())
             }
@@ -150,7 +152,7 @@ impl Sfu {
                 attributes,
                 perms,
             } => {
-                let Some(pid) = self.find(&room, &identity) else {
+                let Some(pid) = self.reg.find(&room, &identity) else {
                     return Reply::Updated(None);
                 };
                 // The same limits as the participant's own updates (issue 24).
@@ -169,7 +171,7 @@ impl Sfu {
                 identity,
                 update,
             } => {
-                let pid = self.find(&room, &identity);
+                let pid = self.reg.find(&room, &identity);
                 if let Some(pid) = pid {
                     self.handle_signal(now, pid, Req::Subscription(update));
                 }
@@ -180,10 +182,11 @@ impl Sfu {
                 Reply::Room(self.update_room_metadata(&room, metadata))
             }
             Request::Overview => Reply::Overview(
-                self.list_rooms(&[])
+                self.reg
+                    .list_rooms(&[])
                     .into_iter()
                     .map(|r| {
-                        let people = self.list_participants(&r.name).unwrap_or_default();
+                        let people = self.reg.list_participants(&r.name).unwrap_or_default();
                         (r, people)
                     })
                     .collect(),
@@ -200,10 +203,10 @@ impl Sfu {
         max_participants: Option<u32>,
         empty_timeout: Option<u32>,
     ) -> Result<lk::Room, JoinError> {
-        if let Some(r) = self.rooms.get(name) {
-            return Ok(self.room_info(r));
+        if let Some(r) = self.reg.rooms.get(name) {
+            return Ok(self.reg.room_info(r));
         }
-        if self.rooms.len() as u32 >= self.cfg.max_rooms {
+        if self.reg.rooms.len() as u32 >= self.cfg.max_rooms {
             return Err(JoinError::TooManyRooms(self.cfg.max_rooms));
         }
         let room = Room {
@@ -221,69 +224,36 @@ impl Sfu {
             version: 1,
         };
         info!(room = %name, sid = %room.sid, "room created");
-        let info = self.room_info(&room);
-        self.rooms.insert(name.to_string(), room);
+        let info = self.reg.room_info(&room);
+        self.reg.rooms.insert(name.to_string(), room);
         Ok(info)
     }
 
-    pub fn list_rooms(&self, names: &[String]) -> Vec<lk::Room> {
-        let mut v: Vec<lk::Room> = self
-            .rooms
-            .values()
-            .filter(|r| names.is_empty() || names.contains(&r.name))
-            .map(|r| self.room_info(r))
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
-
     pub fn delete_room(&mut self, now: Instant, name: &str) -> bool {
-        let Some(room) = self.rooms.get(name) else {
+        let Some(room) = self.reg.rooms.get(name) else {
             return false;
         };
         for pid in room.participants.clone() {
             self.remove_participant(now, pid, lk::DisconnectReason::RoomDeleted);
         }
         info!(room = %name, "room deleted");
-        self.rooms.remove(name).is_some()
-    }
-
-    pub fn list_participants(&self, room: &str) -> Option<Vec<lk::ParticipantInfo>> {
-        let r = self.rooms.get(room)?;
-        Some(
-            r.participants
-                .iter()
-                .filter_map(|x| self.parts.get(x))
-                .map(|x| x.info(&self.tracks))
-                .collect(),
-        )
-    }
-
-    pub fn find(&self, room: &str, identity: &str) -> Option<Pid> {
-        self.parts
-            .values()
-            .find(|x| x.room == room && x.identity == identity)
-            .map(|x| x.id)
+        self.reg.rooms.remove(name).is_some()
     }
 
     /// A participant's identity.
     pub fn identity(&self, pid: Pid) -> Option<&str> {
-        self.parts.get(&pid).map(|p| p.identity.as_str())
-    }
-
-    pub fn participant_info(&self, pid: Pid) -> Option<lk::ParticipantInfo> {
-        self.parts.get(&pid).map(|x| x.info(&self.tracks))
+        self.reg.parts.get(&pid).map(|p| p.identity.as_str())
     }
 
     pub fn update_room_metadata(&mut self, name: &str, metadata: String) -> Option<lk::Room> {
-        let room = self.rooms.get_mut(name)?;
+        let room = self.reg.rooms.get_mut(name)?;
         room.metadata = metadata;
         room.version += 1;
         let info = {
-            let r = self.rooms.get(name)?;
-            self.room_info(r)
+            let r = self.reg.rooms.get(name)?;
+            self.reg.room_info(r)
         };
-        for pid in self.room_members(name) {
+        for pid in self.reg.members(name) {
             self.signal(
                 pid,
                 Resp::RoomUpdate(lk::RoomUpdate {
@@ -303,7 +273,7 @@ impl Sfu {
         attributes: HashMap<String, String>,
         perms: Option<Permissions>,
     ) -> Option<lk::ParticipantInfo> {
-        let p = self.parts.get_mut(&pid)?;
+        let p = self.reg.parts.get_mut(&pid)?;
         if let Some(m) = metadata {
             p.metadata = m;
         }
@@ -336,6 +306,7 @@ impl Sfu {
         }
         if before.can_subscribe && !after.can_subscribe {
             let subs: Vec<String> = self
+                .reg
                 .parts
                 .get(&pid)
                 .map(|p| p.subs.keys().cloned().collect())
@@ -347,19 +318,19 @@ impl Sfu {
         if !before.can_subscribe && after.can_subscribe {
             self.subscribe_to_published(pid);
         }
-        if let Some(p) = self.parts.get_mut(&pid) {
+        if let Some(p) = self.reg.parts.get_mut(&pid) {
             p.version += 1;
         }
         self.broadcast_participant(pid);
-        self.participant_info(pid)
+        self.reg.participant_info(pid)
     }
 
     /// Admin or participant: mute/unmute a published track; everyone (owner included) hears.
     pub fn set_muted(&mut self, track_sid: &str, muted: bool) -> Option<lk::TrackInfo> {
-        let t = self.tracks.get_mut(track_sid)?;
+        let t = self.reg.tracks.get_mut(track_sid)?;
         t.info.muted = muted;
         let (owner, info) = (t.owner, t.info.clone());
-        if let Some(p) = self.parts.get_mut(&owner) {
+        if let Some(p) = self.reg.parts.get_mut(&owner) {
             p.version += 1;
         }
         self.signal(
@@ -375,7 +346,7 @@ impl Sfu {
 
     /// Admin: send a data packet to (some of) a room's participants, from the server.
     pub fn send_data(&mut self, now: Instant, room: &str, packet: lk::DataPacket) -> bool {
-        if !self.rooms.contains_key(room) {
+        if !self.reg.rooms.contains_key(room) {
             return false;
         }
         self.deliver_data(None, room, packet);

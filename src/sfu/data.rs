@@ -16,7 +16,7 @@ impl Sfu {
                 return;
             }
         };
-        let Some(p) = self.parts.get(&pid) else {
+        let Some(p) = self.reg.parts.get(&pid) else {
             return;
         };
         if !p.perms.can_publish_data {
@@ -64,11 +64,11 @@ impl Sfu {
         #[allow(deprecated)]
         let reliable = packet.kind != lk::data_packet::Kind::Lossy as i32;
         let bytes = packet.encode_to_vec();
-        for other in self.room_members(room) {
+        for other in self.reg.members(room) {
             if Some(other) == from {
                 continue;
             }
-            let Some(p) = self.parts.get(&other) else {
+            let Some(p) = self.reg.parts.get(&other) else {
                 continue;
             };
             if !packet.destination_identities.is_empty()
@@ -89,7 +89,7 @@ impl Sfu {
                     debug!("data not delivered: {e}");
                 }
             }
-            self.dirty.push(peer_id);
+            self.peers.mark(peer_id);
         }
     }
 }

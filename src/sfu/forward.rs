@@ -28,9 +28,10 @@ impl Sfu {
         // The room's member list is borrowed out of the room for the packet (not cloned per
         // packet) and put back afterwards; nothing below changes membership.
         let members = match self
+            .reg
             .parts
             .get(&pid)
-            .and_then(|p| self.rooms.get_mut(&p.room))
+            .and_then(|p| self.reg.rooms.get_mut(&p.room))
         {
             Some(r) => std::mem::take(&mut r.participants),
             None => return,
@@ -43,9 +44,10 @@ impl Sfu {
         };
         self.forward_packet(now, &from, &members, &pkt);
         if let Some(r) = self
+            .reg
             .parts
             .get(&pid)
-            .and_then(|p| self.rooms.get_mut(&p.room))
+            .and_then(|p| self.reg.rooms.get_mut(&p.room))
         {
             r.participants = members;
         }
@@ -60,13 +62,10 @@ impl Sfu {
             _ => None,
         };
         let Sfu {
-            parts,
-            tracks,
-            peers,
-            dirty,
-            probe,
-            ..
+            reg, peers, probe, ..
         } = self;
+        let (parts, tracks) = (&mut reg.parts, &mut reg.tracks);
+        let (peers, dirty) = (&mut peers.map, &mut peers.dirty);
         let Some(part) = parts.get_mut(&from.pid) else {
             return;
         };
@@ -113,7 +112,7 @@ impl Sfu {
 
     /// Requests a keyframe for every subscription that just became able to receive media.
     pub(super) fn request_keyframes_for_new_subs(&mut self, now: Instant, pid: Pid) {
-        let Some(p) = self.parts.get(&pid) else {
+        let Some(p) = self.reg.parts.get(&pid) else {
             return;
         };
         let wanted: Vec<(String, Option<Rid>)> = p
@@ -128,7 +127,7 @@ impl Sfu {
     }
 
     pub(super) fn request_keyframe(&mut self, now: Instant, track_sid: &str, rid: Option<Rid>) {
-        let Some(t) = self.tracks.get_mut(track_sid) else {
+        let Some(t) = self.reg.tracks.get_mut(track_sid) else {
             return;
         };
         if t.kind != MediaKind::Video {
@@ -144,7 +143,7 @@ impl Sfu {
             return;
         }
         t.last_keyframe_request.insert(rid, now);
-        let Some(owner) = self.parts.get(&t.owner) else {
+        let Some(owner) = self.reg.parts.get(&t.owner) else {
             return;
         };
         let peer_id = owner.publisher;
@@ -153,7 +152,7 @@ impl Sfu {
                 Some(rx) => rx.request_keyframe(KeyframeRequestKind::Pli),
                 None => debug!(%mid, ?rid, "keyframe request not sent: no stream yet"),
             }
-            self.dirty.push(peer_id);
+            self.peers.mark(peer_id);
         }
     }
 
@@ -161,13 +160,14 @@ impl Sfu {
     /// as it asked for (the best when it did not say), never above what it can take.
     pub(super) fn choose_layer(&mut self, pid: Pid, track_sid: &str) {
         let budget = self.video_budget(pid);
-        let Some(t) = self.tracks.get(track_sid) else {
+        let Some(t) = self.reg.tracks.get(track_sid) else {
             return;
         };
         if !t.simulcast() {
             return;
         }
         let Some(s) = self
+            .reg
             .parts
             .get_mut(&pid)
             .and_then(|p| p.subs.get_mut(track_sid))
@@ -204,11 +204,11 @@ impl Sfu {
 
     /// What one video subscription of `pid` may use: the estimate less audio, shared equally.
     pub(super) fn video_budget(&self, pid: Pid) -> Option<u64> {
-        let p = self.parts.get(&pid)?;
+        let p = self.reg.parts.get(&pid)?;
         let estimate = p.egress_estimate?;
         let (mut audio, mut video) = (0u64, 0u64);
         for s in p.subs.values().filter(|s| !s.disabled) {
-            match self.tracks.get(&s.track).map(|t| t.kind) {
+            match self.reg.tracks.get(&s.track).map(|t| t.kind) {
                 Some(MediaKind::Audio) => audio += 1,
                 Some(MediaKind::Video) => video += 1,
                 None => {}
@@ -220,7 +220,7 @@ impl Sfu {
     /// Re-chooses every simulcast subscription of `pid` for its bandwidth estimate, and tells
     /// its peer's estimator how much it would like to send (so it probes for that much).
     pub(super) fn rebalance(&mut self, pid: Pid) {
-        let Some(p) = self.parts.get(&pid) else {
+        let Some(p) = self.reg.parts.get(&pid) else {
             return;
         };
         let subs: Vec<String> = p.subs.keys().cloned().collect();
@@ -228,13 +228,13 @@ impl Sfu {
         for t in &subs {
             self.choose_layer(pid, t);
         }
-        let Some(p) = self.parts.get_mut(&pid) else {
+        let Some(p) = self.reg.parts.get_mut(&pid) else {
             return;
         };
         p.egress_applied = p.egress_estimate;
         let mut desired = 0u64;
         for s in p.subs.values().filter(|s| !s.disabled) {
-            let Some(t) = self.tracks.get(&s.track) else {
+            let Some(t) = self.reg.tracks.get(&s.track) else {
                 continue;
             };
             desired += match (t.kind, s.wanted) {
@@ -249,13 +249,13 @@ impl Sfu {
                 // Headroom: probing stops near the desired rate, and the layers must fit below.
                 str0m::bwe::Bitrate::bps((desired + desired / 2).max(300_000)),
             );
-            self.dirty.push(peer_id);
+            self.peers.mark(peer_id);
         }
     }
 
     pub(super) fn update_speakers(&mut self, now: Instant) {
         let mut by_room: HashMap<String, Vec<lk::SpeakerInfo>> = HashMap::new();
-        for p in self.parts.values_mut() {
+        for p in self.reg.parts.values_mut() {
             let recent = p
                 .last_audio
                 .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(500));
@@ -276,7 +276,7 @@ impl Sfu {
         for (room, mut speakers) in by_room {
             speakers.sort_by(|a, b| b.level.total_cmp(&a.level));
             let msg = Resp::SpeakersChanged(lk::SpeakersChanged { speakers });
-            for pid in self.room_members(&room) {
+            for pid in self.reg.members(&room) {
                 self.signal(pid, msg.clone());
             }
         }

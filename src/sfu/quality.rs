@@ -117,16 +117,16 @@ impl Sfu {
             return;
         }
         self.quality.next = Some(now + QUALITY_INTERVAL);
-        let parts = &self.parts;
+        let parts = &self.reg.parts;
         self.quality
             .samples
             .retain(|pid, _| parts.contains_key(pid));
         let mut messages = vec![];
-        for room in self.rooms.values() {
+        for room in self.reg.rooms.values() {
             let infos: Vec<lk::ConnectionQualityInfo> = room
                 .participants
                 .iter()
-                .filter_map(|pid| self.parts.get(pid))
+                .filter_map(|pid| self.reg.parts.get(pid))
                 .filter(|p| !p.perms.hidden)
                 .filter_map(|p| {
                     let connected = [p.publisher, p.subscriber]
@@ -152,7 +152,12 @@ impl Sfu {
             }
             let msg = Resp::ConnectionQuality(lk::ConnectionQualityUpdate { updates: infos });
             for pid in &room.participants {
-                if self.parts.get(pid).is_some_and(|p| p.gone_since.is_none()) {
+                if self
+                    .reg
+                    .parts
+                    .get(pid)
+                    .is_some_and(|p| p.gone_since.is_none())
+                {
                     messages.push((*pid, msg.clone()));
                 }
             }

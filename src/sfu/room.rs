@@ -1,5 +1,6 @@
-//! Rooms, participants and published tracks: the SFU's bookkeeping, and how each looks on the
-//! wire (LiveKit's `Room`, `ParticipantInfo`, `TrackInfo`).
+//! The records of rooms, participants, published tracks and subscriptions (the registry,
+//! registry.rs, keeps them by key), and how each looks on the wire (LiveKit's `Room`,
+//! `ParticipantInfo`, `TrackInfo`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;

@@ -6,15 +6,15 @@ use super::*;
 impl Sfu {
     /// v1: (mid, stream id, track sid) of every section that carries a subscribed track.
     pub(super) fn v1_msids(&self, pid: Pid) -> Vec<(String, String, String)> {
-        let Some(p) = self.parts.get(&pid) else {
+        let Some(p) = self.reg.parts.get(&pid) else {
             return vec![];
         };
         p.subs
             .values()
             .filter_map(|s| {
                 let mid = s.mid?;
-                let t = self.tracks.get(&s.track)?;
-                let owner = self.parts.get(&t.owner)?;
+                let t = self.reg.tracks.get(&s.track)?;
+                let owner = self.reg.parts.get(&t.owner)?;
                 Some((
                     mid.to_string(),
                     format!("{}|{}", owner.sid, t.sid),
@@ -26,7 +26,7 @@ impl Sfu {
 
     /// v1: asks the client for the receive-only sections still missing.
     pub(super) fn request_sections(&mut self, pid: Pid, force: bool) {
-        let Some(p) = self.parts.get(&pid) else {
+        let Some(p) = self.reg.parts.get(&pid) else {
             return;
         };
         if p.mode != Mode::V1 {
@@ -34,7 +34,7 @@ impl Sfu {
         }
         let (mut audio, mut video) = (0u32, 0u32);
         for s in p.subs.values().filter(|s| s.mid.is_none()) {
-            match self.tracks.get(&s.track).map(|t| t.kind) {
+            match self.reg.tracks.get(&s.track).map(|t| t.kind) {
                 Some(MediaKind::Audio) => audio += 1,
                 Some(MediaKind::Video) => video += 1,
                 None => {}
@@ -60,7 +60,7 @@ impl Sfu {
 
     /// v1: a receive-only section the client offered; free unless known already.
     pub(super) fn add_free_section(&mut self, pid: Pid, mid: Mid, kind: MediaKind) {
-        let Some(p) = self.parts.get(&pid) else {
+        let Some(p) = self.reg.parts.get(&pid) else {
             return;
         };
         let free = self.free_sections.entry(pid).or_default();
@@ -78,14 +78,14 @@ impl Sfu {
 
     /// v1: puts subscriptions without a section into free sections of the right kind.
     pub(super) fn assign_sections(&mut self, pid: Pid) {
-        let Some(p) = self.parts.get_mut(&pid) else {
+        let Some(p) = self.reg.parts.get_mut(&pid) else {
             return;
         };
         let Some(free) = self.free_sections.get_mut(&pid) else {
             return;
         };
         for s in p.subs.values_mut().filter(|s| s.mid.is_none()) {
-            let Some(kind) = self.tracks.get(&s.track).map(|t| t.kind) else {
+            let Some(kind) = self.reg.tracks.get(&s.track).map(|t| t.kind) else {
                 continue;
             };
             if let Some(i) = free.iter().position(|(_, k)| *k == kind) {
