@@ -88,10 +88,11 @@ impl Peers {
     }
 }
 
+/// For tests, which know their peers (a missing one panics).
+#[cfg(test)]
 impl std::ops::Index<&PeerId> for Peers {
     type Output = Peer;
 
-    /// Panics when there is no such peer: for tests, which know their peers.
     fn index(&self, id: &PeerId) -> &Peer {
         &self.map[id]
     }
