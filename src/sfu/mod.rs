@@ -55,6 +55,7 @@ use peers::Peers;
 use registry::Registry;
 use room::{new_sid, Participant, PubTrack, Room, Sub};
 pub use room::{Mode, Permissions};
+use sections::Sections;
 
 /// A `HashMap` with foldhash: several times cheaper than SipHash for the short keys the packet
 /// path looks up (ids, track sids, room names).
@@ -203,10 +204,8 @@ pub struct Sfu {
     next_speakers: Option<Instant>,
     /// The time of the latest input (for steps that happen inside a call, like an offer).
     now: Instant,
-    /// v1: receive-only sections the client was asked for and has not offered yet.
-    requested_sections: HashMap<Pid, (u32, u32)>,
-    /// v1: sections the client offered that carry nothing yet (per participant, per kind).
-    free_sections: HashMap<Pid, Vec<(Mid, MediaKind)>>,
+    /// v1: the receive-only sections asked for and offered (sections.rs).
+    sections: Sections,
     /// Connection quality per participant (quality.rs).
     quality: quality::QualityState,
     /// Events polled from a peer, reused across `drive` rounds.
@@ -232,8 +231,7 @@ impl Sfu {
             next_id: 1,
             next_speakers: None,
             now,
-            requested_sections: HashMap::new(),
-            free_sections: HashMap::new(),
+            sections: Sections::default(),
             quality: Default::default(),
             events: Vec::new(),
             arrival: None,
@@ -276,6 +274,13 @@ impl Sfu {
 
     fn signal(&mut self, pid: Pid, msg: Resp) {
         self.out.push_back(Output::Signal(pid, Box::new(msg)));
+    }
+
+    /// v1: asks the client for the receive-only sections still missing (all, if `force`).
+    fn request_sections(&mut self, pid: Pid, force: bool) {
+        if let Some(req) = self.sections.request(&self.reg, pid, force) {
+            self.signal(pid, Resp::MediaSectionsRequirement(req));
+        }
     }
 
     /// The earliest instant [`Sfu::handle_timeout`] has work to do.
@@ -569,8 +574,7 @@ impl Sfu {
                 peer.rtc.disconnect();
             }
         }
-        self.requested_sections.remove(&pid);
-        self.free_sections.remove(&pid);
+        self.sections.forget(pid);
         let tracks = std::mem::take(&mut part.tracks);
         for t in &tracks {
             self.unpublish(t);
@@ -698,10 +702,10 @@ impl Sfu {
                     _ => continue,
                 };
                 if line.direction() == Direction::RecvOnly {
-                    self.add_free_section(pid, line.mid(), kind);
+                    self.sections.add_offered(&self.reg, pid, line.mid(), kind);
                 }
             }
-            self.assign_sections(pid);
+            self.sections.assign(&mut self.reg, pid);
         }
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
@@ -724,15 +728,11 @@ impl Sfu {
         let mut mid_to_track_id = HashMap::new();
         let mut sdp = answer.to_sdp_string();
         if self.reg.parts.get(&pid).is_some_and(|p| p.mode == Mode::V1) {
-            let msids = self.v1_msids(pid);
+            let msids = sections::v1_msids(&self.reg, pid);
             for (mid, _, track) in &msids {
                 mid_to_track_id.insert(mid.clone(), track.clone());
             }
-            let idle: Vec<String> = self
-                .free_sections
-                .get(&pid)
-                .map(|f| f.iter().map(|(m, _)| m.to_string()).collect())
-                .unwrap_or_default();
+            let idle = self.sections.idle(pid);
             debug!(offer = sd.id, ?msids, ?idle, "v1 answer");
             sdp = rewrite_answer(&sdp, &msids, &idle);
         }
@@ -1088,8 +1088,8 @@ impl Sfu {
         if dir == Direction::SendOnly {
             // v1: a receive-only section of the client, for a track we forward.
             if peer.role == Role::Single {
-                self.add_free_section(pid, mid, kind);
-                self.assign_sections(pid);
+                self.sections.add_offered(&self.reg, pid, mid, kind);
+                self.sections.assign(&mut self.reg, pid);
             }
             return;
         }
@@ -1206,7 +1206,7 @@ impl Sfu {
             Mode::V1 => {
                 // A free section now carries the track, or more are needed: either way the
                 // client must offer again so that the answer can say so.
-                self.assign_sections(pid);
+                self.sections.assign(&mut self.reg, pid);
                 self.request_sections(pid, true);
             }
         }
@@ -1239,7 +1239,7 @@ impl Sfu {
             Mode::V1 => {
                 let kind = self.reg.tracks.get(track_sid).map(|t| t.kind);
                 if let Some(kind) = kind {
-                    self.free_sections.entry(pid).or_default().push((mid, kind));
+                    self.sections.release(pid, mid, kind);
                 }
                 self.request_sections(pid, true);
             }
@@ -1461,7 +1461,9 @@ impl Sfu {
             self.update_speakers(now);
             self.next_speakers = Some(now + SPEAKER_INTERVAL);
         }
-        self.send_connection_quality(now);
+        for (pid, msg) in self.quality.updates(now, &self.reg, &self.peers) {
+            self.signal(pid, msg);
+        }
         // The peers that are due are polled by `poll_output`, one at a time.
     }
 
@@ -1620,7 +1622,11 @@ impl Sfu {
                 }
             }
             Event::ChannelData(d) => self.on_channel_data(peer_id, d),
-            Event::PeerStats(s) => self.on_peer_stats(peer_id, &s),
+            Event::PeerStats(s) => {
+                if let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) {
+                    self.quality.record(pid, &s);
+                }
+            }
             Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
                 let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
                     return;
