@@ -349,7 +349,7 @@ impl Sfu {
         if !self.reg.rooms.contains_key(room) {
             return false;
         }
-        self.deliver_data(None, room, packet);
+        data::deliver(&self.reg, &mut self.peers, None, room, &packet);
         self.drive(now);
         true
     }

@@ -39,9 +39,7 @@ use std::time::{Duration, Instant};
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
-use prost::Message as _;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::channel::ChannelData;
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
@@ -1621,7 +1619,13 @@ impl Sfu {
                     }
                 }
             }
-            Event::ChannelData(d) => self.on_channel_data(peer_id, d),
+            Event::ChannelData(d) => match data::incoming(&self.reg, &self.peers, peer_id, &d) {
+                data::Incoming::Deliver { from, room, packet } => {
+                    data::deliver(&self.reg, &mut self.peers, Some(from), &room, &packet)
+                }
+                data::Incoming::Refused { pid, msg } => self.note_limit(pid, &msg),
+                data::Incoming::Ignored => {}
+            },
             Event::PeerStats(s) => {
                 if let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) {
                     self.quality.record(pid, &s);
