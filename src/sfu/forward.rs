@@ -1,13 +1,27 @@
-//! The media path around the fan-out: a received packet is matched to its published track and
+//! The media path ([`Forwarding`]: the registry, peers and delay probe borrowed together)
+//! around the fan-out: a received packet is matched to its published track and
 //! handed to [`Fanout`] for the room's subscribers; simulcast layer choice (wanted, fitting the
 //! bandwidth estimate), keyframe requests, active speakers.
 
 use str0m::rtp::RtpPacket;
 
+use super::delay::DelayProbe;
 use super::fanout::{note_source, payload_params, Fanout, Source};
+use super::peers::Peers;
+use super::registry::Registry;
 use super::*;
 
-impl Sfu {
+/// The parts the media path works on, borrowed from [`Sfu`] together: the registry (tracks,
+/// subscriptions), the peers, and the delay probe with the arrival of the datagram at hand.
+pub struct Forwarding<'a> {
+    pub reg: &'a mut Registry,
+    pub peers: &'a mut Peers,
+    pub probe: &'a mut DelayProbe,
+    /// When the datagram being handled reached the kernel, if known.
+    pub arrival: Option<Instant>,
+}
+
+impl Forwarding<'_> {
     /// An RTP packet arrived from a publisher: forward it to every subscriber of its track
     /// (one simulcast layer each), rewriting sequence number, timestamp and payload type.
     pub(super) fn on_rtp_packet(&mut self, now: Instant, peer_id: PeerId, pkt: RtpPacket) {
@@ -61,7 +75,7 @@ impl Sfu {
             Some(at) if self.probe.sample() => Some(at),
             _ => None,
         };
-        let Sfu {
+        let Forwarding {
             reg, peers, probe, ..
         } = self;
         let (parts, tracks) = (&mut reg.parts, &mut reg.tracks);
@@ -253,7 +267,9 @@ impl Sfu {
         }
     }
 
-    pub(super) fn update_speakers(&mut self, now: Instant) {
+    /// The active speakers of each room, for its members (to send them).
+    pub(super) fn speakers(&mut self, now: Instant) -> Vec<(Pid, Resp)> {
+        let mut messages = vec![];
         let mut by_room: HashMap<String, Vec<lk::SpeakerInfo>> = HashMap::new();
         for p in self.reg.parts.values_mut() {
             let recent = p
@@ -277,8 +293,9 @@ impl Sfu {
             speakers.sort_by(|a, b| b.level.total_cmp(&a.level));
             let msg = Resp::SpeakersChanged(lk::SpeakersChanged { speakers });
             for pid in self.reg.members(&room) {
-                self.signal(pid, msg.clone());
+                messages.push((pid, msg.clone()));
             }
         }
+        messages
     }
 }

@@ -47,6 +47,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tracing::{debug, info, warn};
 
 pub use admin::{Reply, Request};
+use forward::Forwarding;
 pub use peer::rewrite_answer;
 use peer::{Peer, Role};
 use peers::Peers;
@@ -268,6 +269,16 @@ impl Sfu {
         let now = self.now;
         self.drive_until(now, |sfu| !sfu.out.is_empty());
         self.out.pop_front()
+    }
+
+    /// The media path's parts, borrowed together (forward.rs).
+    fn forwarding(&mut self) -> Forwarding<'_> {
+        Forwarding {
+            reg: &mut self.reg,
+            peers: &mut self.peers,
+            probe: &mut self.probe,
+            arrival: self.arrival,
+        }
     }
 
     fn signal(&mut self, pid: Pid, msg: Resp) {
@@ -744,7 +755,7 @@ impl Sfu {
             }),
         );
         // Subscriptions that were waiting for sections can start now.
-        self.request_keyframes_for_new_subs(now, pid);
+        self.forwarding().request_keyframes_for_new_subs(now, pid);
     }
 
     fn on_answer(&mut self, now: Instant, peer_id: PeerId, sd: lk::SessionDescription) {
@@ -786,7 +797,7 @@ impl Sfu {
             }
         }
         self.peers.mark(peer_id);
-        self.request_keyframes_for_new_subs(now, owner);
+        self.forwarding().request_keyframes_for_new_subs(now, owner);
         if self.peers.get(&peer_id).is_some_and(|p| p.renegotiate) {
             self.negotiate(peer_id);
         }
@@ -1047,7 +1058,7 @@ impl Sfu {
                 sub.want_quality = (s.width == 0 && s.height == 0).then_some(s.quality);
             }
         }
-        self.rebalance(pid);
+        self.forwarding().rebalance(pid);
     }
 
     // ---------------------------------------------------------------- tracks and subscriptions
@@ -1198,7 +1209,7 @@ impl Sfu {
         if let Some(peer) = self.peers.get_mut(&sub_peer).filter(|_| mode == Mode::V0) {
             peer.sections += 1;
         }
-        self.rebalance(pid);
+        self.forwarding().rebalance(pid);
         match mode {
             Mode::V0 => self.negotiate(sub_peer),
             Mode::V1 => {
@@ -1218,7 +1229,7 @@ impl Sfu {
             return;
         };
         let (mode, sub_peer) = (p.mode, p.subscriber);
-        self.rebalance(pid);
+        self.forwarding().rebalance(pid);
         let Some(mid) = sub.mid else {
             return;
         };
@@ -1456,7 +1467,9 @@ impl Sfu {
             self.reg.rooms.remove(&name);
         }
         if self.next_speakers.is_none_or(|t| t <= now) {
-            self.update_speakers(now);
+            for (pid, msg) in self.forwarding().speakers(now) {
+                self.signal(pid, msg);
+            }
             self.next_speakers = Some(now + SPEAKER_INTERVAL);
         }
         for (pid, msg) in self.quality.updates(now, &self.reg, &self.peers) {
@@ -1553,7 +1566,7 @@ impl Sfu {
                         self.broadcast_participant(pid);
                     }
                 }
-                self.request_keyframes_for_new_subs(now, pid);
+                self.forwarding().request_keyframes_for_new_subs(now, pid);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 debug!("ICE disconnected");
@@ -1568,7 +1581,7 @@ impl Sfu {
                     .unwrap_or_default();
                 self.on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
             }
-            Event::RtpPacket(p) => self.on_rtp_packet(now, peer_id, p),
+            Event::RtpPacket(p) => self.forwarding().on_rtp_packet(now, peer_id, p),
             Event::MediaChanged(m) if !m.direction.is_receiving() => {
                 // A browser unpublishes by stopping its sender and offering again: the section
                 // stops sending to us. There is no signal message for it.
@@ -1607,7 +1620,7 @@ impl Sfu {
                         .map(|s| (s.track.clone(), s.current))
                 });
                 if let Some((track, rid)) = found {
-                    self.request_keyframe(now, &track, rid);
+                    self.forwarding().request_keyframe(now, &track, rid);
                 }
             }
             Event::ChannelOpen(id, label) => {
@@ -1647,7 +1660,7 @@ impl Sfu {
                 let moved = p.egress_applied.is_none_or(|a| bps.abs_diff(a) * 10 > a);
                 if moved {
                     debug!(identity = %p.identity, kbps = bps / 1000, "bandwidth estimate");
-                    self.rebalance(pid);
+                    self.forwarding().rebalance(pid);
                 }
             }
             _ => {}
