@@ -1306,38 +1306,10 @@ impl Sfu {
                 Some((t.sid.clone(), t.kind, format!("{owner_sid}|{}", t.sid)))
             })
             .collect();
-        let first = peer.offer_id == 0;
-        let stopping = std::mem::take(&mut peer.stopping);
-        let mut api = peer.rtc.sdp_api();
-        if first {
-            api.add_channel("_reliable".into());
-            api.add_channel_with_config(str0m::channel::ChannelConfig {
-                label: "_lossy".into(),
-                ordered: false,
-                reliability: str0m::channel::Reliability::MaxRetransmits { retransmits: 0 },
-                ..Default::default()
-            });
-        }
-        for mid in stopping {
-            api.stop_media(mid);
-        }
-        let mut mids = vec![];
-        for (track, kind, stream) in &wanted {
-            let mid = api.add_media(
-                *kind,
-                Direction::SendOnly,
-                Some(stream.clone()),
-                Some(track.clone()),
-                None,
-            );
-            mids.push((track.clone(), mid));
-        }
-        let Some((offer, pending)) = api.apply() else {
+        let now = self.now;
+        let Some((offer, mids)) = peer.offer(now, &wanted) else {
             return;
         };
-        peer.offer_id += 1;
-        peer.pending = Some(pending);
-        peer.offered_at = Some(self.now);
         let id = peer.offer_id;
         let mut mid_to_track_id = HashMap::new();
         if let Some(part) = self.reg.parts.get_mut(&owner) {
