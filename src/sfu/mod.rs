@@ -298,7 +298,7 @@ impl Sfu {
             // Output is waiting to be polled (`poll_output` was not drained): due now.
             return Some(self.now);
         }
-        let peers = self.peers.values().map(|p| p.timeout).min();
+        let peers = self.peers.next_timeout();
         let rooms = self
             .reg
             .rooms
@@ -311,11 +311,7 @@ impl Sfu {
             .values()
             .filter_map(|p| p.gone_since.map(|t| t + self.cfg.departure_timeout))
             .min();
-        let offers = self
-            .peers
-            .values()
-            .filter_map(|p| p.offered_at.map(|t| t + OFFER_TIMEOUT))
-            .min();
+        let offers = self.peers.next_offer_timeout(OFFER_TIMEOUT);
         let quality = self.quality.next();
         [peers, rooms, gone, offers, self.next_speakers, quality]
             .into_iter()
@@ -1376,12 +1372,7 @@ impl Sfu {
     /// Lets time pass: str0m timers, empty rooms, departed participants, speaker updates.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        let due: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.timeout <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let due = self.peers.due(now);
         for id in due {
             if let Some(peer) = self.peers.get_mut(&id) {
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
@@ -1393,15 +1384,7 @@ impl Sfu {
                 self.peers.mark(id);
             }
         }
-        let unanswered: Vec<Pid> = self
-            .peers
-            .values()
-            .filter(|p| {
-                p.offered_at
-                    .is_some_and(|t| now.saturating_duration_since(t) >= OFFER_TIMEOUT)
-            })
-            .map(|p| p.owner)
-            .collect();
+        let unanswered = self.peers.unanswered(now, OFFER_TIMEOUT);
         for pid in unanswered {
             if let Some(p) = self.reg.parts.get(&pid) {
                 warn!(identity = %p.identity, "no answer to the server's offer within {}s; disconnected", OFFER_TIMEOUT.as_secs());

@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use str0m::net::Protocol;
 use str0m::Input;
 
 use super::peer::Peer;
-use super::{FastMap, PeerId};
+use super::{FastMap, PeerId, Pid};
 
 /// A datagram's route: protocol, remote address, local address.
 pub type RouteKey = (Protocol, SocketAddr, SocketAddr);
@@ -43,14 +44,6 @@ impl Peers {
         self.map.remove(id)
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &Peer> {
-        self.map.values().map(|p| &**p)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&PeerId, &Peer)> {
-        self.map.iter().map(|(id, p)| (id, &**p))
-    }
-
     /// The peer a datagram on `key` is for: the known route, else the peer whose `Rtc`
     /// accepts `input` (then remembered).
     pub fn route(&mut self, key: RouteKey, input: &Input) -> Option<PeerId> {
@@ -66,6 +59,40 @@ impl Peers {
             self.routes.insert(key, id);
         }
         found
+    }
+
+    /// The earliest instant a peer's str0m wants to be polled.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.map.values().map(|p| p.timeout).min()
+    }
+
+    /// The peers whose str0m timer is due at `now`.
+    pub fn due(&self, now: Instant) -> Vec<PeerId> {
+        self.map
+            .iter()
+            .filter(|(_, p)| p.timeout <= now)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// When the oldest unanswered offer times out (`timeout` after it went out).
+    pub fn next_offer_timeout(&self, timeout: Duration) -> Option<Instant> {
+        self.map
+            .values()
+            .filter_map(|p| p.offered_at.map(|t| t + timeout))
+            .min()
+    }
+
+    /// The owners of peers whose offer has waited `timeout` for an answer by `now`.
+    pub fn unanswered(&self, now: Instant, timeout: Duration) -> Vec<Pid> {
+        self.map
+            .values()
+            .filter(|p| {
+                p.offered_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= timeout)
+            })
+            .map(|p| p.owner)
+            .collect()
     }
 
     /// Queues a peer for polling.
