@@ -1,4 +1,4 @@
-//! The wall clock, read in one place: Unix time now, as seconds or milliseconds, or as a UTC
+//! The wall clock, read in one place: Unix time now, as seconds, milliseconds or nanoseconds, or as a UTC
 //! date. A clock set before 1970 reads as Unix time 0 (the callers store or compare times; none
 //! may fail on a bad clock).
 
@@ -19,6 +19,11 @@ pub fn unix_secs() -> u64 {
 /// Unix time now, in milliseconds.
 pub fn unix_millis() -> u64 {
     since_epoch().as_millis() as u64
+}
+
+/// Unix time now, in nanoseconds (for the arrival stamps of datagrams; saturates in 2554).
+pub fn unix_nanos() -> u64 {
+    u64::try_from(since_epoch().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Now, as a UTC date and time (for certificate validity and timestamps people read).

@@ -517,24 +517,21 @@ async fn overview(app: &App) -> Response<Body> {
     let rooms = match &app.0.media {
         Some(m) => {
             let mut rooms: Vec<(String, Value)> = m
-            .call_all(|sfu, _| {
-                sfu.list_rooms(&[])
-                    .into_iter()
-                    .map(|r| {
-                        let people: Vec<Value> = sfu
-                            .list_participants(&r.name)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|p| json!({"identity": p.identity, "name": p.name, "tracks": p.tracks.len()}))
-                            .collect();
-                        (r.name.clone(), json!({"name": r.name, "participants": people, "created_at": r.creation_time}))
-                    })
-                    .collect::<Vec<(String, Value)>>()
-            })
+            .request_all(crate::sfu::Request::Overview)
             .await
             .unwrap_or_default()
             .into_iter()
-            .flatten()
+            .flat_map(|reply| match reply {
+                crate::sfu::Reply::Overview(rooms) => rooms,
+                _ => vec![],
+            })
+            .map(|(r, people)| {
+                let people: Vec<Value> = people
+                    .into_iter()
+                    .map(|p| json!({"identity": p.identity, "name": p.name, "tracks": p.tracks.len()}))
+                    .collect();
+                (r.name.clone(), json!({"name": r.name, "participants": people, "created_at": r.creation_time}))
+            })
             .collect();
             rooms.sort_by(|a, b| a.0.cmp(&b.0));
             rooms.into_iter().map(|(_, v)| v).collect()
@@ -583,8 +580,9 @@ async fn room_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
         "end" => {
             let r = room.clone();
             match media
-                .call_room(&room, move |sfu, now| sfu.delete_room(now, &r))
+                .request(&room, crate::sfu::Request::DeleteRoom { room: r })
                 .await
+                .map(|reply| matches!(reply, crate::sfu::Reply::Found(true)))
             {
                 Ok(true) => {
                     info!(%room, "room ended by the admin");
@@ -601,18 +599,15 @@ async fn room_action(app: &App, path: &str, body: &[u8]) -> Response<Body> {
             };
             let (r, id) = (room.clone(), body.identity.clone());
             let found = media
-                .call_room(&room, move |sfu, now| match sfu.find(&r, &id) {
-                    Some(pid) => {
-                        sfu.remove_participant(
-                            now,
-                            pid,
-                            livekit_protocol::DisconnectReason::ParticipantRemoved,
-                        );
-                        true
-                    }
-                    None => false,
-                })
-                .await;
+                .request(
+                    &room,
+                    crate::sfu::Request::RemoveParticipant {
+                        room: r,
+                        identity: id,
+                    },
+                )
+                .await
+                .map(|reply| matches!(reply, crate::sfu::Reply::Found(true)));
             match found {
                 Ok(true) => {
                     info!(%room, identity = %body.identity, "participant removed by the admin");

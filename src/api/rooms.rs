@@ -108,15 +108,14 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
     if let Some(media) = &app.0.media {
         let r = room.clone();
         let full = media
-            .call_room(&room, move |sfu, _| {
-                sfu.list_rooms(std::slice::from_ref(&r))
-                    .first()
-                    .is_some_and(|x| {
-                        x.max_participants > 0 && x.num_participants >= x.max_participants
-                    })
-            })
+            .request(&room, crate::sfu::Request::ListRooms { names: vec![r] })
             .await
-            .unwrap_or(false);
+            .is_ok_and(|reply| match reply {
+                crate::sfu::Reply::Rooms(v) => v.first().is_some_and(|x| {
+                    x.max_participants > 0 && x.num_participants >= x.max_participants
+                }),
+                _ => false,
+            });
         if full {
             return error(StatusCode::SERVICE_UNAVAILABLE, "this room is full");
         }
@@ -179,12 +178,13 @@ pub async fn status(app: &App, path: &str) -> Response<Body> {
     };
     let r = room.clone();
     let found = media
-        .call_room(&room, move |sfu, _| {
-            sfu.list_rooms(std::slice::from_ref(&r)).into_iter().next()
-        })
+        .request(&room, crate::sfu::Request::ListRooms { names: vec![r] })
         .await
         .ok()
-        .flatten();
+        .and_then(|reply| match reply {
+            crate::sfu::Reply::Rooms(v) => v.into_iter().next(),
+            _ => None,
+        });
     json_response(
         StatusCode::OK,
         &json!({

@@ -18,7 +18,7 @@ use super::App;
 use crate::auth::{self, Claims};
 use crate::http::Body;
 use crate::media::MediaHandle;
-use crate::sfu::{limits, Permissions};
+use crate::sfu::{self, limits, Permissions, Reply};
 
 pub const PREFIX: &str = "/twirp/livekit.RoomService/";
 const MAX_BODY: usize = 1 << 20;
@@ -168,236 +168,269 @@ async fn serve(
         app.token_refused(client, "Twirp", &e.to_string());
         err("unauthenticated", format!("invalid token: {e}"))
     })?;
-    let d = Decoded { json, body };
     let media = media.ok_or_else(|| err("unavailable", "the media engine is not running"))?;
-    let call = |e: crate::media::MediaGone| err("unavailable", e.to_string());
-    let v = &claims.video;
-
+    let cx = Call {
+        d: Decoded { json, body },
+        media,
+        claims,
+    };
     match method.as_str() {
-        "CreateRoom" => {
-            require(v.room_create == Some(true), "roomCreate")?;
-            let r: lk::CreateRoomRequest = d.parse()?;
-            if r.name.is_empty() {
-                return Err(err("invalid_argument", "a room needs a name"));
-            }
-            limits::check_len("the room name", r.name.len(), limits::MAX_ROOM_NAME)
-                .and_then(|()| {
-                    limits::check_len(
-                        "the room metadata",
-                        r.metadata.len(),
-                        limits::MAX_ROOM_METADATA,
-                    )
-                })
-                .map_err(|e| err("invalid_argument", e))?;
-            let (name, max, empty, meta) =
-                (r.name, r.max_participants, r.empty_timeout, r.metadata);
-            let room = media
-                .create_room(&name.clone(), move |sfu, now| {
-                    let room =
-                        sfu.create_room(now, &name, Some(max), (empty > 0).then_some(empty))?;
-                    if meta.is_empty() {
-                        Ok(room)
-                    } else {
-                        Ok(sfu.update_room_metadata(&name, meta).unwrap_or(room))
-                    }
-                })
-                .await
-                .map_err(call)?
-                .map_err(|e: crate::sfu::JoinError| err("resource_exhausted", e.to_string()))?;
-            info!(room = %room.name, "room created by the admin API");
-            Ok(d.reply(&room))
-        }
-        "ListRooms" => {
-            require(
-                v.room_list == Some(true) || v.room_admin == Some(true),
-                "roomList",
-            )?;
-            let r: lk::ListRoomsRequest = d.parse()?;
-            let rooms = media.list_rooms(r.names).await.map_err(call)?;
-            Ok(d.reply(&lk::ListRoomsResponse { rooms }))
-        }
-        "DeleteRoom" => {
-            require(v.room_create == Some(true), "roomCreate")?;
-            let r: lk::DeleteRoomRequest = d.parse()?;
-            let room = r.room.clone();
-            let found = media
-                .call_room(&r.room, move |sfu, now| sfu.delete_room(now, &room))
-                .await
-                .map_err(call)?;
-            if !found {
-                return Err(not_found(&format!("room {:?}", r.room)));
-            }
-            info!(room = %r.room, "room deleted by the admin API");
-            Ok(d.reply(&lk::DeleteRoomResponse {}))
-        }
-        "ListParticipants" => {
-            let r: lk::ListParticipantsRequest = d.parse()?;
-            admin_of(&claims, &r.room)?;
-            let room = r.room.clone();
-            let list = media
-                .call_room(&r.room, move |sfu, _| sfu.list_participants(&room))
-                .await
-                .map_err(call)?
-                .ok_or_else(|| not_found(&format!("room {:?}", r.room)))?;
-            Ok(d.reply(&lk::ListParticipantsResponse { participants: list }))
-        }
-        "GetParticipant" => {
-            let r: lk::RoomParticipantIdentity = d.parse()?;
-            admin_of(&claims, &r.room)?;
-            let (room, id) = (r.room.clone(), r.identity.clone());
-            let info = media
-                .call_room(&r.room, move |sfu, _| {
-                    sfu.find(&room, &id).and_then(|p| sfu.participant_info(p))
-                })
-                .await
-                .map_err(call)?
-                .ok_or_else(|| not_found(&format!("participant {:?}", r.identity)))?;
-            Ok(d.reply(&info))
-        }
-        "RemoveParticipant" => {
-            let r: lk::RoomParticipantIdentity = d.parse()?;
-            admin_of(&claims, &r.room)?;
-            let (room, id) = (r.room.clone(), r.identity.clone());
-            let found = media
-                .call_room(&r.room, move |sfu, now| match sfu.find(&room, &id) {
-                    Some(pid) => {
-                        sfu.remove_participant(now, pid, lk::DisconnectReason::ParticipantRemoved);
-                        true
-                    }
-                    None => false,
-                })
-                .await
-                .map_err(call)?;
-            if !found {
-                return Err(not_found(&format!("participant {:?}", r.identity)));
-            }
-            info!(room = %r.room, identity = %r.identity, "participant removed by the admin API");
-            Ok(d.reply(&lk::RemoveParticipantResponse {}))
-        }
-        "MutePublishedTrack" => {
-            let r: lk::MuteRoomTrackRequest = d.parse()?;
-            admin_of(&claims, &r.room)?;
-            let shard_room = r.room.clone();
-            let (room, id, track, muted) = (r.room, r.identity, r.track_sid.clone(), r.muted);
-            let info = media
-                .call_room(&shard_room, move |sfu, _| {
-                    let pid = sfu.find(&room, &id)?;
-                    let owns = sfu
-                        .participant_info(pid)
-                        .is_some_and(|p| p.tracks.iter().any(|t| t.sid == track));
-                    if owns {
-                        sfu.set_muted(&track, muted)
-                    } else {
-                        None
-                    }
-                })
-                .await
-                .map_err(call)?
-                .ok_or_else(|| not_found(&format!("track {:?}", r.track_sid)))?;
-            Ok(d.reply(&lk::MuteRoomTrackResponse { track: Some(info) }))
-        }
-        "UpdateParticipant" => {
-            let r: lk::UpdateParticipantRequest = d.parse()?;
-            admin_of(&claims, &r.room)?;
-            let (identity, room) = (r.identity.clone(), r.room.clone());
-            let info = media
-                .call_room(&room, move |sfu, _| {
-                    let pid = sfu.find(&r.room, &r.identity)?;
-                    let perms = r.permission.map(|p| Permissions {
-                        can_publish: p.can_publish,
-                        can_subscribe: p.can_subscribe,
-                        can_publish_data: p.can_publish_data,
-                        hidden: p.hidden,
-                    });
-                    let metadata = (!r.metadata.is_empty()).then_some(r.metadata);
-                    let name = (!r.name.is_empty()).then_some(r.name);
-                    // The same limits as the participant's own updates (issue 24).
-                    if let Err(e) =
-                        sfu.check_update(pid, metadata.as_deref(), name.as_deref(), &r.attributes)
-                    {
-                        return Some(Err(e));
-                    }
-                    sfu.update_participant(pid, metadata, name, r.attributes, perms)
-                        .map(Ok)
-                })
-                .await
-                .map_err(call)?
-                .ok_or_else(|| not_found(&format!("participant {identity:?}")))?
-                .map_err(|e| err("invalid_argument", e))?;
-            Ok(d.reply(&info))
-        }
-        "UpdateSubscriptions" => {
-            let r: lk::UpdateSubscriptionsRequest = d.parse()?;
-            admin_of(&claims, &r.room)?;
-            let (identity, room) = (r.identity.clone(), r.room.clone());
-            let found = media
-                .call_room(&room, move |sfu, now| {
-                    let Some(pid) = sfu.find(&r.room, &r.identity) else {
-                        return false;
-                    };
-                    let msg = lk::signal_request::Message::Subscription(lk::UpdateSubscription {
-                        track_sids: r.track_sids,
-                        subscribe: r.subscribe,
-                        participant_tracks: r.participant_tracks,
-                    });
-                    sfu.handle_signal(now, pid, msg);
-                    true
-                })
-                .await
-                .map_err(call)?;
-            if !found {
-                return Err(not_found(&format!("participant {identity:?}")));
-            }
-            Ok(d.reply(&lk::UpdateSubscriptionsResponse {}))
-        }
-        "SendData" => {
-            let r: lk::SendDataRequest = d.parse()?;
-            admin_of(&claims, &r.room)?;
-            let room = r.room.clone();
-            #[allow(deprecated)]
-            let packet = lk::DataPacket {
-                kind: r.kind,
-                destination_identities: r.destination_identities.clone(),
-                value: Some(lk::data_packet::Value::User(lk::UserPacket {
-                    payload: r.data,
-                    destination_identities: r.destination_identities,
-                    destination_sids: r.destination_sids,
-                    topic: r.topic,
-                    ..Default::default()
-                })),
-                ..Default::default()
-            };
-            let found = media
-                .call_room(&r.room, move |sfu, now| sfu.send_data(now, &room, packet))
-                .await
-                .map_err(call)?;
-            if !found {
-                return Err(not_found(&format!("room {:?}", r.room)));
-            }
-            Ok(d.reply(&lk::SendDataResponse {}))
-        }
-        "UpdateRoomMetadata" => {
-            let r: lk::UpdateRoomMetadataRequest = d.parse()?;
-            admin_of(&claims, &r.room)?;
-            limits::check_len(
-                "the room metadata",
-                r.metadata.len(),
-                limits::MAX_ROOM_METADATA,
-            )
-            .map_err(|e| err("invalid_argument", e))?;
-            let room = r.room.clone();
-            let info = media
-                .call_room(&r.room.clone(), move |sfu, _| {
-                    sfu.update_room_metadata(&room, r.metadata)
-                })
-                .await
-                .map_err(call)?
-                .ok_or_else(|| not_found(&format!("room {:?}", r.room)))?;
-            Ok(d.reply(&info))
-        }
+        "CreateRoom" => create_room(&cx).await,
+        "ListRooms" => list_rooms(&cx).await,
+        "DeleteRoom" => delete_room(&cx).await,
+        "ListParticipants" => list_participants(&cx).await,
+        "GetParticipant" => get_participant(&cx).await,
+        "RemoveParticipant" => remove_participant(&cx).await,
+        "MutePublishedTrack" => mute_published_track(&cx).await,
+        "UpdateParticipant" => update_participant(&cx).await,
+        "UpdateSubscriptions" => update_subscriptions(&cx).await,
+        "SendData" => send_data(&cx).await,
+        "UpdateRoomMetadata" => update_room_metadata(&cx).await,
         other => Err(err(
             "bad_route",
             format!("RoomService has no method {other:?}"),
         )),
     }
+}
+
+/// One authorised Twirp call: its body, the media side to ask, the token's claims.
+struct Call {
+    d: Decoded,
+    media: MediaHandle,
+    claims: Claims,
+}
+
+impl Call {
+    /// Sends `req` to the media thread that hosts (or is to host) `room`.
+    async fn ask(&self, room: &str, req: sfu::Request) -> Result<Reply, TwirpError> {
+        self.media
+            .request(room, req)
+            .await
+            .map_err(|e| err("unavailable", e.to_string()))
+    }
+}
+
+/// A reply that does not match its request (cannot happen: `Sfu::handle` answers each
+/// request with its own variant).
+fn mismatched(reply: Reply) -> TwirpError {
+    err(
+        "internal",
+        format!("unexpected reply from the media thread: {reply:?}"),
+    )
+}
+
+/// What a "found or not" reply means for the caller.
+fn found(reply: Reply, what: impl FnOnce() -> String) -> Result<(), TwirpError> {
+    match reply {
+        Reply::Found(true) => Ok(()),
+        Reply::Found(false) => Err(not_found(&what())),
+        other => Err(mismatched(other)),
+    }
+}
+
+async fn create_room(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    require(cx.claims.video.room_create == Some(true), "roomCreate")?;
+    let r: lk::CreateRoomRequest = cx.d.parse()?;
+    if r.name.is_empty() {
+        return Err(err("invalid_argument", "a room needs a name"));
+    }
+    limits::check_len("the room name", r.name.len(), limits::MAX_ROOM_NAME)
+        .and_then(|()| {
+            limits::check_len(
+                "the room metadata",
+                r.metadata.len(),
+                limits::MAX_ROOM_METADATA,
+            )
+        })
+        .map_err(|e| err("invalid_argument", e))?;
+    let req = sfu::Request::CreateRoom {
+        name: r.name.clone(),
+        max_participants: Some(r.max_participants),
+        empty_timeout: (r.empty_timeout > 0).then_some(r.empty_timeout),
+        metadata: r.metadata,
+        unix_ms: crate::clock::unix_millis() as i64,
+    };
+    let room = match cx.ask(&r.name, req).await? {
+        Reply::Created(created) => created.map_err(|e| err("resource_exhausted", e.to_string()))?,
+        other => return Err(mismatched(other)),
+    };
+    info!(room = %room.name, "room created by the admin API");
+    Ok(cx.d.reply(&room))
+}
+
+async fn list_rooms(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    let v = &cx.claims.video;
+    require(
+        v.room_list == Some(true) || v.room_admin == Some(true),
+        "roomList",
+    )?;
+    let r: lk::ListRoomsRequest = cx.d.parse()?;
+    let rooms = cx
+        .media
+        .list_rooms(r.names)
+        .await
+        .map_err(|e| err("unavailable", e.to_string()))?;
+    Ok(cx.d.reply(&lk::ListRoomsResponse { rooms }))
+}
+
+async fn delete_room(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    require(cx.claims.video.room_create == Some(true), "roomCreate")?;
+    let r: lk::DeleteRoomRequest = cx.d.parse()?;
+    let room = r.room.clone();
+    let reply = cx.ask(&r.room, sfu::Request::DeleteRoom { room }).await?;
+    found(reply, || format!("room {:?}", r.room))?;
+    info!(room = %r.room, "room deleted by the admin API");
+    Ok(cx.d.reply(&lk::DeleteRoomResponse {}))
+}
+
+async fn list_participants(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    let r: lk::ListParticipantsRequest = cx.d.parse()?;
+    admin_of(&cx.claims, &r.room)?;
+    let room = r.room.clone();
+    let participants = match cx
+        .ask(&r.room, sfu::Request::ListParticipants { room })
+        .await?
+    {
+        Reply::Participants(list) => {
+            list.ok_or_else(|| not_found(&format!("room {:?}", r.room)))?
+        }
+        other => return Err(mismatched(other)),
+    };
+    Ok(cx.d.reply(&lk::ListParticipantsResponse { participants }))
+}
+
+async fn get_participant(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    let r: lk::RoomParticipantIdentity = cx.d.parse()?;
+    admin_of(&cx.claims, &r.room)?;
+    let req = sfu::Request::GetParticipant {
+        room: r.room.clone(),
+        identity: r.identity.clone(),
+    };
+    let info = match cx.ask(&r.room, req).await? {
+        Reply::Participant(info) => {
+            info.ok_or_else(|| not_found(&format!("participant {:?}", r.identity)))?
+        }
+        other => return Err(mismatched(other)),
+    };
+    Ok(cx.d.reply(&info))
+}
+
+async fn remove_participant(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    let r: lk::RoomParticipantIdentity = cx.d.parse()?;
+    admin_of(&cx.claims, &r.room)?;
+    let req = sfu::Request::RemoveParticipant {
+        room: r.room.clone(),
+        identity: r.identity.clone(),
+    };
+    let reply = cx.ask(&r.room, req).await?;
+    found(reply, || format!("participant {:?}", r.identity))?;
+    info!(room = %r.room, identity = %r.identity, "participant removed by the admin API");
+    Ok(cx.d.reply(&lk::RemoveParticipantResponse {}))
+}
+
+async fn mute_published_track(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    let r: lk::MuteRoomTrackRequest = cx.d.parse()?;
+    admin_of(&cx.claims, &r.room)?;
+    let req = sfu::Request::MutePublishedTrack {
+        room: r.room.clone(),
+        identity: r.identity,
+        track_sid: r.track_sid.clone(),
+        muted: r.muted,
+    };
+    let track = match cx.ask(&r.room, req).await? {
+        Reply::Track(info) => info.ok_or_else(|| not_found(&format!("track {:?}", r.track_sid)))?,
+        other => return Err(mismatched(other)),
+    };
+    Ok(cx
+        .d
+        .reply(&lk::MuteRoomTrackResponse { track: Some(track) }))
+}
+
+async fn update_participant(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    let r: lk::UpdateParticipantRequest = cx.d.parse()?;
+    admin_of(&cx.claims, &r.room)?;
+    let identity = r.identity.clone();
+    let req = sfu::Request::UpdateParticipant {
+        room: r.room.clone(),
+        identity: r.identity,
+        metadata: (!r.metadata.is_empty()).then_some(r.metadata),
+        name: (!r.name.is_empty()).then_some(r.name),
+        attributes: r.attributes,
+        perms: r.permission.map(|p| Permissions {
+            can_publish: p.can_publish,
+            can_subscribe: p.can_subscribe,
+            can_publish_data: p.can_publish_data,
+            hidden: p.hidden,
+        }),
+    };
+    let info = match cx.ask(&r.room, req).await? {
+        Reply::Updated(updated) => updated
+            .ok_or_else(|| not_found(&format!("participant {identity:?}")))?
+            .map_err(|e| err("invalid_argument", e))?,
+        other => return Err(mismatched(other)),
+    };
+    Ok(cx.d.reply(&info))
+}
+
+async fn update_subscriptions(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    let r: lk::UpdateSubscriptionsRequest = cx.d.parse()?;
+    admin_of(&cx.claims, &r.room)?;
+    let identity = r.identity.clone();
+    let req = sfu::Request::UpdateSubscriptions {
+        room: r.room.clone(),
+        identity: r.identity,
+        update: lk::UpdateSubscription {
+            track_sids: r.track_sids,
+            subscribe: r.subscribe,
+            participant_tracks: r.participant_tracks,
+        },
+    };
+    let reply = cx.ask(&r.room, req).await?;
+    found(reply, || format!("participant {identity:?}"))?;
+    Ok(cx.d.reply(&lk::UpdateSubscriptionsResponse {}))
+}
+
+async fn send_data(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    let r: lk::SendDataRequest = cx.d.parse()?;
+    admin_of(&cx.claims, &r.room)?;
+    #[allow(deprecated)]
+    let packet = lk::DataPacket {
+        kind: r.kind,
+        destination_identities: r.destination_identities.clone(),
+        value: Some(lk::data_packet::Value::User(lk::UserPacket {
+            payload: r.data,
+            destination_identities: r.destination_identities,
+            destination_sids: r.destination_sids,
+            topic: r.topic,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let req = sfu::Request::SendData {
+        room: r.room.clone(),
+        packet,
+    };
+    let reply = cx.ask(&r.room, req).await?;
+    found(reply, || format!("room {:?}", r.room))?;
+    Ok(cx.d.reply(&lk::SendDataResponse {}))
+}
+
+async fn update_room_metadata(cx: &Call) -> Result<Response<Body>, TwirpError> {
+    let r: lk::UpdateRoomMetadataRequest = cx.d.parse()?;
+    admin_of(&cx.claims, &r.room)?;
+    limits::check_len(
+        "the room metadata",
+        r.metadata.len(),
+        limits::MAX_ROOM_METADATA,
+    )
+    .map_err(|e| err("invalid_argument", e))?;
+    let req = sfu::Request::UpdateRoomMetadata {
+        room: r.room.clone(),
+        metadata: r.metadata,
+    };
+    let info = match cx.ask(&r.room, req).await? {
+        Reply::Room(info) => info.ok_or_else(|| not_found(&format!("room {:?}", r.room)))?,
+        other => return Err(mismatched(other)),
+    };
+    Ok(cx.d.reply(&info))
 }

@@ -36,7 +36,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
 use crate::sfu::delay::{self, DelayHistogram};
-use crate::sfu::{JoinError, JoinParams, Output, Pid, Sfu, SfuConfig};
+use crate::sfu::{JoinError, JoinParams, Output, Pid, Reply, Request, Sfu, SfuConfig};
 use tcp::TcpConn;
 
 /// Longest wait of one loop turn: beats the heartbeat and sees a stop request this often.
@@ -110,6 +110,8 @@ pub struct MediaStats {
 
 pub use queue::{session_channel, QueueFull, SessionEvent, SessionQueue, SessionRx, SessionTx};
 
+/// A test's own code to run on a shard (to stall it).
+#[cfg(test)]
 type Call = Box<dyn FnOnce(&mut Sfu, Instant) + Send>;
 
 enum Command {
@@ -131,9 +133,15 @@ enum Command {
         pid: Pid,
         conn: u64,
     },
+    /// A request of the API side. With `room`, one that may create it here, counted in its
+    /// route like a join.
+    Request {
+        room: Option<String>,
+        req: Box<Request>,
+        reply: oneshot::Sender<Reply>,
+    },
+    #[cfg(test)]
     Call(Call),
-    /// A call that may create `room` here, counted in its route like a join.
-    RoomCall(String, Call),
 }
 
 /// The media thread has stopped (shutdown).
@@ -368,7 +376,9 @@ impl MediaHandle {
         }
     }
 
-    /// Runs `f` on shard `shard` with its SFU and the current time; returns its result.
+    /// Runs `f` on shard `shard` with its SFU and the current time; returns its result. Only
+    /// for tests (stalling a shard); the API side sends [`Request`]s.
+    #[cfg(test)]
     pub async fn call_shard<R: Send + 'static>(
         &self,
         shard: usize,
@@ -382,36 +392,37 @@ impl MediaHandle {
         rx.await.map_err(|_| MediaGone)
     }
 
-    /// Runs `f` on the shard that hosts `room` (on shard 0 when no shard does, where `f` finds
-    /// no such room). For calls that do not create the room.
-    pub async fn call_room<R: Send + 'static>(
-        &self,
-        room: &str,
-        f: impl FnOnce(&mut Sfu, Instant) -> R + Send + 'static,
-    ) -> Result<R, MediaGone> {
-        let shard = self.shard_of(room).unwrap_or(0);
-        self.call_shard(shard, f).await
+    /// Has shard `shard` answer `req`.
+    pub async fn request_shard(&self, shard: usize, req: Request) -> Result<Reply, MediaGone> {
+        let (reply, rx) = oneshot::channel();
+        self.shard(shard)?.send(Command::Request {
+            room: None,
+            req: Box::new(req),
+            reply,
+        })?;
+        rx.await.map_err(|_| MediaGone)
     }
 
-    /// Runs `f`, which may create `room`, on the shard that hosts it or is chosen for it; refused
-    /// with [`JoinError::TooManyRooms`] when that would exceed `rtc.max_rooms` over all shards.
-    pub async fn create_room<R: Send + 'static>(
-        &self,
-        room: &str,
-        f: impl FnOnce(&mut Sfu, Instant) -> Result<R, JoinError> + Send + 'static,
-    ) -> Result<Result<R, JoinError>, MediaGone> {
+    /// Has the shard that hosts `room` answer `req` (shard 0 when no shard does, where the
+    /// room is not found). [`Request::CreateRoom`] goes to the shard chosen for a new room, and
+    /// is refused with [`JoinError::TooManyRooms`] when that would exceed `rtc.max_rooms` over
+    /// all shards.
+    pub async fn request(&self, room: &str, req: Request) -> Result<Reply, MediaGone> {
+        if !matches!(req, Request::CreateRoom { .. }) {
+            let shard = self.shard_of(room).unwrap_or(0);
+            return self.request_shard(shard, req).await;
+        }
         let shard = match self.reserve(room) {
             Ok(s) => s,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Reply::Created(Err(e))),
         };
-        let (tx, rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
         let sent = self.shard(shard).and_then(|s| {
-            s.send(Command::RoomCall(
-                room.to_string(),
-                Box::new(move |sfu, now| {
-                    let _ = tx.send(f(sfu, now));
-                }),
-            ))
+            s.send(Command::Request {
+                room: Some(room.to_string()),
+                req: Box::new(req),
+                reply,
+            })
         });
         if let Err(e) = sent {
             self.unreserve(room);
@@ -420,19 +431,16 @@ impl MediaHandle {
         rx.await.map_err(|_| MediaGone)
     }
 
-    /// Runs `f` on every shard; the results in shard order.
-    pub async fn call_all<R: Send + 'static>(
-        &self,
-        f: impl Fn(&mut Sfu, Instant) -> R + Send + Sync + 'static,
-    ) -> Result<Vec<R>, MediaGone> {
-        let f = Arc::new(f);
+    /// Has every shard answer `req`; the replies in shard order.
+    pub async fn request_all(&self, req: Request) -> Result<Vec<Reply>, MediaGone> {
         let mut waits = Vec::with_capacity(self.shared.shards.len());
         for shard in &self.shared.shards {
-            let (tx, rx) = oneshot::channel();
-            let f = f.clone();
-            shard.send(Command::Call(Box::new(move |sfu, now| {
-                let _ = tx.send(f(sfu, now));
-            })))?;
+            let (reply, rx) = oneshot::channel();
+            shard.send(Command::Request {
+                room: None,
+                req: Box::new(req.clone()),
+                reply,
+            })?;
             waits.push(rx);
         }
         let mut out = Vec::with_capacity(waits.len());
@@ -444,12 +452,14 @@ impl MediaHandle {
 
     /// `Sfu::list_rooms` over all shards, sorted by name.
     pub async fn list_rooms(&self, names: Vec<String>) -> Result<Vec<lk::Room>, MediaGone> {
-        let names = Arc::new(names);
         let mut rooms: Vec<lk::Room> = self
-            .call_all(move |sfu, _| sfu.list_rooms(&names))
+            .request_all(Request::ListRooms { names })
             .await?
             .into_iter()
-            .flatten()
+            .flat_map(|r| match r {
+                Reply::Rooms(rooms) => rooms,
+                _ => vec![],
+            })
             .collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(rooms)
@@ -627,7 +637,7 @@ impl MediaDriver {
                 tcp: HashMap::new(),
                 tcp_by_route: HashMap::new(),
                 next_tcp: TCP_BASE,
-                sfu: Sfu::new(cfg),
+                sfu: Sfu::new(cfg, Instant::now()),
                 sessions: HashMap::new(),
                 commands: rx,
                 heartbeat: heartbeat.clone(),
@@ -863,7 +873,9 @@ impl Loop {
                 reply,
             } => {
                 let room = params.room.clone();
-                let result = self.sfu.join(now, *params);
+                let result = self
+                    .sfu
+                    .join(now, crate::clock::unix_millis() as i64, *params);
                 if let Ok((pid, _)) = &result {
                     self.sessions.insert(*pid, (conn, session));
                 }
@@ -877,11 +889,14 @@ impl Loop {
                     self.sfu.session_lost(now, pid);
                 }
             }
-            Command::Call(f) => f(&mut self.sfu, now),
-            Command::RoomCall(room, f) => {
-                f(&mut self.sfu, now);
-                self.settle(&room, true);
+            Command::Request { room, req, reply } => {
+                let _ = reply.send(self.sfu.handle(now, *req));
+                if let Some(room) = room {
+                    self.settle(&room, true);
+                }
             }
+            #[cfg(test)]
+            Command::Call(f) => f(&mut self.sfu, now),
         }
     }
 
@@ -925,7 +940,7 @@ impl Loop {
                 Ok(n) => {
                     self.stats.datagrams.fetch_add(n as u64, Ordering::Relaxed);
                     let now = Instant::now();
-                    let wall_ns = unix_ns();
+                    let wall_ns = crate::clock::unix_nanos();
                     for k in 0..n {
                         if let Some((from, data)) = batch.get(k) {
                             // How long it waited in the socket (the kernel stamps wall-clock
@@ -1098,13 +1113,6 @@ impl Loop {
 
 /// Datagrams waiting longer than this in the socket are counted as this (a wall-clock step).
 const MAX_WAIT_NS: u64 = 10_000_000_000;
-
-fn unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// The measured packets just sent (`sfu::delay`): their delay from arrival to now.
 fn record_probes(probed: &mut Vec<delay::Probe>, stats: &MediaStats) {

@@ -27,6 +27,34 @@ fn driver(threads: usize, max_rooms: u32) -> MediaDriver {
     .unwrap()
 }
 
+fn list(room: &str) -> Request {
+    Request::ListParticipants { room: room.into() }
+}
+
+fn participants(reply: Result<Reply, MediaGone>) -> Option<Vec<lk::ParticipantInfo>> {
+    match reply {
+        Ok(Reply::Participants(p)) => p,
+        other => panic!("not a participant list: {other:?}"),
+    }
+}
+
+fn create(name: &str) -> Request {
+    Request::CreateRoom {
+        name: name.into(),
+        max_participants: None,
+        empty_timeout: None,
+        metadata: String::new(),
+        unix_ms: 0,
+    }
+}
+
+fn created(reply: Result<Reply, MediaGone>) -> Result<lk::Room, JoinError> {
+    match reply {
+        Ok(Reply::Created(r)) => r,
+        other => panic!("not a created room: {other:?}"),
+    }
+}
+
 fn params(room: &str, identity: &str) -> JoinParams {
     JoinParams::for_test(room, identity, Mode::V0, 16)
 }
@@ -116,17 +144,9 @@ async fn new_rooms_go_to_the_least_loaded_shard_and_stay_there() {
         .map(|r| r.name)
         .collect();
     assert_eq!(names, ["a", "b", "c"]);
-    let b_people = h
-        .call_room("b", |sfu, _| sfu.list_participants("b"))
-        .await
-        .unwrap()
-        .unwrap();
+    let b_people = participants(h.request("b", list("b")).await).unwrap();
     assert_eq!(b_people.len(), 4);
-    assert!(h
-        .call_shard(0, |sfu, _| sfu.list_participants("b"))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(participants(h.request_shard(0, list("b")).await).is_none());
     until("totals", || {
         let t = h.totals();
         t.rooms == 3 && t.participants == 6
@@ -138,11 +158,7 @@ async fn new_rooms_go_to_the_least_loaded_shard_and_stay_there() {
     h.signal(a1, lk::signal_request::Message::Leave(Default::default()))
         .unwrap();
     until("a1 gone", || h.totals().participants == 5).await;
-    let a_people = h
-        .call_room("a", |sfu, _| sfu.list_participants("a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let a_people = participants(h.request("a", list("a")).await).unwrap();
     assert!(a_people.is_empty());
 }
 
@@ -151,34 +167,23 @@ async fn the_room_limit_holds_over_all_shards_and_a_closed_room_frees_its_slot()
     let d = driver(2, 3);
     let h = d.handle.clone();
     for name in ["r1", "r2", "r3"] {
-        let room = h
-            .create_room(name, {
-                let name = name.to_string();
-                move |sfu, now| sfu.create_room(now, &name, None, None)
-            })
-            .await
-            .unwrap();
+        let room = created(h.request(name, create(name)).await);
         assert_eq!(room.unwrap().name, name);
     }
     // Spread over both shards, three in all: a fourth is refused, by a join or a create.
     assert_ne!(h.shard_of("r1"), h.shard_of("r2"));
     let (r, _rx) = join(&h, "r4", "x").await;
     assert_eq!(r.unwrap_err(), JoinError::TooManyRooms(3));
-    let created = h
-        .create_room("r4", |sfu, now| sfu.create_room(now, "r4", None, None))
-        .await
-        .unwrap();
-    assert_eq!(created.unwrap_err(), JoinError::TooManyRooms(3));
+    let refused = created(h.request("r4", create("r4")).await);
+    assert_eq!(refused.unwrap_err(), JoinError::TooManyRooms(3));
     // A join to an existing room is not a new room.
     let (r, _rx2) = join(&h, "r2", "y").await;
     assert!(r.is_ok());
 
     // Deleting a room (on its shard) frees its name and its slot.
     let shard = h.shard_of("r1").unwrap();
-    assert!(h
-        .call_room("r1", |sfu, now| sfu.delete_room(now, "r1"))
-        .await
-        .unwrap());
+    let deleted = h.request("r1", Request::DeleteRoom { room: "r1".into() });
+    assert!(matches!(deleted.await, Ok(Reply::Found(true))));
     until("r1's route dropped", || h.shard_of("r1").is_none()).await;
     let (r, _rx3) = join(&h, "r4", "z").await;
     assert_eq!(

@@ -1,25 +1,218 @@
-//! Room and participant administration (the Twirp RoomService and the web API call these).
+//! Room and participant administration: the typed [`Request`]s the API side (Twirp
+//! RoomService, the web and admin APIs) sends to the media side, their [`Reply`]s, and
+//! [`Sfu::handle`], which answers them.
 
 use super::*;
 
+/// What the API/admin side asks of the SFU (sent to the media thread hosting the room).
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Creates the room unless it exists (then its info); sets its metadata if not empty.
+    CreateRoom {
+        name: String,
+        max_participants: Option<u32>,
+        empty_timeout: Option<u32>,
+        metadata: String,
+        /// The wall-clock time of the request (LiveKit's `creation_time`).
+        unix_ms: i64,
+    },
+    DeleteRoom {
+        room: String,
+    },
+    /// The named rooms (all when empty), sorted by name.
+    ListRooms {
+        names: Vec<String>,
+    },
+    ListParticipants {
+        room: String,
+    },
+    GetParticipant {
+        room: String,
+        identity: String,
+    },
+    RemoveParticipant {
+        room: String,
+        identity: String,
+    },
+    /// Mutes a track, if `identity` publishes it.
+    MutePublishedTrack {
+        room: String,
+        identity: String,
+        track_sid: String,
+        muted: bool,
+    },
+    /// Changes what is given (within the participant's own limits).
+    UpdateParticipant {
+        room: String,
+        identity: String,
+        metadata: Option<String>,
+        name: Option<String>,
+        attributes: HashMap<String, String>,
+        perms: Option<Permissions>,
+    },
+    /// Subscribes or unsubscribes a participant as its own signal request would.
+    UpdateSubscriptions {
+        room: String,
+        identity: String,
+        update: lk::UpdateSubscription,
+    },
+    SendData {
+        room: String,
+        packet: lk::DataPacket,
+    },
+    UpdateRoomMetadata {
+        room: String,
+        metadata: String,
+    },
+    /// Every room with its participants (the admin status page).
+    Overview,
+}
+
+/// The answer to a [`Request`] (the variant named after it in each case).
+#[derive(Debug)]
+pub enum Reply {
+    /// CreateRoom.
+    Created(Result<lk::Room, JoinError>),
+    /// DeleteRoom, RemoveParticipant, UpdateSubscriptions, SendData: whether the room (or
+    /// participant) was found.
+    Found(bool),
+    /// ListRooms.
+    Rooms(Vec<lk::Room>),
+    /// ListParticipants (`None`: no such room).
+    Participants(Option<Vec<lk::ParticipantInfo>>),
+    /// GetParticipant (`None`: no such participant).
+    Participant(Option<lk::ParticipantInfo>),
+    /// UpdateParticipant: `None` when there is no such participant, `Err` when an update
+    /// exceeds a limit.
+    Updated(Option<Result<lk::ParticipantInfo, String>>),
+    /// MutePublishedTrack (`None`: no such track of that participant).
+    Track(Option<lk::TrackInfo>),
+    /// UpdateRoomMetadata (`None`: no such room).
+    Room(Option<lk::Room>),
+    /// Overview.
+    Overview(Vec<(lk::Room, Vec<lk::ParticipantInfo>)>),
+}
+
 impl Sfu {
+    /// Answers a request of the API side.
+    pub fn handle(&mut self, now: Instant, req: Request) -> Reply {
+        match req {
+            Request::CreateRoom {
+                name,
+                max_participants,
+                empty_timeout,
+                metadata,
+                unix_ms,
+            } => {
+                let created =
+                    self.create_room(now, unix_ms, &name, max_participants, empty_timeout);
+                Reply::Created(created.map(|room| {
+                    if metadata.is_empty() {
+                        room
+                    } else {
+                        self.update_room_metadata(&name, metadata).unwrap_or(room)
+                    }
+                }))
+            }
+            Request::DeleteRoom { room } => Reply::Found(self.delete_room(now, &room)),
+            Request::ListRooms { names } => Reply::Rooms(self.reg.list_rooms(&names)),
+            Request::ListParticipants { room } => {
+                Reply::Participants(self.reg.list_participants(&room))
+            }
+            Request::GetParticipant { room, identity } => Reply::Participant(
+                self.reg
+                    .find(&room, &identity)
+                    .and_then(|p| self.reg.participant_info(p)),
+            ),
+            Request::RemoveParticipant { room, identity } => {
+                let pid = self.reg.find(&room, &identity);
+                if let Some(pid) = pid {
+                    self.remove_participant(now, pid, lk::DisconnectReason::ParticipantRemoved);
+                }
+                Reply::Found(pid.is_some())
+            }
+            Request::MutePublishedTrack {
+                room,
+                identity,
+                track_sid,
+                muted,
+            } => {
+                let owns = self
+                    .reg
+                    .find(&room, &identity)
+                    .and_then(|pid| self.reg.parts.get(&pid))
+                    .is_some_and(|p| p.tracks.contains(&track_sid));
+                Reply::Track(owns.then(|| self.set_muted(&track_sid, muted)).flatten())
+            }
+            Request::UpdateParticipant {
+                room,
+                identity,
+                metadata,
+                name,
+                attributes,
+                perms,
+            } => {
+                let Some(pid) = self.reg.find(&room, &identity) else {
+                    return Reply::Updated(None);
+                };
+                // The same limits as the participant's own updates (issue 24).
+                if let Err(e) =
+                    self.check_update(pid, metadata.as_deref(), name.as_deref(), &attributes)
+                {
+                    return Reply::Updated(Some(Err(e)));
+                }
+                Reply::Updated(
+                    self.update_participant(pid, metadata, name, attributes, perms)
+                        .map(Ok),
+                )
+            }
+            Request::UpdateSubscriptions {
+                room,
+                identity,
+                update,
+            } => {
+                let pid = self.reg.find(&room, &identity);
+                if let Some(pid) = pid {
+                    self.handle_signal(now, pid, Req::Subscription(update));
+                }
+                Reply::Found(pid.is_some())
+            }
+            Request::SendData { room, packet } => Reply::Found(self.send_data(now, &room, packet)),
+            Request::UpdateRoomMetadata { room, metadata } => {
+                Reply::Room(self.update_room_metadata(&room, metadata))
+            }
+            Request::Overview => Reply::Overview(
+                self.reg
+                    .list_rooms(&[])
+                    .into_iter()
+                    .map(|r| {
+                        let people = self.reg.list_participants(&r.name).unwrap_or_default();
+                        (r, people)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// `unix_ms`: the wall-clock time, LiveKit's `creation_time` if the room is new.
     pub fn create_room(
         &mut self,
         now: Instant,
+        unix_ms: i64,
         name: &str,
         max_participants: Option<u32>,
         empty_timeout: Option<u32>,
     ) -> Result<lk::Room, JoinError> {
-        if let Some(r) = self.rooms.get(name) {
-            return Ok(self.room_info(r));
+        if let Some(r) = self.reg.rooms.get(name) {
+            return Ok(self.reg.room_info(r));
         }
-        if self.rooms.len() as u32 >= self.cfg.max_rooms {
+        if self.reg.rooms.len() as u32 >= self.cfg.max_rooms {
             return Err(JoinError::TooManyRooms(self.cfg.max_rooms));
         }
         let room = Room {
             sid: new_sid("RM_"),
             name: name.to_string(),
-            created_unix_ms: unix_ms(),
+            created_unix_ms: unix_ms,
             metadata: String::new(),
             max_participants: max_participants
                 .filter(|m| *m > 0)
@@ -31,69 +224,36 @@ impl Sfu {
             version: 1,
         };
         info!(room = %name, sid = %room.sid, "room created");
-        let info = self.room_info(&room);
-        self.rooms.insert(name.to_string(), room);
+        let info = self.reg.room_info(&room);
+        self.reg.rooms.insert(name.to_string(), room);
         Ok(info)
     }
 
-    pub fn list_rooms(&self, names: &[String]) -> Vec<lk::Room> {
-        let mut v: Vec<lk::Room> = self
-            .rooms
-            .values()
-            .filter(|r| names.is_empty() || names.contains(&r.name))
-            .map(|r| self.room_info(r))
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
-
     pub fn delete_room(&mut self, now: Instant, name: &str) -> bool {
-        let Some(room) = self.rooms.get(name) else {
+        let Some(room) = self.reg.rooms.get(name) else {
             return false;
         };
         for pid in room.participants.clone() {
             self.remove_participant(now, pid, lk::DisconnectReason::RoomDeleted);
         }
         info!(room = %name, "room deleted");
-        self.rooms.remove(name).is_some()
-    }
-
-    pub fn list_participants(&self, room: &str) -> Option<Vec<lk::ParticipantInfo>> {
-        let r = self.rooms.get(room)?;
-        Some(
-            r.participants
-                .iter()
-                .filter_map(|x| self.parts.get(x))
-                .map(|x| x.info(&self.tracks))
-                .collect(),
-        )
-    }
-
-    pub fn find(&self, room: &str, identity: &str) -> Option<Pid> {
-        self.parts
-            .values()
-            .find(|x| x.room == room && x.identity == identity)
-            .map(|x| x.id)
+        self.reg.rooms.remove(name).is_some()
     }
 
     /// A participant's identity.
     pub fn identity(&self, pid: Pid) -> Option<&str> {
-        self.parts.get(&pid).map(|p| p.identity.as_str())
-    }
-
-    pub fn participant_info(&self, pid: Pid) -> Option<lk::ParticipantInfo> {
-        self.parts.get(&pid).map(|x| x.info(&self.tracks))
+        self.reg.parts.get(&pid).map(|p| p.identity.as_str())
     }
 
     pub fn update_room_metadata(&mut self, name: &str, metadata: String) -> Option<lk::Room> {
-        let room = self.rooms.get_mut(name)?;
+        let room = self.reg.rooms.get_mut(name)?;
         room.metadata = metadata;
         room.version += 1;
         let info = {
-            let r = self.rooms.get(name)?;
-            self.room_info(r)
+            let r = self.reg.rooms.get(name)?;
+            self.reg.room_info(r)
         };
-        for pid in self.room_members(name) {
+        for pid in self.reg.members(name) {
             self.signal(
                 pid,
                 Resp::RoomUpdate(lk::RoomUpdate {
@@ -113,7 +273,7 @@ impl Sfu {
         attributes: HashMap<String, String>,
         perms: Option<Permissions>,
     ) -> Option<lk::ParticipantInfo> {
-        let p = self.parts.get_mut(&pid)?;
+        let p = self.reg.parts.get_mut(&pid)?;
         if let Some(m) = metadata {
             p.metadata = m;
         }
@@ -146,6 +306,7 @@ impl Sfu {
         }
         if before.can_subscribe && !after.can_subscribe {
             let subs: Vec<String> = self
+                .reg
                 .parts
                 .get(&pid)
                 .map(|p| p.subs.keys().cloned().collect())
@@ -157,19 +318,19 @@ impl Sfu {
         if !before.can_subscribe && after.can_subscribe {
             self.subscribe_to_published(pid);
         }
-        if let Some(p) = self.parts.get_mut(&pid) {
+        if let Some(p) = self.reg.parts.get_mut(&pid) {
             p.version += 1;
         }
         self.broadcast_participant(pid);
-        self.participant_info(pid)
+        self.reg.participant_info(pid)
     }
 
     /// Admin or participant: mute/unmute a published track; everyone (owner included) hears.
     pub fn set_muted(&mut self, track_sid: &str, muted: bool) -> Option<lk::TrackInfo> {
-        let t = self.tracks.get_mut(track_sid)?;
+        let t = self.reg.tracks.get_mut(track_sid)?;
         t.info.muted = muted;
         let (owner, info) = (t.owner, t.info.clone());
-        if let Some(p) = self.parts.get_mut(&owner) {
+        if let Some(p) = self.reg.parts.get_mut(&owner) {
             p.version += 1;
         }
         self.signal(
@@ -185,10 +346,10 @@ impl Sfu {
 
     /// Admin: send a data packet to (some of) a room's participants, from the server.
     pub fn send_data(&mut self, now: Instant, room: &str, packet: lk::DataPacket) -> bool {
-        if !self.rooms.contains_key(room) {
+        if !self.reg.rooms.contains_key(room) {
             return false;
         }
-        self.deliver_data(None, room, packet);
+        data::deliver(&self.reg, &mut self.peers, None, room, &packet);
         self.drive(now);
         true
     }

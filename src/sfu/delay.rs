@@ -46,9 +46,8 @@ impl DelayProbe {
     }
 
     /// A probe's copy was written to a subscriber's stream `ssrc` as sequence number `seq`.
-    pub fn expect(&mut self, ssrc: u32, seq: u16, probe: Probe) {
+    pub fn expect(&mut self, now: Instant, ssrc: u32, seq: u16, probe: Probe) {
         if self.pending.len() >= MAX_PENDING {
-            let now = Instant::now();
             self.pending
                 .retain(|_, p| now.saturating_duration_since(p.arrived) < STALE);
             if self.pending.len() >= MAX_PENDING {
@@ -220,7 +219,7 @@ mod tests {
             arrived: Instant::now(),
             audio: true,
         };
-        p.expect(0x1234_5678, 42, t);
+        p.expect(Instant::now(), 0x1234_5678, 42, t);
         assert!(!p.is_idle());
         assert_eq!(p.sent(&rtp(0x1234_5678, 41, 96)), None);
         assert_eq!(p.sent(&rtp(0x1234_5679, 42, 96)), None);
@@ -244,9 +243,9 @@ mod tests {
             audio: false,
         };
         for i in 0..MAX_PENDING as u32 {
-            p.expect(i, 0, probe(long_ago));
+            p.expect(Instant::now(), i, 0, probe(long_ago));
         }
-        p.expect(u32::MAX, 7, probe(Instant::now()));
+        p.expect(Instant::now(), u32::MAX, 7, probe(Instant::now()));
         assert_eq!(p.pending.len(), 1, "stale probes purged when full");
     }
 }

@@ -1,8 +1,16 @@
 //! The SFU core, sans-IO. Rooms, participants, published tracks and subscriptions, with one str0m
 //! `Rtc` per PeerConnection. Input: time, datagrams (with the local address they arrived on),
 //! LiveKit signal requests and admin calls. Output ([`Output`]): datagrams to send and signal
-//! responses for sessions. No sockets, no threads, no `Instant::now()`: the media driver
+//! responses for sessions. No sockets, no threads, no clock: time (monotonic, and wall-clock
+//! where LiveKit wants it) comes in as arguments. The media driver
 //! (`media/`) feeds it, and the unit tests drive simulated peers through it on a virtual clock.
+//!
+//! [`Sfu`] coordinates named parts: the room registry (`registry.rs`: rooms, participants,
+//! tracks), the peers (`peers.rs`: each PeerConnection's `Rtc` in `peer.rs`, datagram routes,
+//! the poll queue), the fan-out of one packet (`fanout.rs`: per-subscription rewriting and
+//! gating), and the admin requests (`admin.rs`: [`Request`]/[`Reply`], [`Sfu::handle`]). The
+//! signalling, negotiation and event handling that tie them together are here and in
+//! `forward.rs`, `sections.rs`, `data.rs` and `quality.rs`.
 
 // LiveKit marks fields deprecated (TrackInfo.layers, UserPacket.participant_identity …) that
 // livekit-client 2.23 still reads, so confab keeps filling them.
@@ -11,10 +19,13 @@
 mod admin;
 mod data;
 pub mod delay;
+mod fanout;
 mod forward;
 pub mod limits;
 mod peer;
+mod peers;
 mod quality;
+mod registry;
 pub mod room;
 pub mod rtp;
 mod sections;
@@ -28,19 +39,22 @@ use std::time::{Duration, Instant};
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
-use prost::Message as _;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::channel::ChannelData;
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tracing::{debug, info, warn};
 
+pub use admin::{Reply, Request};
+use forward::Forwarding;
 pub use peer::rewrite_answer;
 use peer::{Peer, Role};
-use room::{new_sid, unix_ms, Participant, PubTrack, Room, Sub};
+use peers::Peers;
+use registry::Registry;
+use room::{new_sid, Participant, PubTrack, Room, Sub};
 pub use room::{Mode, Permissions};
+use sections::Sections;
 
 /// A `HashMap` with foldhash: several times cheaper than SipHash for the short keys the packet
 /// path looks up (ids, track sids, room names).
@@ -180,25 +194,17 @@ pub(crate) const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 pub struct Sfu {
     cfg: SfuConfig,
     dtls_cert: Option<DtlsCert>,
-    // The maps the packet path looks up, per packet and subscriber, hash with foldhash (keys
-    // are the SFU's own ids and authenticated room names; `routes`, keyed by what the network
-    // sends, keeps SipHash).
-    rooms: FastMap<String, Room>,
-    parts: FastMap<Pid, Participant>,
-    /// Boxed: an `Rtc` is ≈ 10 KB, and a map's spare slots would hold that much each.
-    peers: FastMap<PeerId, Box<Peer>>,
-    tracks: FastMap<String, PubTrack>,
-    routes: HashMap<(Protocol, SocketAddr, SocketAddr), PeerId>,
+    /// Rooms, participants, published tracks (registry.rs).
+    reg: Registry,
+    /// The PeerConnections, their routes, and which are to be polled (peers.rs).
+    peers: Peers,
     out: VecDeque<Output>,
-    dirty: Vec<PeerId>,
     next_id: u64,
     next_speakers: Option<Instant>,
     /// The time of the latest input (for steps that happen inside a call, like an offer).
     now: Instant,
-    /// v1: receive-only sections the client was asked for and has not offered yet.
-    requested_sections: HashMap<Pid, (u32, u32)>,
-    /// v1: sections the client offered that carry nothing yet (per participant, per kind).
-    free_sections: HashMap<Pid, Vec<(Mid, MediaKind)>>,
+    /// v1: the receive-only sections asked for and offered (sections.rs).
+    sections: Sections,
     /// Connection quality per participant (quality.rs).
     quality: quality::QualityState,
     /// Events polled from a peer, reused across `drive` rounds.
@@ -210,25 +216,21 @@ pub struct Sfu {
 }
 
 impl Sfu {
-    pub fn new(cfg: SfuConfig) -> Sfu {
+    /// An SFU whose clock starts at `now` (the media loop's, or a test's virtual clock).
+    pub fn new(cfg: SfuConfig, now: Instant) -> Sfu {
         let dtls_cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate();
         Sfu {
             cfg,
             dtls_cert,
-            rooms: FastMap::default(),
-            parts: FastMap::default(),
-            peers: FastMap::default(),
-            tracks: FastMap::default(),
-            routes: HashMap::new(),
+            reg: Registry::default(),
+            peers: Peers::default(),
             out: VecDeque::new(),
-            dirty: vec![],
             next_id: 1,
             next_speakers: None,
-            now: Instant::now(),
-            requested_sections: HashMap::new(),
-            free_sections: HashMap::new(),
+            now,
+            sections: Sections::default(),
             quality: Default::default(),
             events: Vec::new(),
             arrival: None,
@@ -269,32 +271,47 @@ impl Sfu {
         self.out.pop_front()
     }
 
+    /// The media path's parts, borrowed together (forward.rs).
+    fn forwarding(&mut self) -> Forwarding<'_> {
+        Forwarding {
+            reg: &mut self.reg,
+            peers: &mut self.peers,
+            probe: &mut self.probe,
+            arrival: self.arrival,
+        }
+    }
+
     fn signal(&mut self, pid: Pid, msg: Resp) {
         self.out.push_back(Output::Signal(pid, Box::new(msg)));
     }
 
+    /// v1: asks the client for the receive-only sections still missing (all, if `force`).
+    fn request_sections(&mut self, pid: Pid, force: bool) {
+        if let Some(req) = self.sections.request(&self.reg, pid, force) {
+            self.signal(pid, Resp::MediaSectionsRequirement(req));
+        }
+    }
+
     /// The earliest instant [`Sfu::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.dirty.is_empty() {
+        if self.peers.any_dirty() {
             // Output is waiting to be polled (`poll_output` was not drained): due now.
             return Some(self.now);
         }
-        let peers = self.peers.values().map(|p| p.timeout).min();
+        let peers = self.peers.next_timeout();
         let rooms = self
+            .reg
             .rooms
             .values()
             .filter_map(|r| r.empty_since.map(|t| t + self.cfg.empty_timeout))
             .min();
         let gone = self
+            .reg
             .parts
             .values()
             .filter_map(|p| p.gone_since.map(|t| t + self.cfg.departure_timeout))
             .min();
-        let offers = self
-            .peers
-            .values()
-            .filter_map(|p| p.offered_at.map(|t| t + OFFER_TIMEOUT))
-            .min();
+        let offers = self.peers.next_offer_timeout(OFFER_TIMEOUT);
         let quality = self.quality.next();
         [peers, rooms, gone, offers, self.next_speakers, quality]
             .into_iter()
@@ -303,11 +320,11 @@ impl Sfu {
     }
 
     pub fn rooms(&self) -> impl Iterator<Item = &str> {
-        self.rooms.keys().map(String::as_str)
+        self.reg.rooms.keys().map(String::as_str)
     }
 
     pub fn participant_count(&self) -> usize {
-        self.parts.len()
+        self.reg.parts.len()
     }
 
     // ---------------------------------------------------------------- joining and leaving
@@ -315,13 +332,20 @@ impl Sfu {
     /// A participant joins. On success its `join` response is queued for it, and the others in
     /// the room hear about it. With `resume_sid`, a participant whose signal connection dropped
     /// takes it up again instead (`reconnect` response; the room sees nothing).
-    pub fn join(&mut self, now: Instant, p: JoinParams) -> Result<(Pid, String), JoinError> {
+    /// `unix_ms` is the wall-clock time of the join (LiveKit's `joined_at`).
+    pub fn join(
+        &mut self,
+        now: Instant,
+        unix_ms: i64,
+        p: JoinParams,
+    ) -> Result<(Pid, String), JoinError> {
         self.now = now;
         if let Some(sid) = &p.resume_sid {
             return self.resume(now, sid, &p);
         }
         // Duplicate identity: the newer session wins, as in LiveKit.
         let dup = self
+            .reg
             .parts
             .values()
             .find(|x| x.room == p.room && x.identity == p.identity)
@@ -330,17 +354,18 @@ impl Sfu {
             info!(identity = %p.identity, room = %p.room, "duplicate identity: the older session is removed");
             self.remove_participant(now, old, lk::DisconnectReason::DuplicateIdentity);
         }
-        if !self.rooms.contains_key(&p.room) {
-            self.create_room(now, &p.room, None, None)?;
+        if !self.reg.rooms.contains_key(&p.room) {
+            self.create_room(now, unix_ms, &p.room, None, None)?;
         }
         let room = self
+            .reg
             .rooms
             .get(&p.room)
             .ok_or_else(|| JoinError::Rtc("room vanished".into()))?;
         let present = room
             .participants
             .iter()
-            .filter(|x| self.parts.get(x).is_some_and(|x| !x.perms.hidden))
+            .filter(|x| self.reg.parts.get(x).is_some_and(|x| !x.perms.hidden))
             .count() as u32;
         if !p.perms.hidden && room.max_participants > 0 && present >= room.max_participants {
             return Err(JoinError::RoomFull(p.room.clone(), room.max_participants));
@@ -368,7 +393,7 @@ impl Sfu {
             room: p.room.clone(),
             perms: p.perms,
             mode: p.mode,
-            joined_unix_ms: unix_ms(),
+            joined_unix_ms: unix_ms,
             version: 1,
             state: lk::participant_info::State::Joined,
             auto_subscribe: p.auto_subscribe,
@@ -386,8 +411,8 @@ impl Sfu {
             egress_applied: None,
             can_update_metadata: p.can_update_metadata,
         };
-        self.parts.insert(pid, part);
-        if let Some(room) = self.rooms.get_mut(&p.room) {
+        self.reg.parts.insert(pid, part);
+        if let Some(room) = self.reg.rooms.get_mut(&p.room) {
             room.participants.push(pid);
             room.empty_since = None;
         }
@@ -414,6 +439,7 @@ impl Sfu {
         p: &JoinParams,
     ) -> Result<(Pid, String), JoinError> {
         let Some(part) = self
+            .reg
             .parts
             .values_mut()
             .find(|x| x.sid == sid && x.identity == p.identity && x.room == p.room)
@@ -430,17 +456,19 @@ impl Sfu {
         self.signal(pid, Resp::Reconnect(resp));
         // What changed while the session was away.
         let room = self
+            .reg
             .parts
             .get(&pid)
             .map(|x| x.room.clone())
             .unwrap_or_default();
         let others: Vec<lk::ParticipantInfo> = self
-            .room_members(&room)
+            .reg
+            .members(&room)
             .iter()
             .filter(|x| **x != pid)
-            .filter_map(|x| self.parts.get(x))
+            .filter_map(|x| self.reg.parts.get(x))
             .filter(|x| !x.perms.hidden)
-            .map(|x| x.info(&self.tracks))
+            .map(|x| x.info(&self.reg.tracks))
             .collect();
         if !others.is_empty() {
             self.signal(
@@ -485,8 +513,7 @@ impl Sfu {
             }
         }
         let id = self.id();
-        self.peers
-            .insert(id, Box::new(Peer::new(rtc, owner, role, now)));
+        self.peers.insert(id, Peer::new(rtc, owner, role, now));
         Ok(id)
     }
 
@@ -501,24 +528,24 @@ impl Sfu {
     }
 
     fn join_response(&self, pid: Pid) -> lk::JoinResponse {
-        let Some(part) = self.parts.get(&pid) else {
+        let Some(part) = self.reg.parts.get(&pid) else {
             return lk::JoinResponse::default();
         };
-        let room = self.rooms.get(&part.room);
+        let room = self.reg.rooms.get(&part.room);
         let others = room
             .map(|r| {
                 r.participants
                     .iter()
                     .filter(|x| **x != pid)
-                    .filter_map(|x| self.parts.get(x))
+                    .filter_map(|x| self.reg.parts.get(x))
                     .filter(|x| !x.perms.hidden && x.gone_since.is_none())
-                    .map(|x| x.info(&self.tracks))
+                    .map(|x| x.info(&self.reg.tracks))
                     .collect()
             })
             .unwrap_or_default();
         lk::JoinResponse {
-            room: room.map(|r| self.room_info(r)),
-            participant: Some(part.info(&self.tracks)),
+            room: room.map(|r| self.reg.room_info(r)),
+            participant: Some(part.info(&self.reg.tracks)),
             other_participants: others,
             server_version: LIVEKIT_COMPAT_VERSION.into(),
             subscriber_primary: part.mode == Mode::V0 && part.perms.can_subscribe,
@@ -529,22 +556,10 @@ impl Sfu {
         }
     }
 
-    fn room_info(&self, r: &Room) -> lk::Room {
-        let parts: Vec<&Participant> = r
-            .participants
-            .iter()
-            .filter_map(|x| self.parts.get(x))
-            .collect();
-        r.info(
-            parts.len() as u32,
-            parts.iter().filter(|p| !p.tracks.is_empty()).count() as u32,
-        )
-    }
-
     /// The session of a participant ended without `leave` (socket closed): keep it for a
     /// resume until the departure timeout.
     pub fn session_lost(&mut self, now: Instant, pid: Pid) {
-        if let Some(p) = self.parts.get_mut(&pid) {
+        if let Some(p) = self.reg.parts.get_mut(&pid) {
             info!(identity = %p.identity, "signal connection lost; kept for a resume");
             p.gone_since = Some(now);
         }
@@ -553,7 +568,7 @@ impl Sfu {
     /// Removes a participant: its peers, its tracks, its subscriptions; tells the room, and ends
     /// its session (with `leave` and the reason, unless it left itself).
     pub fn remove_participant(&mut self, now: Instant, pid: Pid, reason: lk::DisconnectReason) {
-        let Some(mut part) = self.parts.remove(&pid) else {
+        let Some(mut part) = self.reg.parts.remove(&pid) else {
             return;
         };
         info!(identity = %part.identity, room = %part.room, ?reason, "participant left");
@@ -563,29 +578,27 @@ impl Sfu {
             if let Some(mut peer) = self.peers.remove(&peer_id) {
                 peer.rtc.disconnect();
             }
-            self.routes.retain(|_, v| *v != peer_id);
         }
-        self.requested_sections.remove(&pid);
-        self.free_sections.remove(&pid);
+        self.sections.forget(pid);
         let tracks = std::mem::take(&mut part.tracks);
         for t in &tracks {
             self.unpublish(t);
         }
         part.state = lk::participant_info::State::Disconnected;
         part.version += 1;
-        if let Some(room) = self.rooms.get_mut(&part.room) {
+        if let Some(room) = self.reg.rooms.get_mut(&part.room) {
             room.participants.retain(|x| *x != pid);
             if room.participants.is_empty() {
                 room.empty_since = Some(now);
             }
         }
         if !part.perms.hidden {
-            let mut info = part.info(&self.tracks);
+            let mut info = part.info(&self.reg.tracks);
             info.disconnect_reason = reason as i32;
             let update = Resp::Update(lk::ParticipantUpdate {
                 participants: vec![info],
             });
-            for other in self.room_members(&part.room) {
+            for other in self.reg.members(&part.room) {
                 self.signal(other, update.clone());
             }
         }
@@ -596,7 +609,7 @@ impl Sfu {
 
     pub fn handle_signal(&mut self, now: Instant, pid: Pid, msg: Req) {
         self.now = now;
-        let Some(part) = self.parts.get(&pid) else {
+        let Some(part) = self.reg.parts.get(&pid) else {
             return;
         };
         let (publisher, subscriber, mode) = (part.publisher, part.subscriber, part.mode);
@@ -612,7 +625,7 @@ impl Sfu {
             }
             Req::AddTrack(t) => self.on_add_track(pid, t),
             Req::Mute(m) => {
-                if self.tracks.get(&m.sid).is_some_and(|t| t.owner == pid) {
+                if self.reg.tracks.get(&m.sid).is_some_and(|t| t.owner == pid) {
                     self.set_muted(&m.sid, m.muted);
                 }
             }
@@ -635,7 +648,11 @@ impl Sfu {
             }
             Req::UpdateMetadata(m) => {
                 // LiveKit's canUpdateOwnMetadata grant.
-                let allowed = self.parts.get(&pid).is_some_and(|p| p.can_update_metadata);
+                let allowed = self
+                    .reg
+                    .parts
+                    .get(&pid)
+                    .is_some_and(|p| p.can_update_metadata);
                 if allowed {
                     let name = (!m.name.is_empty()).then_some(m.name);
                     let meta = (!m.metadata.is_empty()).then_some(m.metadata);
@@ -682,7 +699,7 @@ impl Sfu {
         // v1: the receive-only sections of the offer are where forwarded tracks go. str0m
         // reports them (MediaAdded) only once media can flow, but the answer must already name
         // what they carry, so they are taken from the offer itself.
-        if self.parts.get(&pid).is_some_and(|p| p.mode == Mode::V1) {
+        if self.reg.parts.get(&pid).is_some_and(|p| p.mode == Mode::V1) {
             for line in offer.media_lines.iter().filter(|l| !l.disabled) {
                 let kind = match line.typ.to_string().as_str() {
                     "audio" => MediaKind::Audio,
@@ -690,10 +707,10 @@ impl Sfu {
                     _ => continue,
                 };
                 if line.direction() == Direction::RecvOnly {
-                    self.add_free_section(pid, line.mid(), kind);
+                    self.sections.add_offered(&self.reg, pid, line.mid(), kind);
                 }
             }
-            self.assign_sections(pid);
+            self.sections.assign(&mut self.reg, pid);
         }
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
@@ -711,20 +728,16 @@ impl Sfu {
             }
         };
         // Learn the new media sections (published tracks, v1 receive slots) before answering.
-        self.dirty.push(peer_id);
+        self.peers.mark(peer_id);
         self.drive(now);
         let mut mid_to_track_id = HashMap::new();
         let mut sdp = answer.to_sdp_string();
-        if self.parts.get(&pid).is_some_and(|p| p.mode == Mode::V1) {
-            let msids = self.v1_msids(pid);
+        if self.reg.parts.get(&pid).is_some_and(|p| p.mode == Mode::V1) {
+            let msids = sections::v1_msids(&self.reg, pid);
             for (mid, _, track) in &msids {
                 mid_to_track_id.insert(mid.clone(), track.clone());
             }
-            let idle: Vec<String> = self
-                .free_sections
-                .get(&pid)
-                .map(|f| f.iter().map(|(m, _)| m.to_string()).collect())
-                .unwrap_or_default();
+            let idle = self.sections.idle(pid);
             debug!(offer = sd.id, ?msids, ?idle, "v1 answer");
             sdp = rewrite_answer(&sdp, &msids, &idle);
         }
@@ -738,7 +751,7 @@ impl Sfu {
             }),
         );
         // Subscriptions that were waiting for sections can start now.
-        self.request_keyframes_for_new_subs(now, pid);
+        self.forwarding().request_keyframes_for_new_subs(now, pid);
     }
 
     fn on_answer(&mut self, now: Instant, peer_id: PeerId, sd: lk::SessionDescription) {
@@ -772,15 +785,15 @@ impl Sfu {
             self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
             return;
         }
-        if let Some(p) = self.parts.get_mut(&owner) {
+        if let Some(p) = self.reg.parts.get_mut(&owner) {
             for s in p.subs.values_mut() {
                 if s.mid.is_some() {
                     s.open = true;
                 }
             }
         }
-        self.dirty.push(peer_id);
-        self.request_keyframes_for_new_subs(now, owner);
+        self.peers.mark(peer_id);
+        self.forwarding().request_keyframes_for_new_subs(now, owner);
         if self.peers.get(&peer_id).is_some_and(|p| p.renegotiate) {
             self.negotiate(peer_id);
         }
@@ -820,7 +833,7 @@ impl Sfu {
     }
 
     fn on_add_track(&mut self, pid: Pid, req: lk::AddTrackRequest) {
-        let Some(part) = self.parts.get_mut(&pid) else {
+        let Some(part) = self.reg.parts.get_mut(&pid) else {
             return;
         };
         if !part.perms.can_publish {
@@ -877,7 +890,7 @@ impl Sfu {
         };
         part.tracks.push(sid.clone());
         part.version += 1;
-        self.tracks.insert(
+        self.reg.tracks.insert(
             sid.clone(),
             PubTrack {
                 sid: sid.clone(),
@@ -915,7 +928,7 @@ impl Sfu {
             self.refuse(pid, 0, None, msg);
             return;
         }
-        let Some(room) = self.parts.get(&pid).map(|p| p.room.clone()) else {
+        let Some(room) = self.reg.parts.get(&pid).map(|p| p.room.clone()) else {
             return;
         };
         let sids = s
@@ -924,21 +937,22 @@ impl Sfu {
             .chain(s.participant_tracks.into_iter().flat_map(|p| p.track_sids));
         for t in sids {
             let here = self
+                .reg
                 .tracks
                 .get(&t)
-                .and_then(|t| self.parts.get(&t.owner))
+                .and_then(|t| self.reg.parts.get(&t.owner))
                 .is_some_and(|owner| owner.room == room);
             if !here {
                 continue;
             }
             if s.subscribe {
-                if let Some(p) = self.parts.get_mut(&pid) {
+                if let Some(p) = self.reg.parts.get_mut(&pid) {
                     p.unsubscribed.remove(&t);
                 }
                 self.subscribe(pid, &t);
             } else {
                 self.unsubscribe(pid, &t);
-                if let Some(p) = self.parts.get_mut(&pid) {
+                if let Some(p) = self.reg.parts.get_mut(&pid) {
                     p.unsubscribed.insert(t);
                 }
             }
@@ -960,7 +974,7 @@ impl Sfu {
 
     /// Logs that `pid` hit a limit: a warning the first time, then at debug level.
     fn note_limit(&mut self, pid: Pid, message: &str) {
-        let Some(p) = self.parts.get_mut(&pid) else {
+        let Some(p) = self.reg.parts.get_mut(&pid) else {
             return;
         };
         if p.limit_logged {
@@ -1013,7 +1027,7 @@ impl Sfu {
         // Checked alone first: the merge below then costs at most twice the limit.
         let asked = limits::attributes_size(attributes);
         limits::check_len("the attributes", asked, limits::MAX_ATTRIBUTES)?;
-        let Some(p) = self.parts.get(&pid) else {
+        let Some(p) = self.reg.parts.get(&pid) else {
             return Ok(());
         };
         let kept = limits::attributes_size(
@@ -1030,7 +1044,7 @@ impl Sfu {
     }
 
     fn on_track_settings(&mut self, pid: Pid, s: lk::UpdateTrackSettings) {
-        let Some(part) = self.parts.get_mut(&pid) else {
+        let Some(part) = self.reg.parts.get_mut(&pid) else {
             return;
         };
         for t in &s.track_sids {
@@ -1040,38 +1054,23 @@ impl Sfu {
                 sub.want_quality = (s.width == 0 && s.height == 0).then_some(s.quality);
             }
         }
-        self.rebalance(pid);
+        self.forwarding().rebalance(pid);
     }
 
     // ---------------------------------------------------------------- tracks and subscriptions
 
-    fn room_members(&self, room: &str) -> Vec<Pid> {
-        self.rooms
-            .get(room)
-            .map(|r| r.participants.clone())
-            .unwrap_or_default()
-    }
-
-    fn room_tracks(&self, room: &str) -> Vec<String> {
-        self.room_members(room)
-            .iter()
-            .filter_map(|p| self.parts.get(p))
-            .flat_map(|p| p.tracks.iter().cloned())
-            .collect()
-    }
-
     /// Tells the others in the room what changed about `pid` (unless it is hidden).
     fn broadcast_participant(&mut self, pid: Pid) {
-        let Some(p) = self.parts.get(&pid) else {
+        let Some(p) = self.reg.parts.get(&pid) else {
             return;
         };
         if p.perms.hidden {
             return;
         }
         let update = Resp::Update(lk::ParticipantUpdate {
-            participants: vec![p.info(&self.tracks)],
+            participants: vec![p.info(&self.reg.tracks)],
         });
-        for other in self.room_members(&p.room.clone()) {
+        for other in self.reg.members(&p.room.clone()) {
             if other != pid {
                 self.signal(other, update.clone());
             }
@@ -1094,21 +1093,21 @@ impl Sfu {
         if dir == Direction::SendOnly {
             // v1: a receive-only section of the client, for a track we forward.
             if peer.role == Role::Single {
-                self.add_free_section(pid, mid, kind);
-                self.assign_sections(pid);
+                self.sections.add_offered(&self.reg, pid, mid, kind);
+                self.sections.assign(&mut self.reg, pid);
             }
             return;
         }
         let Some(msid_track) = peer.rtc.media(mid).map(|m| m.track_id().to_string()) else {
             return;
         };
-        let Some(part) = self.parts.get(&pid) else {
+        let Some(part) = self.reg.parts.get(&pid) else {
             return;
         };
         let pending: Vec<&PubTrack> = part
             .tracks
             .iter()
-            .filter_map(|t| self.tracks.get(t))
+            .filter_map(|t| self.reg.tracks.get(t))
             .filter(|t| t.mid.is_none() && t.kind == kind)
             .collect();
         let chosen = pending
@@ -1121,7 +1120,7 @@ impl Sfu {
             return;
         };
         let room = part.room.clone();
-        if let Some(t) = self.tracks.get_mut(&track_sid) {
+        if let Some(t) = self.reg.tracks.get_mut(&track_sid) {
             t.mid = Some(mid);
             t.info.mid = mid.to_string();
             // Best layer first: f, h, q.
@@ -1135,8 +1134,8 @@ impl Sfu {
             t.rids = rids;
         }
         debug!(track = %track_sid, %mid, "published track bound to its media section");
-        for other in self.room_members(&room) {
-            let wants = self.parts.get(&other).is_some_and(|p| {
+        for other in self.reg.members(&room) {
+            let wants = self.reg.parts.get(&other).is_some_and(|p| {
                 p.id != pid
                     && p.auto_subscribe
                     && p.perms.can_subscribe
@@ -1151,17 +1150,19 @@ impl Sfu {
     /// Subscribes `pid` to what its room already publishes, if it subscribes automatically
     /// and may subscribe (on joining, or when the permission is granted).
     fn subscribe_to_published(&mut self, pid: Pid) {
-        let Some(p) = self.parts.get(&pid) else {
+        let Some(p) = self.reg.parts.get(&pid) else {
             return;
         };
         if !p.auto_subscribe || !p.perms.can_subscribe {
             return;
         }
         let existing: Vec<String> = self
+            .reg
             .room_tracks(&p.room)
             .into_iter()
             .filter(|t| {
-                self.tracks
+                self.reg
+                    .tracks
                     .get(t)
                     .is_some_and(|t| t.owner != pid && t.mid.is_some())
                     && !p.unsubscribed.contains(t)
@@ -1173,13 +1174,13 @@ impl Sfu {
     }
 
     fn subscribe(&mut self, pid: Pid, track_sid: &str) {
-        let Some(t) = self.tracks.get(track_sid) else {
+        let Some(t) = self.reg.tracks.get(track_sid) else {
             return;
         };
         if t.owner == pid || t.mid.is_none() {
             return;
         }
-        let Some(p) = self.parts.get_mut(&pid) else {
+        let Some(p) = self.reg.parts.get_mut(&pid) else {
             return;
         };
         if !p.perms.can_subscribe || p.subs.contains_key(track_sid) {
@@ -1204,27 +1205,27 @@ impl Sfu {
         if let Some(peer) = self.peers.get_mut(&sub_peer).filter(|_| mode == Mode::V0) {
             peer.sections += 1;
         }
-        self.rebalance(pid);
+        self.forwarding().rebalance(pid);
         match mode {
             Mode::V0 => self.negotiate(sub_peer),
             Mode::V1 => {
                 // A free section now carries the track, or more are needed: either way the
                 // client must offer again so that the answer can say so.
-                self.assign_sections(pid);
+                self.sections.assign(&mut self.reg, pid);
                 self.request_sections(pid, true);
             }
         }
     }
 
     fn unsubscribe(&mut self, pid: Pid, track_sid: &str) {
-        let Some(p) = self.parts.get_mut(&pid) else {
+        let Some(p) = self.reg.parts.get_mut(&pid) else {
             return;
         };
         let Some(sub) = p.subs.remove(track_sid) else {
             return;
         };
         let (mode, sub_peer) = (p.mode, p.subscriber);
-        self.rebalance(pid);
+        self.forwarding().rebalance(pid);
         let Some(mid) = sub.mid else {
             return;
         };
@@ -1241,9 +1242,9 @@ impl Sfu {
                 self.negotiate(sub_peer);
             }
             Mode::V1 => {
-                let kind = self.tracks.get(track_sid).map(|t| t.kind);
+                let kind = self.reg.tracks.get(track_sid).map(|t| t.kind);
                 if let Some(kind) = kind {
-                    self.free_sections.entry(pid).or_default().push((mid, kind));
+                    self.sections.release(pid, mid, kind);
                 }
                 self.request_sections(pid, true);
             }
@@ -1252,24 +1253,24 @@ impl Sfu {
 
     /// Unpublishes a track: every subscription to it ends.
     fn unpublish(&mut self, track_sid: &str) {
-        let Some(t) = self.tracks.remove(track_sid) else {
+        let Some(t) = self.reg.tracks.remove(track_sid) else {
             return;
         };
-        let room = self.parts.get(&t.owner).map(|p| p.room.clone());
+        let room = self.reg.parts.get(&t.owner).map(|p| p.room.clone());
         let members = match room {
-            Some(r) => self.room_members(&r),
-            None => self.parts.keys().copied().collect(),
+            Some(r) => self.reg.members(&r),
+            None => self.reg.parts.keys().copied().collect(),
         };
         // The track is gone from `tracks`, but unsubscribe needs its kind for v1: put a stub back.
-        self.tracks.insert(track_sid.to_string(), t);
+        self.reg.tracks.insert(track_sid.to_string(), t);
         for pid in members {
             self.unsubscribe(pid, track_sid);
             // `unsubscribed` holds only tracks that exist.
-            if let Some(p) = self.parts.get_mut(&pid) {
+            if let Some(p) = self.reg.parts.get_mut(&pid) {
                 p.unsubscribed.remove(track_sid);
             }
         }
-        self.tracks.remove(track_sid);
+        self.reg.tracks.remove(track_sid);
     }
 
     /// v0: sends an offer on the subscriber peer for the subscriptions (and data channels)
@@ -1287,7 +1288,7 @@ impl Sfu {
         }
         peer.renegotiate = false;
         let owner = peer.owner;
-        let Some(part) = self.parts.get(&owner) else {
+        let Some(part) = self.reg.parts.get(&owner) else {
             return;
         };
         // What the new sections carry: (track sid, kind, stream id "PA_…|TR_…").
@@ -1296,46 +1297,18 @@ impl Sfu {
             .values()
             .filter(|s| s.mid.is_none())
             .filter_map(|s| {
-                let t = self.tracks.get(&s.track)?;
-                let owner_sid = self.parts.get(&t.owner)?.sid.clone();
+                let t = self.reg.tracks.get(&s.track)?;
+                let owner_sid = self.reg.parts.get(&t.owner)?.sid.clone();
                 Some((t.sid.clone(), t.kind, format!("{owner_sid}|{}", t.sid)))
             })
             .collect();
-        let first = peer.offer_id == 0;
-        let stopping = std::mem::take(&mut peer.stopping);
-        let mut api = peer.rtc.sdp_api();
-        if first {
-            api.add_channel("_reliable".into());
-            api.add_channel_with_config(str0m::channel::ChannelConfig {
-                label: "_lossy".into(),
-                ordered: false,
-                reliability: str0m::channel::Reliability::MaxRetransmits { retransmits: 0 },
-                ..Default::default()
-            });
-        }
-        for mid in stopping {
-            api.stop_media(mid);
-        }
-        let mut mids = vec![];
-        for (track, kind, stream) in &wanted {
-            let mid = api.add_media(
-                *kind,
-                Direction::SendOnly,
-                Some(stream.clone()),
-                Some(track.clone()),
-                None,
-            );
-            mids.push((track.clone(), mid));
-        }
-        let Some((offer, pending)) = api.apply() else {
+        let now = self.now;
+        let Some((offer, mids)) = peer.offer(now, &wanted) else {
             return;
         };
-        peer.offer_id += 1;
-        peer.pending = Some(pending);
-        peer.offered_at = Some(self.now);
         let id = peer.offer_id;
         let mut mid_to_track_id = HashMap::new();
-        if let Some(part) = self.parts.get_mut(&owner) {
+        if let Some(part) = self.reg.parts.get_mut(&owner) {
             for (track, mid) in mids {
                 if let Some(s) = part.subs.get_mut(&track) {
                     s.mid = Some(mid);
@@ -1353,7 +1326,7 @@ impl Sfu {
                 mid_to_track_id,
             }),
         );
-        self.dirty.push(peer_id);
+        self.peers.mark(peer_id);
     }
 
     // ---------------------------------------------------------------- network input
@@ -1375,20 +1348,7 @@ impl Sfu {
         };
         let input = Input::Receive(now, recv);
         let key = (proto, source, destination);
-        let peer_id = match self.routes.get(&key) {
-            Some(id) => Some(*id),
-            None => {
-                let found = self
-                    .peers
-                    .iter()
-                    .find(|(_, p)| p.rtc.accepts(&input))
-                    .map(|(id, _)| *id);
-                if let Some(id) = found {
-                    self.routes.insert(key, id);
-                }
-                found
-            }
-        };
+        let peer_id = self.peers.route(key, &input);
         let Some(peer_id) = peer_id else {
             debug!(%source, "datagram from an unknown peer ignored");
             return;
@@ -1412,12 +1372,7 @@ impl Sfu {
     /// Lets time pass: str0m timers, empty rooms, departed participants, speaker updates.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        let due: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.timeout <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let due = self.peers.due(now);
         for id in due {
             if let Some(peer) = self.peers.get_mut(&id) {
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
@@ -1426,25 +1381,18 @@ impl Sfu {
                     self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
                     continue;
                 }
-                self.dirty.push(id);
+                self.peers.mark(id);
             }
         }
-        let unanswered: Vec<Pid> = self
-            .peers
-            .values()
-            .filter(|p| {
-                p.offered_at
-                    .is_some_and(|t| now.saturating_duration_since(t) >= OFFER_TIMEOUT)
-            })
-            .map(|p| p.owner)
-            .collect();
+        let unanswered = self.peers.unanswered(now, OFFER_TIMEOUT);
         for pid in unanswered {
-            if let Some(p) = self.parts.get(&pid) {
+            if let Some(p) = self.reg.parts.get(&pid) {
                 warn!(identity = %p.identity, "no answer to the server's offer within {}s; disconnected", OFFER_TIMEOUT.as_secs());
             }
             self.remove_participant(now, pid, lk::DisconnectReason::StateMismatch);
         }
         let gone: Vec<Pid> = self
+            .reg
             .parts
             .values()
             .filter(|p| {
@@ -1457,6 +1405,7 @@ impl Sfu {
             self.remove_participant(now, pid, lk::DisconnectReason::ConnectionTimeout);
         }
         let closing: Vec<String> = self
+            .reg
             .rooms
             .values()
             .filter(|r| {
@@ -1470,13 +1419,17 @@ impl Sfu {
             .collect();
         for name in closing {
             info!(room = %name, "empty room closed");
-            self.rooms.remove(&name);
+            self.reg.rooms.remove(&name);
         }
         if self.next_speakers.is_none_or(|t| t <= now) {
-            self.update_speakers(now);
+            for (pid, msg) in self.forwarding().speakers(now) {
+                self.signal(pid, msg);
+            }
             self.next_speakers = Some(now + SPEAKER_INTERVAL);
         }
-        self.send_connection_quality(now);
+        for (pid, msg) in self.quality.updates(now, &self.reg, &self.peers) {
+            self.signal(pid, msg);
+        }
         // The peers that are due are polled by `poll_output`, one at a time.
     }
 
@@ -1492,7 +1445,7 @@ impl Sfu {
     fn drive_until(&mut self, now: Instant, enough: impl Fn(&Sfu) -> bool) {
         let mut rounds = 0;
         while !enough(self) {
-            let Some(id) = self.dirty.pop() else {
+            let Some(id) = self.peers.next_dirty() else {
                 break;
             };
             rounds += 1;
@@ -1561,14 +1514,14 @@ impl Sfu {
                 // A fresh allowance of candidates for ICE restarts.
                 peer.candidates = 0;
                 let pid = peer.owner;
-                if let Some(p) = self.parts.get_mut(&pid) {
+                if let Some(p) = self.reg.parts.get_mut(&pid) {
                     if p.state != lk::participant_info::State::Active {
                         p.state = lk::participant_info::State::Active;
                         p.version += 1;
                         self.broadcast_participant(pid);
                     }
                 }
-                self.request_keyframes_for_new_subs(now, pid);
+                self.forwarding().request_keyframes_for_new_subs(now, pid);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 debug!("ICE disconnected");
@@ -1583,23 +1536,28 @@ impl Sfu {
                     .unwrap_or_default();
                 self.on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
             }
-            Event::RtpPacket(p) => self.on_rtp_packet(now, peer_id, p),
+            Event::RtpPacket(p) => self.forwarding().on_rtp_packet(now, peer_id, p),
             Event::MediaChanged(m) if !m.direction.is_receiving() => {
                 // A browser unpublishes by stopping its sender and offering again: the section
                 // stops sending to us. There is no signal message for it.
                 let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
                     return;
                 };
-                let track = self.parts.get(&pid).and_then(|p| {
+                let track = self.reg.parts.get(&pid).and_then(|p| {
                     p.tracks
                         .iter()
-                        .find(|t| self.tracks.get(*t).is_some_and(|t| t.mid == Some(m.mid)))
+                        .find(|t| {
+                            self.reg
+                                .tracks
+                                .get(*t)
+                                .is_some_and(|t| t.mid == Some(m.mid))
+                        })
                         .cloned()
                 });
                 if let Some(track) = track {
                     info!(%track, "track unpublished");
                     self.unpublish(&track);
-                    if let Some(p) = self.parts.get_mut(&pid) {
+                    if let Some(p) = self.reg.parts.get_mut(&pid) {
                         p.tracks.retain(|t| *t != track);
                         p.version += 1;
                     }
@@ -1610,14 +1568,14 @@ impl Sfu {
                 let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
                     return;
                 };
-                let found = self.parts.get(&pid).and_then(|p| {
+                let found = self.reg.parts.get(&pid).and_then(|p| {
                     p.subs
                         .values()
                         .find(|s| s.mid == Some(r.mid))
                         .map(|s| (s.track.clone(), s.current))
                 });
                 if let Some((track, rid)) = found {
-                    self.request_keyframe(now, &track, rid);
+                    self.forwarding().request_keyframe(now, &track, rid);
                 }
             }
             Event::ChannelOpen(id, label) => {
@@ -1629,13 +1587,23 @@ impl Sfu {
                     }
                 }
             }
-            Event::ChannelData(d) => self.on_channel_data(peer_id, d),
-            Event::PeerStats(s) => self.on_peer_stats(peer_id, &s),
+            Event::ChannelData(d) => match data::incoming(&self.reg, &self.peers, peer_id, &d) {
+                data::Incoming::Deliver { from, room, packet } => {
+                    data::deliver(&self.reg, &mut self.peers, Some(from), &room, &packet)
+                }
+                data::Incoming::Refused { pid, msg } => self.note_limit(pid, &msg),
+                data::Incoming::Ignored => {}
+            },
+            Event::PeerStats(s) => {
+                if let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) {
+                    self.quality.record(pid, &s);
+                }
+            }
             Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
                 let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
                     return;
                 };
-                let Some(p) = self.parts.get_mut(&pid) else {
+                let Some(p) = self.reg.parts.get_mut(&pid) else {
                     return;
                 };
                 if p.subscriber != peer_id {
@@ -1647,7 +1615,7 @@ impl Sfu {
                 let moved = p.egress_applied.is_none_or(|a| bps.abs_diff(a) * 10 > a);
                 if moved {
                     debug!(identity = %p.identity, kbps = bps / 1000, "bandwidth estimate");
-                    self.rebalance(pid);
+                    self.forwarding().rebalance(pid);
                 }
             }
             _ => {}

@@ -1,11 +1,13 @@
 //! One WebRTC PeerConnection on the server side: a str0m `Rtc` plus what LiveKit's signalling
-//! needs around it (offer ids, the pending offer, the two data channels).
+//! needs around it (offer ids, the pending offer, the two data channels), and building a
+//! subscriber's offers.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use str0m::change::SdpPendingOffer;
+use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::Rtc;
 
 use super::Pid;
@@ -46,6 +48,8 @@ pub struct Peer {
     pub candidates: usize,
     /// v0 subscriber: media sections the server has added (one per subscription ever made).
     pub sections: usize,
+    /// In the SFU's queue of peers to poll, put there by forwarding (cleared when taken off).
+    pub queued: bool,
 }
 
 impl Peer {
@@ -66,7 +70,50 @@ impl Peer {
             last_out: HashMap::new(),
             candidates: 0,
             sections: 0,
+            queued: false,
         }
+    }
+
+    /// A subscriber's next offer: stops the sections of ended subscriptions, adds one
+    /// send-only section per `wanted` (track sid, kind, stream id "PA_…|TR_…"), and the two
+    /// data channels in the first offer. The offer and the section of each track; `None` when
+    /// nothing changed. The offer is pending until answered.
+    pub fn offer(
+        &mut self,
+        now: Instant,
+        wanted: &[(String, MediaKind, String)],
+    ) -> Option<(SdpOffer, Vec<(String, Mid)>)> {
+        let first = self.offer_id == 0;
+        let stopping = std::mem::take(&mut self.stopping);
+        let mut api = self.rtc.sdp_api();
+        if first {
+            api.add_channel("_reliable".into());
+            api.add_channel_with_config(str0m::channel::ChannelConfig {
+                label: "_lossy".into(),
+                ordered: false,
+                reliability: str0m::channel::Reliability::MaxRetransmits { retransmits: 0 },
+                ..Default::default()
+            });
+        }
+        for mid in stopping {
+            api.stop_media(mid);
+        }
+        let mut mids = vec![];
+        for (track, kind, stream) in wanted {
+            let mid = api.add_media(
+                *kind,
+                Direction::SendOnly,
+                Some(stream.clone()),
+                Some(track.clone()),
+                None,
+            );
+            mids.push((track.clone(), mid));
+        }
+        let (offer, pending) = api.apply()?;
+        self.offer_id += 1;
+        self.pending = Some(pending);
+        self.offered_at = Some(now);
+        Some((offer, mids))
     }
 
     /// The channel for reliable or lossy data, if open.

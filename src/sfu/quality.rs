@@ -26,7 +26,9 @@ use livekit_protocol as lk;
 use lk::signal_response::Message as Resp;
 use str0m::stats::PeerStats;
 
-use super::{PeerId, Pid, Sfu};
+use super::peers::Peers;
+use super::registry::Registry;
+use super::Pid;
 
 /// How often str0m reports `PeerStats` for each PeerConnection.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -102,37 +104,29 @@ pub fn rate(sample: Sample) -> (lk::ConnectionQuality, f32) {
     (quality, score)
 }
 
-impl Sfu {
-    /// `Event::PeerStats` of `peer_id`.
-    pub(super) fn on_peer_stats(&mut self, peer_id: PeerId, stats: &PeerStats) {
-        if let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) {
-            self.quality.record(pid, stats);
-        }
-    }
-
+impl QualityState {
     /// Every [`QUALITY_INTERVAL`]: each room member gets the quality of the room's (visible)
     /// participants.
-    pub(super) fn send_connection_quality(&mut self, now: Instant) {
-        if self.quality.next.is_some_and(|t| t > now) {
-            return;
-        }
-        self.quality.next = Some(now + QUALITY_INTERVAL);
-        let parts = &self.parts;
-        self.quality
-            .samples
-            .retain(|pid, _| parts.contains_key(pid));
+    /// The updates to send (to whom, what) now; none before the interval is up.
+    pub fn updates(&mut self, now: Instant, reg: &Registry, peers: &Peers) -> Vec<(Pid, Resp)> {
         let mut messages = vec![];
-        for room in self.rooms.values() {
+        if self.next.is_some_and(|t| t > now) {
+            return messages;
+        }
+        self.next = Some(now + QUALITY_INTERVAL);
+        let parts = &reg.parts;
+        self.samples.retain(|pid, _| parts.contains_key(pid));
+        for room in reg.rooms.values() {
             let infos: Vec<lk::ConnectionQualityInfo> = room
                 .participants
                 .iter()
-                .filter_map(|pid| self.parts.get(pid))
+                .filter_map(|pid| reg.parts.get(pid))
                 .filter(|p| !p.perms.hidden)
                 .filter_map(|p| {
                     let connected = [p.publisher, p.subscriber]
                         .iter()
-                        .any(|id| self.peers.get(id).is_some_and(|peer| peer.connected));
-                    let sample = self.quality.sample(p.id);
+                        .any(|id| peers.get(id).is_some_and(|peer| peer.connected));
+                    let sample = self.sample(p.id);
                     let (quality, score) = if p.gone_since.is_some() {
                         (lk::ConnectionQuality::Lost, 1.0)
                     } else if connected || sample.is_some() {
@@ -152,14 +146,12 @@ impl Sfu {
             }
             let msg = Resp::ConnectionQuality(lk::ConnectionQualityUpdate { updates: infos });
             for pid in &room.participants {
-                if self.parts.get(pid).is_some_and(|p| p.gone_since.is_none()) {
+                if reg.parts.get(pid).is_some_and(|p| p.gone_since.is_none()) {
                     messages.push((*pid, msg.clone()));
                 }
             }
         }
-        for (pid, msg) in messages {
-            self.signal(pid, msg);
-        }
+        messages
     }
 }
 

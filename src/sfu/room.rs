@@ -1,5 +1,6 @@
-//! Rooms, participants and published tracks: the SFU's bookkeeping, and how each looks on the
-//! wire (LiveKit's `Room`, `ParticipantInfo`, `TrackInfo`).
+//! The records of rooms, participants, published tracks and subscriptions (the registry,
+//! registry.rs, keeps them by key), and how each looks on the wire (LiveKit's `Room`,
+//! `ParticipantInfo`, `TrackInfo`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -322,11 +323,4 @@ pub fn new_sid(prefix: &str) -> String {
             .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char),
     );
     s
-}
-
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -1,74 +1,92 @@
 //! v1 (single PeerConnection): the client offers receive-only sections for the tracks it is to
-//! get; these functions ask for them, keep the free ones, and assign subscriptions to them.
+//! get. [`Sections`] keeps, per participant, how many it was asked for and has not offered
+//! yet, and the offered ones that carry nothing; it asks for more and assigns subscriptions to
+//! free ones (the subscriptions themselves are in the registry).
 
-use super::*;
+use std::collections::HashMap;
 
-impl Sfu {
-    /// v1: (mid, stream id, track sid) of every section that carries a subscribed track.
-    pub(super) fn v1_msids(&self, pid: Pid) -> Vec<(String, String, String)> {
-        let Some(p) = self.parts.get(&pid) else {
-            return vec![];
-        };
-        p.subs
-            .values()
-            .filter_map(|s| {
-                let mid = s.mid?;
-                let t = self.tracks.get(&s.track)?;
-                let owner = self.parts.get(&t.owner)?;
-                Some((
-                    mid.to_string(),
-                    format!("{}|{}", owner.sid, t.sid),
-                    t.sid.clone(),
-                ))
-            })
-            .collect()
-    }
+use livekit_protocol as lk;
+use str0m::media::{MediaKind, Mid};
+use tracing::debug;
 
-    /// v1: asks the client for the receive-only sections still missing.
-    pub(super) fn request_sections(&mut self, pid: Pid, force: bool) {
-        let Some(p) = self.parts.get(&pid) else {
-            return;
-        };
+use super::registry::Registry;
+use super::{Mode, Pid};
+
+#[derive(Default)]
+pub struct Sections {
+    /// Receive-only sections the client was asked for and has not offered yet (audio, video).
+    requested: HashMap<Pid, (u32, u32)>,
+    /// Sections the client offered that carry nothing yet (per participant, with their kind).
+    free: HashMap<Pid, Vec<(Mid, MediaKind)>>,
+}
+
+/// (mid, stream id, track sid) of every section of `pid` that carries a subscribed track.
+pub fn v1_msids(reg: &Registry, pid: Pid) -> Vec<(String, String, String)> {
+    let Some(p) = reg.parts.get(&pid) else {
+        return vec![];
+    };
+    p.subs
+        .values()
+        .filter_map(|s| {
+            let mid = s.mid?;
+            let t = reg.tracks.get(&s.track)?;
+            let owner = reg.parts.get(&t.owner)?;
+            Some((
+                mid.to_string(),
+                format!("{}|{}", owner.sid, t.sid),
+                t.sid.clone(),
+            ))
+        })
+        .collect()
+}
+
+impl Sections {
+    /// The request for the receive-only sections `pid` still misses (to send it), if any are
+    /// missing or `force`.
+    pub fn request(
+        &mut self,
+        reg: &Registry,
+        pid: Pid,
+        force: bool,
+    ) -> Option<lk::MediaSectionsRequirement> {
+        let p = reg.parts.get(&pid)?;
         if p.mode != Mode::V1 {
-            return;
+            return None;
         }
         let (mut audio, mut video) = (0u32, 0u32);
         for s in p.subs.values().filter(|s| s.mid.is_none()) {
-            match self.tracks.get(&s.track).map(|t| t.kind) {
+            match reg.tracks.get(&s.track).map(|t| t.kind) {
                 Some(MediaKind::Audio) => audio += 1,
                 Some(MediaKind::Video) => video += 1,
                 None => {}
             }
         }
-        let asked = self.requested_sections.entry(pid).or_default();
+        let asked = self.requested.entry(pid).or_default();
         let need_audio = audio.saturating_sub(asked.0);
         let need_video = video.saturating_sub(asked.1);
         if need_audio == 0 && need_video == 0 && !force {
-            return;
+            return None;
         }
         asked.0 += need_audio;
         asked.1 += need_video;
         debug!(need_audio, need_video, "asking for receive-only sections");
-        self.signal(
-            pid,
-            Resp::MediaSectionsRequirement(lk::MediaSectionsRequirement {
-                num_audios: need_audio,
-                num_videos: need_video,
-            }),
-        );
+        Some(lk::MediaSectionsRequirement {
+            num_audios: need_audio,
+            num_videos: need_video,
+        })
     }
 
-    /// v1: a receive-only section the client offered; free unless known already.
-    pub(super) fn add_free_section(&mut self, pid: Pid, mid: Mid, kind: MediaKind) {
-        let Some(p) = self.parts.get(&pid) else {
+    /// A receive-only section the client offered; free unless known already.
+    pub fn add_offered(&mut self, reg: &Registry, pid: Pid, mid: Mid, kind: MediaKind) {
+        let Some(p) = reg.parts.get(&pid) else {
             return;
         };
-        let free = self.free_sections.entry(pid).or_default();
+        let free = self.free.entry(pid).or_default();
         if p.subs.values().any(|s| s.mid == Some(mid)) || free.iter().any(|(m, _)| *m == mid) {
             return;
         }
         free.push((mid, kind));
-        if let Some(req) = self.requested_sections.get_mut(&pid) {
+        if let Some(req) = self.requested.get_mut(&pid) {
             match kind {
                 MediaKind::Audio => req.0 = req.0.saturating_sub(1),
                 MediaKind::Video => req.1 = req.1.saturating_sub(1),
@@ -76,16 +94,22 @@ impl Sfu {
         }
     }
 
-    /// v1: puts subscriptions without a section into free sections of the right kind.
-    pub(super) fn assign_sections(&mut self, pid: Pid) {
-        let Some(p) = self.parts.get_mut(&pid) else {
+    /// A section that carried a subscription that ended is free again.
+    pub fn release(&mut self, pid: Pid, mid: Mid, kind: MediaKind) {
+        self.free.entry(pid).or_default().push((mid, kind));
+    }
+
+    /// Puts subscriptions of `pid` without a section into free sections of the right kind.
+    pub fn assign(&mut self, reg: &mut Registry, pid: Pid) {
+        let Registry { parts, tracks, .. } = reg;
+        let Some(p) = parts.get_mut(&pid) else {
             return;
         };
-        let Some(free) = self.free_sections.get_mut(&pid) else {
+        let Some(free) = self.free.get_mut(&pid) else {
             return;
         };
         for s in p.subs.values_mut().filter(|s| s.mid.is_none()) {
-            let Some(kind) = self.tracks.get(&s.track).map(|t| t.kind) else {
+            let Some(kind) = tracks.get(&s.track).map(|t| t.kind) else {
                 continue;
             };
             if let Some(i) = free.iter().position(|(_, k)| *k == kind) {
@@ -95,5 +119,19 @@ impl Sfu {
                 s.needs_keyframe = true;
             }
         }
+    }
+
+    /// The mids of `pid`'s free sections (answered inactive).
+    pub fn idle(&self, pid: Pid) -> Vec<String> {
+        self.free
+            .get(&pid)
+            .map(|f| f.iter().map(|(m, _)| m.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// A participant left.
+    pub fn forget(&mut self, pid: Pid) {
+        self.requested.remove(&pid);
+        self.free.remove(&pid);
     }
 }

@@ -108,9 +108,10 @@ impl World {
 
     fn with_config(mut cfg: SfuConfig) -> World {
         cfg.candidates = vec![(SFU_ADDR.parse().unwrap(), Protocol::Udp)];
+        let now = Instant::now();
         World {
-            now: Instant::now(),
-            sfu: Sfu::new(cfg),
+            now,
+            sfu: Sfu::new(cfg, now),
             peers: vec![],
             next_port: 5000,
             probes: vec![],
@@ -130,7 +131,7 @@ impl World {
     fn join(&mut self, room: &str, identity: &str, mode: Mode) -> usize {
         let (pid, sid) = self
             .sfu
-            .join(self.now, World::params(room, identity, mode))
+            .join(self.now, 0, World::params(room, identity, mode))
             .unwrap();
         let publisher = Pc::new(self.now, &self.addr());
         let subscriber = (mode == Mode::V0).then(|| Pc::new(self.now, &self.addr()));
@@ -734,7 +735,7 @@ fn mute_and_leave_reach_the_room() {
             && p.state == lk::participant_info::State::Disconnected as i32),
         "bob sees alice gone: {seen:?}"
     );
-    assert_eq!(w.sfu.list_participants("standup").unwrap().len(), 1);
+    assert_eq!(w.sfu.reg.list_participants("standup").unwrap().len(), 1);
 }
 
 #[test]
@@ -751,13 +752,14 @@ fn a_late_joiner_subscribes_to_what_is_published() {
     assert!(!w.received(c).is_empty(), "carol (v0) hears alice (v1)");
     let others: Vec<String> = w
         .sfu
+        .reg
         .list_participants("standup")
         .unwrap()
         .into_iter()
         .map(|p| p.identity)
         .collect();
     assert_eq!(others.len(), 3);
-    let info = w.sfu.participant_info(w.peers[0].pid).unwrap();
+    let info = w.sfu.reg.participant_info(w.peers[0].pid).unwrap();
     assert_eq!(info.tracks[0].sid, a_track);
 }
 
@@ -771,7 +773,7 @@ fn duplicate_identity_replaces_the_older_session() {
         Some(lk::DisconnectReason::DuplicateIdentity)
     );
     assert_eq!(w.peers[1].closed, None);
-    assert_eq!(w.sfu.list_participants("r").unwrap().len(), 1);
+    assert_eq!(w.sfu.reg.list_participants("r").unwrap().len(), 1);
 }
 
 #[test]
@@ -785,12 +787,12 @@ fn room_and_server_caps_refuse_with_reasons() {
     w.join("r", "b", Mode::V0);
     let e = w
         .sfu
-        .join(w.now, World::params("r", "c", Mode::V0))
+        .join(w.now, 0, World::params("r", "c", Mode::V0))
         .unwrap_err();
     assert_eq!(e, JoinError::RoomFull("r".into(), 2));
     let e = w
         .sfu
-        .join(w.now, World::params("other", "c", Mode::V0))
+        .join(w.now, 0, World::params("other", "c", Mode::V0))
         .unwrap_err();
     assert_eq!(e, JoinError::TooManyRooms(1));
 }
@@ -807,12 +809,12 @@ fn empty_rooms_close_after_the_timeout() {
         .remove_participant(w.now, pid, lk::DisconnectReason::ClientInitiated);
     w.run(Duration::from_secs(5));
     assert_eq!(
-        w.sfu.list_rooms(&[]).len(),
+        w.sfu.reg.list_rooms(&[]).len(),
         1,
         "kept while the timeout runs"
     );
     w.run(Duration::from_secs(6));
-    assert!(w.sfu.list_rooms(&[]).is_empty(), "closed after it");
+    assert!(w.sfu.reg.list_rooms(&[]).is_empty(), "closed after it");
 }
 
 #[test]
@@ -990,7 +992,12 @@ fn a_stopped_sender_unpublishes_its_track() {
     let (track, mid) = w.publish(0, MediaKind::Audio);
     w.run(Duration::from_millis(300));
     assert_eq!(
-        w.sfu.participant_info(w.peers[0].pid).unwrap().tracks.len(),
+        w.sfu
+            .reg
+            .participant_info(w.peers[0].pid)
+            .unwrap()
+            .tracks
+            .len(),
         1
     );
     updates_of(&mut w.peers[1]);
@@ -1006,6 +1013,7 @@ fn a_stopped_sender_unpublishes_its_track() {
     assert!(last.tracks.iter().all(|t| t.sid != track), "{last:?}");
     assert!(w
         .sfu
+        .reg
         .participant_info(w.peers[0].pid)
         .unwrap()
         .tracks
@@ -1021,7 +1029,7 @@ fn a_dropped_session_resumes_within_the_timeout_and_not_after() {
     w.run(Duration::from_secs(5));
     let mut again = World::params("standup", "alice", Mode::V0);
     again.resume_sid = Some(sid.clone());
-    let (pid, same) = w.sfu.join(w.now, again.clone()).unwrap();
+    let (pid, same) = w.sfu.join(w.now, 0, again.clone()).unwrap();
     assert_eq!(
         (pid, same.as_str()),
         (alice, sid.as_str()),
@@ -1045,7 +1053,7 @@ fn a_dropped_session_resumes_within_the_timeout_and_not_after() {
     w.sfu.session_lost(w.now, alice);
     w.run(SfuConfig::default().departure_timeout + Duration::from_secs(1));
     assert_eq!(w.sfu.participant_count(), 1);
-    let e = w.sfu.join(w.now, again).unwrap_err();
+    let e = w.sfu.join(w.now, 0, again).unwrap_err();
     assert_eq!(e, JoinError::CannotResume(sid));
 }
 
@@ -1082,7 +1090,7 @@ fn a_client_that_never_answers_is_disconnected_and_nobody_else() {
     // The first offer goes out inside join(); mark the peer silent before it is delivered.
     let (pid, sid) = w
         .sfu
-        .join(w.now, World::params("r", "mute", Mode::V0))
+        .join(w.now, 0, World::params("r", "mute", Mode::V0))
         .unwrap();
     let publisher = Pc::new(w.now, "10.0.0.9:1");
     w.peers.push(Peer {
@@ -1190,7 +1198,7 @@ fn own_metadata_changes_need_the_grant() {
             }),
         );
         w.pump();
-        w.sfu.participant_info(pid).unwrap().name
+        w.sfu.reg.participant_info(pid).unwrap().name
     };
     assert_eq!(
         update(&mut w, 0),
@@ -1199,7 +1207,7 @@ fn own_metadata_changes_need_the_grant() {
     );
     let mut p = World::params("standup", "carol", Mode::V0);
     p.can_update_metadata = true;
-    let (pid, sid) = w.sfu.join(w.now, p).unwrap();
+    let (pid, sid) = w.sfu.join(w.now, 0, p).unwrap();
     w.peers.push(Peer {
         pid,
         sid,
@@ -1573,7 +1581,7 @@ fn add_track_is_capped_in_number_and_name_size() {
     let r = refusals(&mut w.peers[0]);
     assert_eq!(r.len(), 5);
     assert!(r[0].message.contains("at most 32"), "{}", r[0].message);
-    let info = w.sfu.participant_info(w.peers[0].pid).unwrap();
+    let info = w.sfu.reg.participant_info(w.peers[0].pid).unwrap();
     assert_eq!(info.tracks.len(), limits::MAX_TRACKS);
     // Bob heard one update per published track, none for the refused ones.
     let seen = updates_of(&mut w.peers[1]);
@@ -1599,21 +1607,21 @@ fn unsubscribing_unknown_tracks_keeps_nothing_and_big_frames_are_refused() {
     signal(&mut w, 1, sub(unknown.clone(), false));
     let bob = w.peers[1].pid;
     assert!(
-        w.sfu.parts[&bob].unsubscribed.is_empty(),
+        w.sfu.reg.parts[&bob].unsubscribed.is_empty(),
         "unknown ids kept"
     );
     assert!(refusals(&mut w.peers[1]).is_empty());
     // A real track is remembered as unsubscribed, and forgotten when it ends.
     signal(&mut w, 1, sub(vec![track.clone()], false));
-    assert_eq!(w.sfu.parts[&bob].unsubscribed.len(), 1);
-    assert!(!w.sfu.parts[&bob].subs.contains_key(&track));
+    assert_eq!(w.sfu.reg.parts[&bob].unsubscribed.len(), 1);
+    assert!(!w.sfu.reg.parts[&bob].subs.contains_key(&track));
     signal(&mut w, 1, sub(vec![track.clone()], true));
-    assert!(w.sfu.parts[&bob].unsubscribed.is_empty());
-    assert!(w.sfu.parts[&bob].subs.contains_key(&track));
+    assert!(w.sfu.reg.parts[&bob].unsubscribed.is_empty());
+    assert!(w.sfu.reg.parts[&bob].subs.contains_key(&track));
     signal(&mut w, 1, sub(vec![track.clone()], false));
     w.sfu.unpublish(&track);
     assert!(
-        w.sfu.parts[&bob].unsubscribed.is_empty(),
+        w.sfu.reg.parts[&bob].unsubscribed.is_empty(),
         "gone with the track"
     );
     // Over the limit (both lists count): refused whole.
@@ -1652,7 +1660,7 @@ fn a_track_of_another_room_cannot_be_subscribed_by_its_id() {
         }),
     );
     let carol = w.peers[c].pid;
-    assert!(w.sfu.parts[&carol].subs.is_empty());
+    assert!(w.sfu.reg.parts[&carol].subs.is_empty());
 }
 
 #[test]
@@ -1673,7 +1681,7 @@ fn trickled_candidates_are_capped_per_connection() {
             }),
         );
     }
-    let publisher = w.sfu.parts[&w.peers[a].pid].publisher;
+    let publisher = w.sfu.reg.parts[&w.peers[a].pid].publisher;
     assert_eq!(w.sfu.peers[&publisher].candidates, limits::MAX_CANDIDATES);
     assert!(
         w.peers[a].closed.is_none(),
@@ -1718,11 +1726,11 @@ fn an_offer_over_the_section_or_candidate_limit_is_refused() {
 fn subscriptions_stop_at_the_media_section_limit() {
     let mut w = two_in_a_room(Mode::V0);
     let bob = w.peers[1].pid;
-    let sub_peer = w.sfu.parts[&bob].subscriber;
+    let sub_peer = w.sfu.reg.parts[&bob].subscriber;
     w.sfu.peers.get_mut(&sub_peer).unwrap().sections = limits::MAX_MEDIA_SECTIONS;
     let (track, _) = w.publish(0, MediaKind::Audio);
     w.run(Duration::from_millis(300));
-    assert!(!w.sfu.parts[&bob].subs.contains_key(&track));
+    assert!(!w.sfu.reg.parts[&bob].subs.contains_key(&track));
     w.sfu.peers.get_mut(&sub_peer).unwrap().sections = limits::MAX_MEDIA_SECTIONS - 1;
     signal(
         &mut w,
@@ -1733,7 +1741,7 @@ fn subscriptions_stop_at_the_media_section_limit() {
             participant_tracks: vec![],
         }),
     );
-    assert!(w.sfu.parts[&bob].subs.contains_key(&track));
+    assert!(w.sfu.reg.parts[&bob].subs.contains_key(&track));
     assert_eq!(w.sfu.peers[&sub_peer].sections, limits::MAX_MEDIA_SECTIONS);
 }
 
@@ -1745,7 +1753,7 @@ fn own_metadata_updates_are_capped_like_livekit() {
     p.attributes = [("a".to_string(), "x".repeat(60_000))]
         .into_iter()
         .collect();
-    let (pid, sid) = w.sfu.join(w.now, p).unwrap();
+    let (pid, sid) = w.sfu.join(w.now, 0, p).unwrap();
     w.peers.push(Peer {
         pid,
         sid,
@@ -1781,7 +1789,7 @@ fn own_metadata_updates_are_capped_like_livekit() {
     swap.insert("a".into(), String::new());
     signal(&mut w, 0, update("m".repeat(limits::MAX_METADATA), swap));
     assert!(refusals(&mut w.peers[0]).is_empty());
-    let info = w.sfu.participant_info(pid).unwrap();
+    let info = w.sfu.reg.participant_info(pid).unwrap();
     assert_eq!(info.metadata.len(), limits::MAX_METADATA);
     assert_eq!(info.attributes.len(), 1);
 }
