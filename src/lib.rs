@@ -3,13 +3,13 @@
 //! Modules mirror the architecture (`docs/architecture.md`): `config` is validated before anything
 //! binds; `state` keeps sled; `tls` makes or loads certificates; `auth` mints and checks tokens;
 //! `api` serves HTTP; `media` owns the media sockets and their thread; `systemd` is every
-//! sd_notify call and the log setup; `cli` is the command line.
+//! sd_notify call and the log setup; `cli` is the command line. The load generator is not here: it
+//! is the separate `confab-bench` binary (`src/bench/main.rs`), which the appliance does not ship.
 
 pub mod api;
 pub mod appliance;
 pub mod auth;
 pub mod backup;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod fsutil;

@@ -1,4 +1,4 @@
-//! `confab bench`: a load generator and the benchmarks it is compared with.
+//! `confab-bench`: a load generator and the benchmarks it is compared with.
 //!
 //! Synthetic participants ([`client`]) speak confab's real signalling (LiveKit v0 over a TLS
 //! WebSocket) and carry real media with str0m (ICE, DTLS, SRTP, simulcast, TWCC) against a
@@ -9,13 +9,15 @@
 //! str0m forwarder in one loop with a linear `accepts` scan), so confab is reported as ratios
 //! to both.
 //!
-//! A subcommand rather than a separate bench binary: it starts `confab serve` from its own
-//! executable (one build, the release binary under test), and the integration smoke test
-//! (`tests/bench_smoke.rs`) drives it the same way.
+//! A binary of its own in the confab crate (issue 18), so the product library and the `confab`
+//! that ships on appliances carry none of it. It uses only the library's public API (tokens,
+//! the HTTPS client, the delay histogram's quantiles) and starts the `confab` built next to it
+//! (`--confab PATH` for another one). The integration smoke test (`tests/bench_smoke.rs`) runs
+//! it the same way.
 
-pub mod baseline;
+mod baseline;
 mod client;
-pub mod limit;
+mod limit;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,15 +27,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, ValueEnum};
+use clap::{Parser, ValueEnum};
 use livekit_protocol as lk;
 use lk::signal_response::Message as Resp;
 use prost::Message as _;
 use tokio::sync::watch;
 
-use crate::auth::{ApiKeys, TokenRequest, VideoGrant};
-use crate::config::Secret;
 use client::{Link, Participant, Plan};
+use confab::auth::{ApiKeys, TokenRequest, VideoGrant};
+use confab::config::Secret;
+
+// The same allocator as confab's, so the generator behaves as it did inside `confab bench`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    run(BenchArgs::parse())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -51,7 +61,10 @@ pub enum Scenario {
     Baseline,
 }
 
-#[derive(Args, Debug, Clone)]
+/// Load-test a confab started on its own core with synthetic participants (see
+/// docs/performance.md).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "confab-bench", version)]
 pub struct BenchArgs {
     /// Scenarios to run (default: limit, baseline, meeting, webinar, audio, churn).
     #[arg(value_enum)]
@@ -74,7 +87,7 @@ pub struct BenchArgs {
     /// churn: participants leaving (and as many joining) per second.
     #[arg(long, default_value_t = 2.0)]
     pub churn_rate: f64,
-    /// The confab binary to measure (default: this one).
+    /// The confab binary to measure (default: the `confab` next to this executable).
     #[arg(long)]
     pub confab: Option<PathBuf>,
     /// Exit 1 unless every subscriber received media (for the CI smoke test).
@@ -391,7 +404,7 @@ impl Server {
             }
             if ca.exists() && keys.exists() {
                 if let (Ok(tls), Ok(text)) = (
-                    crate::api::client::connector_for_ca(&ca),
+                    confab::api::client::connector_for_ca(&ca),
                     std::fs::read_to_string(&keys),
                 ) {
                     let table: toml::Table = text.parse().map_err(|e| format!("keys.toml: {e}"))?;
@@ -423,7 +436,7 @@ impl Server {
     }
 
     fn token(&self, room: &str, identity: &str, publish: bool) -> Result<String, String> {
-        crate::auth::mint(
+        confab::auth::mint(
             &self.keys,
             &self.key,
             &TokenRequest {
@@ -445,7 +458,7 @@ impl Server {
     /// The bucket counts of the delay confab measured on forwarded packets (`/api/status`,
     /// `forward_delay_us` and `forward_delay_audio_us`).
     async fn forward_delay(&self) -> Result<DelayCounts, String> {
-        let token = crate::auth::mint(
+        let token = confab::auth::mint(
             &self.keys,
             &self.key,
             &TokenRequest {
@@ -461,7 +474,7 @@ impl Server {
         .map_err(|e| e.to_string())?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.https));
         let (status, body) =
-            crate::api::client::get(&self.tls, addr, "localhost", "/api/status", Some(&token))
+            confab::api::client::get(&self.tls, addr, "localhost", "/api/status", Some(&token))
                 .await
                 .map_err(|e| e.to_string())?;
         if !status.is_success() {
@@ -551,6 +564,7 @@ enum Target {
 }
 
 /// confab's forwarding-delay histogram, all packets and audio alone, as (upper bound µs, count).
+#[derive(Default)]
 struct DelayCounts {
     all: Vec<(u64, u64)>,
     audio: Vec<(u64, u64)>,
@@ -571,7 +585,7 @@ fn window_counts(start: &[(u64, u64)], end: &[(u64, u64)]) -> Vec<(u64, u64)> {
 
 /// The `p` quantile of bucket counts in ms (infinite for the last bucket, over 1 s).
 fn quantile_ms(counts: &[(u64, u64)], p: f64) -> Option<f64> {
-    crate::sfu::delay::quantile_of(counts.iter().copied(), p).map(|us| match us {
+    confab::sfu::delay::quantile_of(counts.iter().copied(), p).map(|us| match us {
         u64::MAX => f64::INFINITY,
         us => us as f64 / 1000.0,
     })
@@ -1002,8 +1016,22 @@ fn default_sizes(s: Scenario) -> Vec<usize> {
     }
 }
 
-/// Entry point of `confab bench`.
-pub fn run(args: BenchArgs) -> ExitCode {
+/// The `confab` built next to this executable (`target/<profile>/confab`).
+fn sibling_confab() -> std::io::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let exe = me.with_file_name("confab");
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(std::io::Error::other(format!(
+            "no {} (build it with `cargo build --release --bin confab`, or pass --confab PATH)",
+            exe.display()
+        )))
+    }
+}
+
+/// Runs every scenario at every size; prints the table and the ratios.
+fn run(args: BenchArgs) -> ExitCode {
     let server_core = (!args.no_pin).then_some(args.server_core);
     let placement = Placement {
         cores: (!args.no_pin).then(|| {
@@ -1018,15 +1046,15 @@ pub fn run(args: BenchArgs) -> ExitCode {
         let cores = parse_cores(&args.generator_cores);
         if cores.is_empty() || !pin_current_thread(&cores) {
             eprintln!(
-                "confab bench: cannot pin the generator to cores {}",
+                "confab-bench: cannot pin the generator to cores {}",
                 args.generator_cores
             );
         }
     }
-    let exe = match args.confab.clone().map_or_else(std::env::current_exe, Ok) {
+    let exe = match args.confab.clone().map_or_else(sibling_confab, Ok) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("confab bench: where is confab? {e}");
+            eprintln!("confab-bench: where is confab? {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -1036,7 +1064,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("confab bench: {e}");
+            eprintln!("confab-bench: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -1096,7 +1124,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             let row = match row {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("confab bench: {sc:?} {n}: {e}");
+                    eprintln!("confab-bench: {sc:?} {n}: {e}");
                     failed = true;
                     continue;
                 }
@@ -1165,7 +1193,7 @@ fn machine_line(args: &BenchArgs) -> String {
         )
     };
     format!(
-        "confab bench: {cpu}, {} CPUs; server on {server} ({} media threads), generator on {}; {} rooms per run; {} s per run;{} load average {}",
+        "confab-bench: {cpu}, {} CPUs; server on {server} ({} media threads), generator on {}; {} rooms per run; {} s per run;{} load average {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.media_threads
             .map_or_else(|| "default".to_string(), |n| n.to_string()),
