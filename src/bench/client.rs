@@ -648,7 +648,10 @@ impl Participant {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
-                    let _ = pc.sock.try_send_to(&t.contents, t.destination);
+                    let sent = pc.sock.try_send_to(&t.contents, t.destination).is_ok();
+                    if sent && self.stats.measuring.load(Ordering::Relaxed) {
+                        self.stats.sent_datagrams.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Ok(Output::Event(e)) => self.on_event(publisher, e),
                 Err(e) => {

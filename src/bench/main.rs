@@ -144,6 +144,9 @@ pub struct Stats {
     pub datagrams: AtomicU64,
     pub bytes: AtomicU64,
     pub sent_frames: AtomicU64,
+    /// UDP datagrams participants sent (to the server: they talk to nothing else) while
+    /// measuring; what the server received unless its socket dropped some.
+    pub sent_datagrams: AtomicU64,
     /// Participants that have received any media.
     pub receiving: AtomicU64,
     pub frames_expected: AtomicU64,
@@ -824,6 +827,15 @@ impl Spec {
         }
     }
 
+    /// `webinar 4`, `meeting 2×3`: as the report's first two columns say it.
+    fn label(&self) -> String {
+        let scenario = format!("{:?}", self.scenario).to_lowercase();
+        match self.rooms() {
+            1 => format!("{scenario} {}", self.n),
+            r => format!("{scenario} {r}×{}", self.n),
+        }
+    }
+
     fn room_name(&self, r: usize) -> String {
         if self.rooms() == 1 {
             "bench".to_string()
@@ -1020,11 +1032,20 @@ async fn run_one(target: Target, spec: Spec) -> Row {
     let start = Reading::start(&target).await;
     let t0 = Instant::now();
     stats.measuring.store(true, Ordering::Relaxed);
+    // For profilers outside (scripts/callgrind.sh zeroes its counters here and dumps them at
+    // the end): the window's bounds, on stderr.
+    eprintln!("confab-bench: {}: window starts", spec.label());
     let end = t0 + Duration::from_secs(spec.seconds);
     crowd.churn(&target, &stats, &spec, t0, end).await;
     tokio::time::sleep_until(end.into()).await;
     stats.measuring.store(false, Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "confab-bench: {}: window ends: {:.1} s, {} datagrams sent to the server",
+        spec.label(),
+        secs,
+        stats.sent_datagrams.load(Ordering::Relaxed)
+    );
     let end = Reading::end(&target).await;
     let rss = target.rss_kib();
     crowd.leave(&stats).await;
