@@ -102,7 +102,7 @@ trap cleanup EXIT
 wait_for() { # wait_for PATTERN: until bench.err has it (or the bench exits)
   until grep -q "$1" "$out/bench.err"; do
     kill -0 "$bench_pid" 2>/dev/null || { cat "$out/bench.out" "$out/bench.err" >&2; die "the bench ended before '$1'"; }
-    sleep 0.2
+    sleep 0.05
   done
 }
 wait_for "window starts"
@@ -110,8 +110,9 @@ pid=$(cat "$out/pid")
 drops0=$(udp_drops "$pid")
 callgrind_control -z "$pid" >/dev/null 2>&1
 wait_for "window ends"
-callgrind_control -d "$pid" >/dev/null 2>&1
+# Before the dump: while callgrind_control waits for it, the bench goes on to stop confab.
 drops1=$(udp_drops "$pid")
+callgrind_control -d "$pid" >/dev/null 2>&1
 wait "$bench_pid" || { cat "$out/bench.out" "$out/bench.err" >&2; die "the bench failed"; }
 trap - EXIT
 
@@ -142,11 +143,11 @@ sent=$(sed -n 's/.*window ends: \([0-9.]*\) s, \([0-9]*\) datagrams.*/\2/p' "$ou
 dropped=$((drops1 - drops0))
 received=$((sent - dropped))
 [ "$received" -gt 0 ] || die "no datagrams in the window (bench output in $out)"
-awk -v ir="$ir" -v rx="$received" -v sent="$sent" -v dr="$dropped" -v w="$window" -v how="$how" \
+awk -v ir="$ir" -v rx="$received" -v sent="$sent" -v dr="$dropped" -v d0="$drops0" -v w="$window" -v how="$how" \
   -v f="$media" -v sc="$scenario $size" 'BEGIN {
     printf "callgrind: %s, %s s window\n", sc, w
     printf "  media thread: %.1f M Ir (%s; %s)\n", ir / 1e6, how, f
-    printf "  datagrams into the SFU: %d (%d sent by the generator, %d dropped by confab sockets)\n", rx, sent, dr
+    printf "  datagrams into the SFU: %d (%d sent by the generator, %d dropped by confab'"'"'s sockets; %d before the window)\n", rx, sent, dr, d0
     printf "  Ir per received datagram: %.0f\n", ir / rx
   }'
 grep '^|' "$out/bench.out" | tail -n 1
