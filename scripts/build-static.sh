@@ -4,8 +4,9 @@
 #   scripts/build-static.sh [aarch64|x86_64]     (default: aarch64)
 #
 # Installs the missing toolchain pieces itself (rustup target, Debian cross/musl packages; apt is
-# skipped when everything is present), runs `cargo build --release --locked --target <triple>`
-# (honours CARGO_TARGET_DIR), checks with `file` that the result is static for the right
+# skipped when everything is present), runs `cargo build --release --locked --target <triple>
+# --bin confab` (only the product: the crate's other binary, confab-bench, ships nowhere; honours
+# CARGO_TARGET_DIR), checks with `file` that the result is static for the right
 # architecture, runs its `--version` (under qemu-aarch64-static for aarch64), and fails above
 # 16 MB (aarch64) or 20 MB (x86_64). Linker/CC settings live in .cargo/config.toml. The last line
 # printed is the binary's path.
@@ -94,9 +95,9 @@ if ((${#missing[@]})); then
 fi
 
 # --- build -----------------------------------------------------------------------------------
-log "cargo build --release --locked --target $triple"
+log "cargo build --release --locked --target $triple --bin confab"
 start=$(date +%s.%N)
-cargo build --release --locked --target "$triple"
+cargo build --release --locked --target "$triple" --bin confab
 end=$(date +%s.%N)
 secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
 

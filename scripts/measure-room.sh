@@ -42,8 +42,8 @@ for tool in cargo node npm curl; do
   command -v "$tool" >/dev/null || { echo "measure-room.sh: $tool is missing (scripts/install-deps.sh)" >&2; exit 2; }
 done
 
-echo "==> cargo build --release --locked"
-cargo build --release --locked
+echo "==> cargo build --release --locked --bin confab"
+cargo build --release --locked --bin confab
 bin=$root/target/release/confab
 
 if [ ! -f tests/browser/node_modules/livekit-client/dist/livekit-client.esm.mjs ]; then

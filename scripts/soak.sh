@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# The churn soak (issue 24 §4): `confab bench churn` — participants joining and leaving at 2/s
+# The churn soak (issue 24 §4): `confab-bench churn` — participants joining and leaving at 2/s
 # in one room of SIZE — for MINUTES on a release build, sampling the server's RSS every minute.
 # Prints the samples, RSS at minute 5 against the last minute (the target: within ±5 %), and the
 # panics in the server's log (the target: 0). Exit 1 if either target is missed.
 #
 #   scripts/soak.sh [MINUTES] [SIZE]          # default 30 minutes, a room of 8
 #
-# CONFAB_BIN picks the binary (default: target/release/confab, built first). Record the figures
+# CONFAB_BIN picks the confab under test and CONFAB_BENCH_BIN the load generator (default for
+# both: target/release/confab and target/release/confab-bench, built first). Record the figures
 # in docs/reliability.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes="${1:-30}"
 size="${2:-8}"
 export PATH="$HOME/.cargo/bin:$PATH"
-if [ -z "${CONFAB_BIN:-}" ]; then
-  cargo build --release --locked --quiet
-  CONFAB_BIN="${CARGO_TARGET_DIR:-target}/release/confab"
+if [ -z "${CONFAB_BIN:-}" ] || [ -z "${CONFAB_BENCH_BIN:-}" ]; then
+  cargo build --release --locked --quiet --bin confab --bin confab-bench
 fi
+CONFAB_BIN="${CONFAB_BIN:-${CARGO_TARGET_DIR:-target}/release/confab}"
+CONFAB_BENCH_BIN="${CONFAB_BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/confab-bench}"
 out=$(mktemp -d)
-"$CONFAB_BIN" bench churn --sizes "$size" --seconds $((minutes * 60)) --no-pin >"$out/bench.log" 2>&1 &
+"$CONFAB_BENCH_BIN" churn --confab "$CONFAB_BIN" --sizes "$size" --seconds $((minutes * 60)) --no-pin \
+  >"$out/bench.log" 2>&1 &
 bench=$!
 server=""
 for _ in $(seq 1 300); do

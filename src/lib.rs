@@ -6,13 +6,13 @@
 //! peers, connection limits, the HTTPS client) that `api`, `signal` and `update` share; `api`
 //! serves HTTP; `media` owns the media sockets and their thread; `systemd` is every sd_notify call
 //! and the log setup; `clock` reads the wall clock; `cli` is the command line. `tests/layout.rs`
-//! keeps the modules free of import cycles.
+//! keeps the modules free of import cycles. The load generator is not here: it is the separate
+//! `confab-bench` binary (`src/bench/main.rs`), which the appliance does not ship.
 
 pub mod api;
 pub mod appliance;
 pub mod auth;
 pub mod backup;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

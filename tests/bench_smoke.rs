@@ -1,18 +1,19 @@
-//! The load generator's smoke test: `confab bench` runs a tiny meeting (two synthetic
+//! The load generator's smoke test: `confab-bench` runs a tiny meeting (two synthetic
 //! participants publishing audio and simulcast video over confab's real signalling and media)
-//! against the real binary, and every subscriber must receive media. No timings are asserted:
-//! the figures it prints are for docs/performance.md, not for CI.
+//! against the real `confab` (the one cargo built next to it, the bench's default), and every
+//! subscriber must receive media. No timings are asserted: the figures it prints are for
+//! docs/performance.md, not for CI.
 #![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::process::Command;
 
-/// Runs `confab bench meeting --sizes 2 --seconds 2 --no-pin --require-media` with `extra`
+const BENCH: &str = env!("CARGO_BIN_EXE_confab-bench");
+
+/// Runs `confab-bench meeting --sizes 2 --seconds 2 --no-pin --require-media` with `extra`
 /// arguments; returns the cells of the row that starts with `| meeting | {size} |`.
 fn bench_row(extra: &[&str], size: &str) -> Vec<String> {
-    let out = Command::new(common::BIN)
-        .args(["bench", "meeting", "--sizes", "2", "--seconds", "2"])
+    let out = Command::new(BENCH)
+        .args(["meeting", "--sizes", "2", "--seconds", "2"])
         .args(extra)
         .args(["--no-pin", "--require-media"])
         .env("CONFAB_LOG_LEVEL", "warn")
@@ -22,7 +23,7 @@ fn bench_row(extra: &[&str], size: &str) -> Vec<String> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "confab bench failed ({}):\n{stdout}\n{stderr}",
+        "confab-bench failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
     let prefix = format!("| meeting | {size} |");

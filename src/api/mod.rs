@@ -21,8 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::auth::{self, ApiKeys, KeyRing};
-// `super::conn` in the route modules; `api::client` for src/bench until it names `crate::http`.
-pub use crate::http::client;
+// `super::conn` in the route modules.
 use crate::http::{conn, json_response, peer, static_response, text_response, Body};
 
 pub use health::{Check, Readiness, MEDIA_STALL};

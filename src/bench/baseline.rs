@@ -22,13 +22,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc as tmpsc;
 
-use super::client::Link;
-
-/// What a participant's link sends to the baseline.
-pub enum Cmd {
-    Join(u64, tmpsc::UnboundedSender<Resp>),
-    Req(u64, Box<Req>),
-}
+use super::client::{Cmd, Link};
 
 pub struct Baseline {
     tx: mpsc::Sender<Cmd>,

@@ -30,6 +30,12 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::Stats;
 
+/// What a participant's link sends to the in-process baseline server (`baseline.rs`).
+pub enum Cmd {
+    Join(u64, tmpsc::UnboundedSender<Resp>),
+    Req(u64, Box<Req>),
+}
+
 /// What a participant sends: its media, and the simulcast layer it asks for of others' video
 /// (`UpdateTrackSettings.quality`, LiveKit's 0 low, 1 medium, 2 high; `None`: asks for none).
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +71,7 @@ pub enum Link {
     Ws(Box<WebSocketStream<TlsStream<TcpStream>>>),
     Direct {
         id: u64,
-        tx: std::sync::mpsc::Sender<super::baseline::Cmd>,
+        tx: std::sync::mpsc::Sender<Cmd>,
         waker: Arc<mio::Waker>,
         rx: tmpsc::UnboundedReceiver<Resp>,
     },
@@ -81,7 +87,7 @@ impl Link {
                     .map_err(|e| format!("signal send: {e}"))
             }
             Link::Direct { id, tx, waker, .. } => {
-                tx.send(super::baseline::Cmd::Req(*id, Box::new(msg)))
+                tx.send(Cmd::Req(*id, Box::new(msg)))
                     .map_err(|_| "baseline gone".to_string())?;
                 waker.wake().map_err(|e| e.to_string())
             }
@@ -648,7 +654,10 @@ impl Participant {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
-                    let _ = pc.sock.try_send_to(&t.contents, t.destination);
+                    let sent = pc.sock.try_send_to(&t.contents, t.destination).is_ok();
+                    if sent && self.stats.measuring.load(Ordering::Relaxed) {
+                        self.stats.sent_datagrams.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Ok(Output::Event(e)) => self.on_event(publisher, e),
                 Err(e) => {

@@ -56,9 +56,6 @@ pub enum Command {
     Restore(backup::RestoreArgs),
     /// Check for, install and commit signed A/B updates.
     Update(update::UpdateArgs),
-    /// Load-test a confab started on its own core with synthetic participants (see
-    /// docs/performance.md).
-    Bench(crate::bench::BenchArgs),
     /// Exit 0 if the local server answers ready, 1 otherwise (for container health checks).
     Health(health::HealthArgs),
     /// Steps of the appliance image run by its systemd units (setup, console banner).
@@ -80,7 +77,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Backup(args) => with_config(cli.config, |c| backup::run_backup(c, args)),
         Command::Restore(args) => with_config(cli.config, |c| backup::run_restore(c, args)),
         Command::Update(args) => with_config(cli.config, |c| update::run(c, args)),
-        Command::Bench(args) => crate::bench::run(args),
         Command::Health(args) => health::run(cli.config.as_deref(), args),
         Command::Appliance(args) => appliance::run(cli.config.as_deref(), args),
     }

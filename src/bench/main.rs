@@ -1,4 +1,4 @@
-//! `confab bench`: a load generator and the benchmarks it is compared with.
+//! `confab-bench`: a load generator and the benchmarks it is compared with.
 //!
 //! Synthetic participants ([`client`]) speak confab's real signalling (LiveKit v0 over a TLS
 //! WebSocket) and carry real media with str0m (ICE, DTLS, SRTP, simulcast, TWCC) against a
@@ -9,13 +9,15 @@
 //! str0m forwarder in one loop with a linear `accepts` scan), so confab is reported as ratios
 //! to both.
 //!
-//! A subcommand rather than a separate bench binary: it starts `confab serve` from its own
-//! executable (one build, the release binary under test), and the integration smoke test
-//! (`tests/bench_smoke.rs`) drives it the same way.
+//! A binary of its own in the confab crate (issue 18), so the product library and the `confab`
+//! that ships on appliances carry none of it. It uses only the library's public API (tokens,
+//! the HTTPS client, the delay histogram's quantiles) and starts the `confab` built next to it
+//! (`--confab PATH` for another one). The integration smoke test (`tests/bench_smoke.rs`) runs
+//! it the same way.
 
-pub mod baseline;
+mod baseline;
 mod client;
-pub mod limit;
+mod limit;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,15 +27,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, ValueEnum};
+use clap::{Parser, ValueEnum};
 use livekit_protocol as lk;
 use lk::signal_response::Message as Resp;
 use prost::Message as _;
 use tokio::sync::watch;
 
-use crate::auth::{ApiKeys, TokenRequest, VideoGrant};
-use crate::config::Secret;
 use client::{Link, Participant, Plan};
+use confab::auth::{ApiKeys, TokenRequest, VideoGrant};
+use confab::config::Secret;
+
+// The same allocator as confab's, so the generator behaves as it did inside `confab bench`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    run(BenchArgs::parse())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -51,7 +61,10 @@ pub enum Scenario {
     Baseline,
 }
 
-#[derive(Args, Debug, Clone)]
+/// Load-test a confab started on its own core with synthetic participants (see
+/// docs/performance.md).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "confab-bench", version)]
 pub struct BenchArgs {
     /// Scenarios to run (default: limit, baseline, meeting, webinar, audio, churn).
     #[arg(value_enum)]
@@ -74,7 +87,7 @@ pub struct BenchArgs {
     /// churn: participants leaving (and as many joining) per second.
     #[arg(long, default_value_t = 2.0)]
     pub churn_rate: f64,
-    /// The confab binary to measure (default: this one).
+    /// The confab binary to measure (default: the `confab` next to this executable).
     #[arg(long)]
     pub confab: Option<PathBuf>,
     /// Exit 1 unless every subscriber received media (for the CI smoke test).
@@ -131,6 +144,9 @@ pub struct Stats {
     pub datagrams: AtomicU64,
     pub bytes: AtomicU64,
     pub sent_frames: AtomicU64,
+    /// UDP datagrams participants sent (to the server: they talk to nothing else) while
+    /// measuring; what the server received unless its socket dropped some.
+    pub sent_datagrams: AtomicU64,
     /// Participants that have received any media.
     pub receiving: AtomicU64,
     pub frames_expected: AtomicU64,
@@ -391,7 +407,7 @@ impl Server {
             }
             if ca.exists() && keys.exists() {
                 if let (Ok(tls), Ok(text)) = (
-                    crate::api::client::connector_for_ca(&ca),
+                    confab::http::client::connector_for_ca(&ca),
                     std::fs::read_to_string(&keys),
                 ) {
                     let table: toml::Table = text.parse().map_err(|e| format!("keys.toml: {e}"))?;
@@ -423,7 +439,7 @@ impl Server {
     }
 
     fn token(&self, room: &str, identity: &str, publish: bool) -> Result<String, String> {
-        crate::auth::mint(
+        confab::auth::mint(
             &self.keys,
             &self.key,
             &TokenRequest {
@@ -445,7 +461,7 @@ impl Server {
     /// The bucket counts of the delay confab measured on forwarded packets (`/api/status`,
     /// `forward_delay_us` and `forward_delay_audio_us`).
     async fn forward_delay(&self) -> Result<DelayCounts, String> {
-        let token = crate::auth::mint(
+        let token = confab::auth::mint(
             &self.keys,
             &self.key,
             &TokenRequest {
@@ -461,7 +477,7 @@ impl Server {
         .map_err(|e| e.to_string())?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.https));
         let (status, body) =
-            crate::api::client::get(&self.tls, addr, "localhost", "/api/status", Some(&token))
+            confab::http::client::get(&self.tls, addr, "localhost", "/api/status", Some(&token))
                 .await
                 .map_err(|e| e.to_string())?;
         if !status.is_success() {
@@ -551,6 +567,7 @@ enum Target {
 }
 
 /// confab's forwarding-delay histogram, all packets and audio alone, as (upper bound µs, count).
+#[derive(Default)]
 struct DelayCounts {
     all: Vec<(u64, u64)>,
     audio: Vec<(u64, u64)>,
@@ -571,7 +588,7 @@ fn window_counts(start: &[(u64, u64)], end: &[(u64, u64)]) -> Vec<(u64, u64)> {
 
 /// The `p` quantile of bucket counts in ms (infinite for the last bucket, over 1 s).
 fn quantile_ms(counts: &[(u64, u64)], p: f64) -> Option<f64> {
-    crate::sfu::delay::quantile_of(counts.iter().copied(), p).map(|us| match us {
+    confab::sfu::delay::quantile_of(counts.iter().copied(), p).map(|us| match us {
         u64::MAX => f64::INFINITY,
         us => us as f64 / 1000.0,
     })
@@ -788,79 +805,155 @@ async fn end_member(m: Member, stats: &Stats) {
     }
 }
 
-/// Runs one scenario at one size against `target` and measures it.
-async fn run_one(
-    target: Target,
+/// One measurement: a scenario at one size, with the options that shape it.
+#[derive(Debug, Clone, Copy)]
+struct Spec {
     scenario: Scenario,
+    /// Participants per room (webinar: subscribers, besides the publisher).
     n: usize,
     rooms: usize,
     seconds: u64,
     churn_rate: f64,
     layer: Option<Layer>,
-) -> Row {
-    let stats = Arc::new(Stats::default());
-    let rooms = if scenario == Scenario::Baseline {
-        1
-    } else {
-        rooms.max(1)
-    };
-    let room_name = |r: usize| {
-        if rooms == 1 {
+}
+
+impl Spec {
+    /// Rooms run at once (the baseline has one).
+    fn rooms(&self) -> usize {
+        if self.scenario == Scenario::Baseline {
+            1
+        } else {
+            self.rooms.max(1)
+        }
+    }
+
+    /// `webinar 4`, `meeting 2×3`: as the report's first two columns say it.
+    fn label(&self) -> String {
+        let scenario = format!("{:?}", self.scenario).to_lowercase();
+        match self.rooms() {
+            1 => format!("{scenario} {}", self.n),
+            r => format!("{scenario} {r}×{}", self.n),
+        }
+    }
+
+    fn room_name(&self, r: usize) -> String {
+        if self.rooms() == 1 {
             "bench".to_string()
         } else {
             format!("bench-{r}")
         }
-    };
-    let rss_idle = target.rss_kib();
-    let layer = layer.map(Layer::quality);
-    let av = Plan {
-        audio: true,
-        video: true,
-        layer,
-    };
-    let (plans, expected): (Vec<Plan>, u64) = match scenario {
-        Scenario::Meeting | Scenario::Churn | Scenario::Baseline => (vec![av; n], n as u64),
-        Scenario::Webinar => {
-            let mut v = vec![av];
-            v.extend(std::iter::repeat_n(
-                Plan {
-                    audio: false,
-                    video: false,
-                    layer,
-                },
-                n,
-            ));
-            (v, n as u64)
-        }
-        Scenario::Audio => (
-            vec![
-                Plan {
-                    audio: true,
-                    video: false,
-                    layer,
-                };
-                n
-            ],
-            n as u64,
-        ),
-        Scenario::Limit => (vec![], 0),
-    };
-    let expected = expected * rooms as u64;
-    let mut members = std::collections::VecDeque::new();
-    let mut joined = 0usize;
-    // Room by room, so each room's publisher comes first (webinar).
-    for r in 0..rooms {
-        let room = room_name(r);
-        for plan in &plans {
-            joined += 1;
-            match spawn_member(&target, &stats, &room, format!("p{joined}"), *plan).await {
-                Ok(m) => members.push_back((m, r)),
-                Err(e) => stats.error(format!("join p{joined}: {e}")),
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    /// A publisher of audio and video, subscribed to everyone else.
+    fn av(&self) -> Plan {
+        Plan {
+            audio: true,
+            video: true,
+            layer: self.layer.map(Layer::quality),
         }
     }
-    // Until everyone receives (or 20 s), then 2 s to settle (layers, bandwidth estimates).
+
+    /// What each participant of one room does, in join order, and how many of them must
+    /// receive media.
+    fn plans(&self) -> (Vec<Plan>, u64) {
+        let (n, layer) = (self.n, self.layer.map(Layer::quality));
+        let only = |audio, video| Plan {
+            audio,
+            video,
+            layer,
+        };
+        match self.scenario {
+            Scenario::Meeting | Scenario::Churn | Scenario::Baseline => {
+                (vec![self.av(); n], n as u64)
+            }
+            Scenario::Webinar => {
+                let mut v = vec![self.av()];
+                v.extend(std::iter::repeat_n(only(false, false), n));
+                (v, n as u64)
+            }
+            Scenario::Audio => (vec![only(true, false); n], n as u64),
+            Scenario::Limit => (vec![], 0),
+        }
+    }
+}
+
+/// A run's participants, oldest first, each with the index of its room.
+struct Crowd {
+    members: std::collections::VecDeque<(Member, usize)>,
+    /// Participants joined so far (names them: `p1`, `p2`, …).
+    joined: usize,
+}
+
+impl Crowd {
+    /// Joins one more participant to room `r`; a failure is counted as an error of the run.
+    async fn join(
+        &mut self,
+        target: &Target,
+        stats: &Arc<Stats>,
+        spec: &Spec,
+        r: usize,
+        plan: Plan,
+    ) {
+        self.joined += 1;
+        let identity = format!("p{}", self.joined);
+        match spawn_member(target, stats, &spec.room_name(r), identity, plan).await {
+            Ok(m) => self.members.push_back((m, r)),
+            Err(e) => stats.error(format!("join p{}: {e}", self.joined)),
+        }
+    }
+
+    /// Fills every room, room by room, so each room's publisher comes first (webinar).
+    async fn fill(target: &Target, stats: &Arc<Stats>, spec: &Spec, plans: &[Plan]) -> Crowd {
+        let mut crowd = Crowd {
+            members: std::collections::VecDeque::new(),
+            joined: 0,
+        };
+        for r in 0..spec.rooms() {
+            for plan in plans {
+                crowd.join(target, stats, spec, r, *plan).await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }
+        crowd
+    }
+
+    /// churn: until `end`, the oldest participant leaves and a new one joins its room,
+    /// `spec.churn_rate` times a second from `t0`.
+    async fn churn(
+        &mut self,
+        target: &Target,
+        stats: &Arc<Stats>,
+        spec: &Spec,
+        t0: Instant,
+        end: Instant,
+    ) {
+        if spec.scenario != Scenario::Churn || spec.churn_rate <= 0.0 {
+            return;
+        }
+        let every = Duration::from_secs_f64(1.0 / spec.churn_rate);
+        let mut next = t0 + every;
+        while next < end {
+            tokio::time::sleep_until(next.into()).await;
+            next += every;
+            let mut r = 0;
+            if let Some((old, room)) = self.members.pop_front() {
+                end_member(old, stats).await;
+                r = room;
+            }
+            self.join(target, stats, spec, r, spec.av()).await;
+        }
+    }
+
+    async fn leave(self, stats: &Stats) {
+        for (m, _) in self.members {
+            end_member(m, stats).await;
+        }
+    }
+}
+
+/// Waits until `expected` participants receive media (or 20 s), then 2 s for layers and
+/// bandwidth estimates to settle; returns how many received.
+async fn settle(stats: &Stats, spec: &Spec, expected: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     while stats.receiving.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -868,99 +961,176 @@ async fn run_one(
     let receivers = stats.receiving.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     if let Ok(mut j) = stats.join_ms.lock() {
-        if scenario == Scenario::Churn {
+        if spec.scenario == Scenario::Churn {
             j.clear();
         }
     }
+    receivers
+}
 
-    let own = Path::new("/proc/self/stat");
-    let added0 = target.forward_delay().await;
-    let (cpu0, gen0, media0) = (target.cpu(), cpu_seconds(own), target.media_cpu());
-    let t0 = Instant::now();
-    stats.measuring.store(true, Ordering::Relaxed);
-    let end = t0 + Duration::from_secs(seconds);
-    if scenario == Scenario::Churn && churn_rate > 0.0 {
-        let every = Duration::from_secs_f64(1.0 / churn_rate);
-        let mut next = t0 + every;
-        while next < end {
-            tokio::time::sleep_until(next.into()).await;
-            next += every;
-            let mut r = 0;
-            if let Some((old, room)) = members.pop_front() {
-                end_member(old, &stats).await;
-                r = room;
-            }
-            joined += 1;
-            match spawn_member(&target, &stats, &room_name(r), format!("p{joined}"), av).await {
-                Ok(m) => members.push_back((m, r)),
-                Err(e) => stats.error(format!("join p{joined}: {e}")),
-            }
+/// The counters read at one end of the measuring window.
+struct Reading {
+    /// confab's forwarding-delay counts (None for the baseline).
+    added: Option<Result<DelayCounts, String>>,
+    /// CPU seconds of the target, of this process (the generator), of each media thread.
+    cpu: Option<f64>,
+    generator: Option<f64>,
+    media: Vec<(String, f64)>,
+}
+
+impl Reading {
+    fn counters(target: &Target) -> (Option<f64>, Option<f64>, Vec<(String, f64)>) {
+        let own = cpu_seconds(Path::new("/proc/self/stat"));
+        (target.cpu(), own, target.media_cpu())
+    }
+
+    /// At the start: confab's delay counts first, then the CPU counters.
+    async fn start(target: &Target) -> Reading {
+        let added = target.forward_delay().await;
+        let (cpu, generator, media) = Reading::counters(target);
+        Reading {
+            added,
+            cpu,
+            generator,
+            media,
         }
     }
+
+    /// At the end: the CPU counters first, then confab's delay counts.
+    async fn end(target: &Target) -> Reading {
+        let (cpu, generator, media) = Reading::counters(target);
+        let added = target.forward_delay().await;
+        Reading {
+            added,
+            cpu,
+            generator,
+            media,
+        }
+    }
+}
+
+/// What was measured, besides the shared counters, for [`report`].
+struct Window {
+    secs: f64,
+    start: Reading,
+    end: Reading,
+    rss_idle: Option<u64>,
+    rss: Option<u64>,
+    receivers: u64,
+    expected: u64,
+}
+
+/// Runs one scenario at one size against `target` and measures it.
+async fn run_one(target: Target, spec: Spec) -> Row {
+    let stats = Arc::new(Stats::default());
+    let rss_idle = target.rss_kib();
+    let (plans, expected) = spec.plans();
+    let expected = expected * spec.rooms() as u64;
+    let mut crowd = Crowd::fill(&target, &stats, &spec, &plans).await;
+    let receivers = settle(&stats, &spec, expected).await;
+
+    let start = Reading::start(&target).await;
+    let t0 = Instant::now();
+    stats.measuring.store(true, Ordering::Relaxed);
+    // For profilers outside (scripts/callgrind.sh zeroes its counters here and dumps them at
+    // the end): the window's bounds, on stderr.
+    eprintln!("confab-bench: {}: window starts", spec.label());
+    let end = t0 + Duration::from_secs(spec.seconds);
+    crowd.churn(&target, &stats, &spec, t0, end).await;
     tokio::time::sleep_until(end.into()).await;
     stats.measuring.store(false, Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
-    let (cpu1, gen1, media1) = (target.cpu(), cpu_seconds(own), target.media_cpu());
-    let added1 = target.forward_delay().await;
-    let media_cpu_percent = media1
-        .iter()
-        .map(|(name, b)| {
-            let a = media0
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0.0, |(_, a)| *a);
-            (b - a) / secs * 100.0
-        })
-        .collect();
+    eprintln!(
+        "confab-bench: {}: window ends: {:.1} s, {} datagrams sent to the server",
+        spec.label(),
+        secs,
+        stats.sent_datagrams.load(Ordering::Relaxed)
+    );
+    let end = Reading::end(&target).await;
     let rss = target.rss_kib();
-    for (m, _) in members {
-        end_member(m, &stats).await;
-    }
+    crowd.leave(&stats).await;
     match target {
         Target::Confab(s) => s.stop(),
         Target::Baseline(b) => b.stop(),
     }
+    let window = Window {
+        secs,
+        start,
+        end,
+        rss_idle,
+        rss,
+        receivers,
+        expected,
+    };
+    report(&spec, &stats, window)
+}
 
-    let cpu = match (cpu0, cpu1) {
+/// CPU % of one core of each media thread over the window, by thread name.
+fn media_cpu_percent(w: &Window) -> Vec<f64> {
+    w.end
+        .media
+        .iter()
+        .map(|(name, b)| {
+            let a = w
+                .start
+                .media
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0.0, |(_, a)| *a);
+            (b - a) / w.secs * 100.0
+        })
+        .collect()
+}
+
+/// The window's delays added by confab, all packets and audio alone: the counts at its end
+/// less those at its start (none for the baseline, or when `/api/status` failed).
+fn added_counts(w: &mut Window, stats: &Stats) -> DelayCounts {
+    match (w.start.added.take(), w.end.added.take()) {
+        (Some(Ok(a)), Some(Ok(b))) => DelayCounts {
+            all: window_counts(&a.all, &b.all),
+            audio: window_counts(&a.audio, &b.audio),
+        },
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            stats.error(format!("forwarding delay: {e}"));
+            DelayCounts::default()
+        }
+        _ => DelayCounts::default(),
+    }
+}
+
+/// The row of one run from its counters.
+fn report(spec: &Spec, stats: &Stats, mut w: Window) -> Row {
+    let secs = w.secs;
+    let cpu = match (w.start.cpu, w.end.cpu) {
         (Some(a), Some(b)) => b - a,
         _ => 0.0,
     };
-    let mut generator = match (gen0, gen1) {
+    let mut generator = match (w.start.generator, w.end.generator) {
         (Some(a), Some(b)) => b - a,
         _ => 0.0,
     };
-    if matches!(scenario, Scenario::Baseline) {
+    if spec.scenario == Scenario::Baseline {
         generator -= cpu; // the baseline's thread is in this process
     }
     let packets = stats.packets.load(Ordering::Relaxed) as f64;
-    let mut delays = stats
-        .delays_us
-        .lock()
-        .map(|v| v.clone())
-        .unwrap_or_default();
-    delays.sort_unstable();
-    let mut joins = stats.join_ms.lock().map(|v| v.clone()).unwrap_or_default();
-    joins.sort_unstable();
-    // The window's delays added by confab: the counts at its end less those at its start.
-    let (added, added_audio) = match (added0, added1) {
-        (Some(Ok(a)), Some(Ok(b))) => (
-            window_counts(&a.all, &b.all),
-            window_counts(&a.audio, &b.audio),
-        ),
-        (Some(Err(e)), _) | (_, Some(Err(e))) => {
-            stats.error(format!("forwarding delay: {e}"));
-            (vec![], vec![])
-        }
-        _ => (vec![], vec![]),
+    let sorted = |m: &Mutex<Vec<u32>>| {
+        let mut v = m.lock().map(|v| v.clone()).unwrap_or_default();
+        v.sort_unstable();
+        v
     };
+    let (delays, joins) = (sorted(&stats.delays_us), sorted(&stats.join_ms));
+    let DelayCounts {
+        all: added,
+        audio: added_audio,
+    } = added_counts(&mut w, stats);
     let samples = |c: &[(u64, u64)]| c.iter().map(|(_, n)| n).sum::<u64>();
     let expected_frames = stats.frames_expected.load(Ordering::Relaxed) as f64;
     let received_frames = stats.frames_received.load(Ordering::Relaxed) as f64;
     Row {
-        name: format!("{scenario:?}").to_lowercase(),
-        size: n,
-        rooms,
-        media_cpu_percent,
+        name: format!("{:?}", spec.scenario).to_lowercase(),
+        size: spec.n,
+        rooms: spec.rooms(),
+        media_cpu_percent: media_cpu_percent(&w),
         seconds: secs,
         packets_per_s: packets / secs,
         packets_per_cpu_s: if cpu > 0.0 { packets / cpu } else { 0.0 },
@@ -978,11 +1148,11 @@ async fn run_one(
         } else {
             0.0
         },
-        rss_idle_kib: rss_idle,
-        rss_kib: rss,
-        receivers,
-        expected_receivers: expected,
-        join_p50_ms: if scenario == Scenario::Churn {
+        rss_idle_kib: w.rss_idle,
+        rss_kib: w.rss,
+        receivers: w.receivers,
+        expected_receivers: w.expected,
+        join_p50_ms: if spec.scenario == Scenario::Churn {
             percentile(&joins, 0.5)
         } else {
             None
@@ -1002,45 +1172,76 @@ fn default_sizes(s: Scenario) -> Vec<usize> {
     }
 }
 
-/// Entry point of `confab bench`.
-pub fn run(args: BenchArgs) -> ExitCode {
-    let server_core = (!args.no_pin).then_some(args.server_core);
-    let placement = Placement {
-        cores: (!args.no_pin).then(|| {
-            args.server_cores
-                .clone()
-                .unwrap_or_else(|| args.server_core.to_string())
-        }),
-        media_threads: args.media_threads,
-    };
-    let machine = machine_line(&args);
-    if !args.no_pin {
-        let cores = parse_cores(&args.generator_cores);
-        if cores.is_empty() || !pin_current_thread(&cores) {
-            eprintln!(
-                "confab bench: cannot pin the generator to cores {}",
-                args.generator_cores
-            );
+// ------------------------------------------------------------------------------ the command
+
+/// Where confab, the limit and the baseline run, and which confab.
+struct Setup {
+    /// The core of the limit and the baseline (`None`: not pinned).
+    server_core: Option<usize>,
+    placement: Placement,
+    exe: PathBuf,
+}
+
+impl Setup {
+    /// Reads the placement from the arguments, pins this process (the generator) and finds
+    /// the confab to start.
+    fn new(args: &BenchArgs) -> Result<Setup, String> {
+        let placement = Placement {
+            cores: (!args.no_pin).then(|| {
+                args.server_cores
+                    .clone()
+                    .unwrap_or_else(|| args.server_core.to_string())
+            }),
+            media_threads: args.media_threads,
+        };
+        if !args.no_pin {
+            let cores = parse_cores(&args.generator_cores);
+            if cores.is_empty() || !pin_current_thread(&cores) {
+                eprintln!(
+                    "confab-bench: cannot pin the generator to cores {}",
+                    args.generator_cores
+                );
+            }
         }
+        let exe = match &args.confab {
+            Some(p) => p.clone(),
+            None => sibling_confab().map_err(|e| format!("where is confab? {e}"))?,
+        };
+        Ok(Setup {
+            server_core: (!args.no_pin).then_some(args.server_core),
+            placement,
+            exe,
+        })
     }
-    let exe = match args.confab.clone().map_or_else(std::env::current_exe, Ok) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("confab bench: where is confab? {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("confab bench: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let scenarios = if args.scenarios.is_empty() {
+
+    /// Starts the target of one run (a confab for `n` participants, or the baseline) and
+    /// measures it.
+    async fn measure(&self, spec: Spec) -> Result<Row, String> {
+        let target = if spec.scenario == Scenario::Baseline {
+            Target::Baseline(baseline::Baseline::start(self.server_core)?)
+        } else {
+            Target::Confab(Server::start(&self.exe, &self.placement, spec.n + 2).await?)
+        };
+        Ok(run_one(target, spec).await)
+    }
+}
+
+/// The `confab` built next to this executable (`target/<profile>/confab`).
+fn sibling_confab() -> std::io::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let exe = me.with_file_name("confab");
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(std::io::Error::other(format!(
+            "no {} (build it with `cargo build --release --bin confab`, or pass --confab PATH)",
+            exe.display()
+        )))
+    }
+}
+
+fn scenarios(args: &BenchArgs) -> Vec<Scenario> {
+    if args.scenarios.is_empty() {
         vec![
             Scenario::Limit,
             Scenario::Baseline,
@@ -1051,93 +1252,119 @@ pub fn run(args: BenchArgs) -> ExitCode {
         ]
     } else {
         args.scenarios.clone()
-    };
-    clock_us();
-    println!("{machine}");
-    let mut limit_pps = None;
-    let mut baseline_pps: Option<f64> = None;
-    let mut rows = vec![];
-    let mut failed = false;
-    for sc in scenarios {
-        if sc == Scenario::Limit {
-            let r = limit::run(server_core, Duration::from_secs(2));
-            println!("{r}");
-            limit_pps = Some(r.best());
-            continue;
-        }
-        let sizes = if args.sizes.is_empty() {
-            default_sizes(sc)
-        } else {
-            args.sizes.clone()
-        };
-        for n in sizes {
-            let row = rt.block_on(async {
-                let target = if sc == Scenario::Baseline {
-                    match baseline::Baseline::start(server_core) {
-                        Ok(b) => Target::Baseline(b),
-                        Err(e) => return Err(e),
-                    }
-                } else {
-                    Target::Confab(Server::start(&exe, &placement, n + 2).await?)
-                };
-                Ok::<_, String>(
-                    run_one(
-                        target,
-                        sc,
-                        n,
-                        args.rooms,
-                        args.seconds,
-                        args.churn_rate,
-                        args.layer,
-                    )
-                    .await,
-                )
-            });
-            let row = match row {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("confab bench: {sc:?} {n}: {e}");
-                    failed = true;
-                    continue;
-                }
-            };
-            if rows.is_empty() {
-                println!("{}", Row::header());
-            }
-            println!("{}", row.line());
-            for e in row.errors.iter().take(5) {
-                eprintln!("  {}: {e}", row.name);
-            }
-            if sc == Scenario::Baseline {
-                baseline_pps = Some(baseline_pps.unwrap_or(0.0).max(row.packets_per_cpu_s));
-            }
-            if row.receivers < row.expected_receivers {
-                failed |= args.require_media;
-            }
-            rows.push(row);
-        }
     }
-    let best = rows
-        .iter()
-        .filter(|r| r.name != "baseline")
-        .map(|r| r.packets_per_cpu_s)
-        .fold(0.0, f64::max);
-    if best > 0.0 {
+}
+
+/// The rows printed so far and what the closing ratios need.
+#[derive(Default)]
+struct Summary {
+    limit_pps: Option<f64>,
+    baseline_pps: Option<f64>,
+    rows: Vec<Row>,
+    failed: bool,
+}
+
+impl Summary {
+    /// Prints a row (the table's header before the first) and keeps it.
+    fn add(&mut self, row: Row, require_media: bool) {
+        if self.rows.is_empty() {
+            println!("{}", Row::header());
+        }
+        println!("{}", row.line());
+        for e in row.errors.iter().take(5) {
+            eprintln!("  {}: {e}", row.name);
+        }
+        if row.name == "baseline" {
+            self.baseline_pps = Some(self.baseline_pps.unwrap_or(0.0).max(row.packets_per_cpu_s));
+        }
+        if row.receivers < row.expected_receivers {
+            self.failed |= require_media;
+        }
+        self.rows.push(row);
+    }
+
+    /// confab's best packets per CPU-second, and as ratios to the limit and the baseline.
+    fn print_ratios(&self) {
+        let best = self
+            .rows
+            .iter()
+            .filter(|r| r.name != "baseline")
+            .map(|r| r.packets_per_cpu_s)
+            .fold(0.0, f64::max);
+        if best <= 0.0 {
+            return;
+        }
         println!("\nconfab, best packets per CPU-second: {best:.0}");
-        if let Some(l) = limit_pps {
+        if let Some(l) = self.limit_pps {
             println!(
                 "  = {:.1} % of the limit ({l:.0} packets/s per core)",
                 best / l * 100.0
             );
         }
-        if let Some(b) = baseline_pps.filter(|b| *b > 0.0) {
+        if let Some(b) = self.baseline_pps.filter(|b| *b > 0.0) {
             println!(
                 "  = {:.2}× the baseline ({b:.0} packets per CPU-second)",
                 best / b
             );
         }
     }
-    if failed {
+}
+
+/// Runs every scenario at every size; prints the table and the ratios.
+fn run(args: BenchArgs) -> ExitCode {
+    let machine = machine_line(&args);
+    let setup = match Setup::new(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("confab-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("confab-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    clock_us();
+    println!("{machine}");
+    let mut summary = Summary::default();
+    for scenario in scenarios(&args) {
+        if scenario == Scenario::Limit {
+            let r = limit::run(setup.server_core, Duration::from_secs(2));
+            println!("{r}");
+            summary.limit_pps = Some(r.best());
+            continue;
+        }
+        let sizes = if args.sizes.is_empty() {
+            default_sizes(scenario)
+        } else {
+            args.sizes.clone()
+        };
+        for n in sizes {
+            let spec = Spec {
+                scenario,
+                n,
+                rooms: args.rooms,
+                seconds: args.seconds,
+                churn_rate: args.churn_rate,
+                layer: args.layer,
+            };
+            match rt.block_on(setup.measure(spec)) {
+                Ok(row) => summary.add(row, args.require_media),
+                Err(e) => {
+                    eprintln!("confab-bench: {scenario:?} {n}: {e}");
+                    summary.failed = true;
+                }
+            }
+        }
+    }
+    summary.print_ratios();
+    if summary.failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -1165,7 +1392,7 @@ fn machine_line(args: &BenchArgs) -> String {
         )
     };
     format!(
-        "confab bench: {cpu}, {} CPUs; server on {server} ({} media threads), generator on {}; {} rooms per run; {} s per run;{} load average {}",
+        "confab-bench: {cpu}, {} CPUs; server on {server} ({} media threads), generator on {}; {} rooms per run; {} s per run;{} load average {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.media_threads
             .map_or_else(|| "default".to_string(), |n| n.to_string()),
