@@ -33,11 +33,11 @@ fn params(identity: &str, mode: Mode) -> JoinParams {
 fuzz_target!(init: seeds::write(&signal_seeds()), |data: &[u8]| {
     let mut cfg = SfuConfig::default();
     cfg.candidates = vec![("10.0.0.1:7882".parse().unwrap(), str0m::net::Protocol::Udp)];
-    let mut sfu = Sfu::new(cfg);
     let mut now = Instant::now();
+    let mut sfu = Sfu::new(cfg, now);
     let mode = if data.first().is_some_and(|b| b & 1 == 1) { Mode::V1 } else { Mode::V0 };
-    let Ok((alice, _)) = sfu.join(now, params("alice", mode)) else { return };
-    let Ok((_bob, _)) = sfu.join(now, params("bob", Mode::V0)) else { return };
+    let Ok((alice, _)) = sfu.join(now, 0, params("alice", mode)) else { return };
+    let Ok((_bob, _)) = sfu.join(now, 0, params("bob", Mode::V0)) else { return };
     let mut rest = data.get(1..).unwrap_or_default();
     while rest.len() >= 2 {
         let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
