@@ -9,7 +9,9 @@
 # Each target's corpus lives in $CONFAB_FUZZ_DIR/corpus/<target> (default
 # /var/cache/confab/fuzz, else ~/.cache/confab/fuzz), started from the target's seeds (inputs
 # of the shape real clients send) and kept between runs. A crash (panic, abort, timeout, out of
-# memory) leaves its input in $CONFAB_FUZZ_DIR/artifacts/<target>/ and fails the run; replay
+# memory) leaves its input in $CONFAB_FUZZ_DIR/artifacts/<target>/ and fails the run (that
+# input is replayed at the start of the next run: still crashing fails it, fixed moves it to
+# artifacts/<target>/fixed/ and into the corpus); replay
 # it with `<binary> <file>`. Prints one line per target: executions, corpus size, crashes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +47,17 @@ for t in "${targets[@]}"; do
   artifacts="$CONFAB_FUZZ_DIR/artifacts/$t"
   mkdir -p "$corpus" "$artifacts"
   log="$CONFAB_FUZZ_DIR/$t.log"
+  # Inputs that crashed an earlier run: replayed first. One that no longer crashes (its bug was
+  # fixed) moves to fixed/ and becomes part of the corpus; one that still crashes fails this run.
+  for old in "$artifacts"/*; do
+    [ -f "$old" ] || continue
+    if "$bin" "$old" >/dev/null 2>&1; then
+      mkdir -p "$artifacts/fixed"
+      cp "$old" "$corpus/"
+      mv "$old" "$artifacts/fixed/"
+      echo "fuzz: $t: $(basename "$old") from an earlier run no longer crashes (kept in $artifacts/fixed)"
+    fi
+  done
   # The seeds (written by the target's init), then the run.
   CONFAB_FUZZ_SEEDS="$corpus" "$bin" -runs=0 "$corpus" >/dev/null 2>&1 || true
   set +e
@@ -53,7 +66,7 @@ for t in "${targets[@]}"; do
   rc=$?
   set -e
   execs=$(awk '/stat::number_of_executed_units/ {print $NF}' "$log")
-  crashes=$(find "$artifacts" -type f | wc -l)
+  crashes=$(find "$artifacts" -maxdepth 1 -type f | wc -l)
   size=$(find "$corpus" -type f | wc -l)
   echo "fuzz: $t: ${execs:-0} executions in ${seconds} s, corpus $size, crashes $crashes (exit $rc)"
   if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
