@@ -157,7 +157,8 @@ impl Sfu {
                 };
                 // The same limits as the participant's own updates (issue 24).
                 if let Err(e) =
-                    self.check_update(pid, metadata.as_deref(), name.as_deref(), &attributes)
+                    self.reg
+                        .check_update(pid, metadata.as_deref(), name.as_deref(), &attributes)
                 {
                     return Reply::Updated(Some(Err(e)));
                 }
