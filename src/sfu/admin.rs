@@ -298,7 +298,7 @@ impl Sfu {
             let tracks = std::mem::take(&mut p.tracks);
             for sid in tracks {
                 info!(track = %sid, "publish permission revoked: track unpublished");
-                self.unpublish(&sid);
+                self.subscriptions().unpublish(&sid);
                 self.signal(
                     pid,
                     Resp::TrackUnpublished(lk::TrackUnpublishedResponse { track_sid: sid }),
@@ -313,11 +313,11 @@ impl Sfu {
                 .map(|p| p.subs.keys().cloned().collect())
                 .unwrap_or_default();
             for sid in subs {
-                self.unsubscribe(pid, &sid);
+                self.subscriptions().unsubscribe(pid, &sid);
             }
         }
         if !before.can_subscribe && after.can_subscribe {
-            self.subscribe_to_published(pid);
+            self.subscriptions().subscribe_to_published(pid);
         }
         if let Some(p) = self.reg.parts.get_mut(&pid) {
             p.version += 1;

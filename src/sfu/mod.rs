@@ -9,9 +9,10 @@
 //! tracks), the peers (`peers.rs`: each PeerConnection's `Rtc` in `peer.rs`, datagram routes,
 //! the poll queue), the fan-out of one packet (`fanout.rs`: per-subscription rewriting and
 //! gating), a participant's signal requests (`signalling.rs`: [`Sfu::handle_signal`] dispatches
-//! to it), and the admin requests (`admin.rs`: [`Request`]/[`Reply`], [`Sfu::handle`]). Joining,
-//! subscriptions, negotiation and event handling that tie them together are here and in
-//! `forward.rs`, `sections.rs`, `data.rs` and `quality.rs`.
+//! to it), subscriptions and v0 negotiation (`subscriptions.rs`), and the admin requests
+//! (`admin.rs`: [`Request`]/[`Reply`], [`Sfu::handle`]). Joining and leaving, and the str0m
+//! drive loop and event handling that tie them together, are here; the media path is in
+//! `forward.rs`, with `sections.rs`, `data.rs` and `quality.rs`.
 
 // LiveKit marks fields deprecated (TrackInfo.layers, UserPacket.participant_identity …) that
 // livekit-client 2.23 still reads, so confab keeps filling them.
@@ -31,6 +32,7 @@ pub mod room;
 pub mod rtp;
 mod sections;
 mod signalling;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 
@@ -42,7 +44,7 @@ use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
 use str0m::config::DtlsCert;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tracing::{debug, info, warn};
@@ -53,10 +55,11 @@ pub use peer::rewrite_answer;
 use peer::{Peer, Role};
 use peers::Peers;
 use registry::Registry;
-use room::{new_sid, Participant, PubTrack, Room, Sub};
+use room::{new_sid, Participant, Room};
 pub use room::{Mode, Permissions};
 use sections::Sections;
 use signalling::{Answered, Broken, Signalling};
+use subscriptions::Subscriptions;
 
 /// A `HashMap` with foldhash: several times cheaper than SipHash for the short keys the packet
 /// path looks up (ids, track sids, room names).
@@ -289,8 +292,19 @@ impl Sfu {
 
     /// v1: asks the client for the receive-only sections still missing (all, if `force`).
     fn request_sections(&mut self, pid: Pid, force: bool) {
-        if let Some(req) = self.sections.request(&self.reg, pid, force) {
-            self.signal(pid, Resp::MediaSectionsRequirement(req));
+        self.subscriptions().request_sections(pid, force);
+    }
+
+    /// The parts subscriptions work on, borrowed together (subscriptions.rs).
+    fn subscriptions(&mut self) -> Subscriptions<'_> {
+        Subscriptions {
+            reg: &mut self.reg,
+            peers: &mut self.peers,
+            sections: &mut self.sections,
+            out: &mut self.out,
+            probe: &mut self.probe,
+            arrival: self.arrival,
+            now: self.now,
         }
     }
 
@@ -422,11 +436,11 @@ impl Sfu {
         let join = self.join_response(pid);
         self.signal(pid, Resp::Join(join));
         self.broadcast_participant(pid);
-        self.subscribe_to_published(pid);
+        self.subscriptions().subscribe_to_published(pid);
         if p.mode == Mode::V0 {
             // The server offers the subscriber PC right away (subscriber primary), with the two
             // data channels livekit-client expects there.
-            self.negotiate(subscriber);
+            self.subscriptions().negotiate(subscriber);
         } else {
             self.request_sections(pid, false);
         }
@@ -584,7 +598,7 @@ impl Sfu {
         self.sections.forget(pid);
         let tracks = std::mem::take(&mut part.tracks);
         for t in &tracks {
-            self.unpublish(t);
+            self.subscriptions().unpublish(t);
         }
         part.state = lk::participant_info::State::Disconnected;
         part.version += 1;
@@ -646,7 +660,7 @@ impl Sfu {
                 Answered::Accepted(owner) => {
                     self.forwarding().request_keyframes_for_new_subs(now, owner);
                     if self.peers.get(&subscriber).is_some_and(|p| p.renegotiate) {
-                        self.negotiate(subscriber);
+                        self.subscriptions().negotiate(subscriber);
                     }
                 }
                 Answered::Broken(owner) => {
@@ -671,9 +685,9 @@ impl Sfu {
                 let (subscribe, tracks) = self.signalling().subscription(pid, s);
                 for t in &tracks {
                     if subscribe {
-                        self.subscribe(pid, t);
+                        self.subscriptions().subscribe(pid, t);
                     } else {
-                        self.unsubscribe(pid, t);
+                        self.subscriptions().unsubscribe(pid, t);
                     }
                 }
             }
@@ -697,263 +711,11 @@ impl Sfu {
         self.drive(now);
     }
 
-    // ---------------------------------------------------------------- tracks and subscriptions
+    // ---------------------------------------------------------------- participant updates
 
     /// Tells the others in the room what changed about `pid` (unless it is hidden).
     fn broadcast_participant(&mut self, pid: Pid) {
         self.signalling().broadcast_participant(pid);
-    }
-
-    /// A publisher's media section appeared: bind it to the track it announced with add_track.
-    fn on_media_added(
-        &mut self,
-        peer_id: PeerId,
-        mid: Mid,
-        kind: MediaKind,
-        dir: Direction,
-        rids: Vec<Rid>,
-    ) {
-        let Some(peer) = self.peers.get(&peer_id) else {
-            return;
-        };
-        let pid = peer.owner;
-        if dir == Direction::SendOnly {
-            // v1: a receive-only section of the client, for a track we forward.
-            if peer.role == Role::Single {
-                self.sections.add_offered(&self.reg, pid, mid, kind);
-                self.sections.assign(&mut self.reg, pid);
-            }
-            return;
-        }
-        let Some(msid_track) = peer.rtc.media(mid).map(|m| m.track_id().to_string()) else {
-            return;
-        };
-        let Some(part) = self.reg.parts.get(&pid) else {
-            return;
-        };
-        let pending: Vec<&PubTrack> = part
-            .tracks
-            .iter()
-            .filter_map(|t| self.reg.tracks.get(t))
-            .filter(|t| t.mid.is_none() && t.kind == kind)
-            .collect();
-        let chosen = pending
-            .iter()
-            .find(|t| t.cid == msid_track)
-            .or_else(|| pending.first())
-            .map(|t| t.sid.clone());
-        let Some(track_sid) = chosen else {
-            debug!(%mid, "media section without an announced track");
-            return;
-        };
-        let room = part.room.clone();
-        if let Some(t) = self.reg.tracks.get_mut(&track_sid) {
-            t.mid = Some(mid);
-            t.info.mid = mid.to_string();
-            // Best layer first: f, h, q.
-            let mut rids = rids;
-            rids.sort_by_key(|r| match &**r {
-                "f" => 0,
-                "h" => 1,
-                "q" => 2,
-                _ => 3,
-            });
-            t.rids = rids;
-        }
-        debug!(track = %track_sid, %mid, "published track bound to its media section");
-        for other in self.reg.members(&room) {
-            let wants = self.reg.parts.get(&other).is_some_and(|p| {
-                p.id != pid
-                    && p.auto_subscribe
-                    && p.perms.can_subscribe
-                    && !p.unsubscribed.contains(&track_sid)
-            });
-            if wants {
-                self.subscribe(other, &track_sid);
-            }
-        }
-    }
-
-    /// Subscribes `pid` to what its room already publishes, if it subscribes automatically
-    /// and may subscribe (on joining, or when the permission is granted).
-    fn subscribe_to_published(&mut self, pid: Pid) {
-        let Some(p) = self.reg.parts.get(&pid) else {
-            return;
-        };
-        if !p.auto_subscribe || !p.perms.can_subscribe {
-            return;
-        }
-        let existing: Vec<String> = self
-            .reg
-            .room_tracks(&p.room)
-            .into_iter()
-            .filter(|t| {
-                self.reg
-                    .tracks
-                    .get(t)
-                    .is_some_and(|t| t.owner != pid && t.mid.is_some())
-                    && !p.unsubscribed.contains(t)
-            })
-            .collect();
-        for t in existing {
-            self.subscribe(pid, &t);
-        }
-    }
-
-    fn subscribe(&mut self, pid: Pid, track_sid: &str) {
-        let Some(t) = self.reg.tracks.get(track_sid) else {
-            return;
-        };
-        if t.owner == pid || t.mid.is_none() {
-            return;
-        }
-        let Some(p) = self.reg.parts.get_mut(&pid) else {
-            return;
-        };
-        if !p.perms.can_subscribe || p.subs.contains_key(track_sid) {
-            return;
-        }
-        let (mode, sub_peer) = (p.mode, p.subscriber);
-        // Every subscription takes a media section; str0m never removes one (v0: a stopped
-        // section stays in the SDP; v1: the client offers one per subscription).
-        let sections = match mode {
-            Mode::V0 => self.peers.get(&sub_peer).map_or(0, |peer| peer.sections),
-            Mode::V1 => p.subs.len() + limits::MAX_TRACKS + 1,
-        };
-        if sections >= limits::MAX_MEDIA_SECTIONS {
-            let msg = format!(
-                "subscription to {track_sid} refused: at most {} media sections per connection",
-                limits::MAX_MEDIA_SECTIONS
-            );
-            self.reg.note_limit(pid, &msg);
-            return;
-        }
-        p.subs.insert(track_sid.to_string(), Sub::new(track_sid));
-        if let Some(peer) = self.peers.get_mut(&sub_peer).filter(|_| mode == Mode::V0) {
-            peer.sections += 1;
-        }
-        self.forwarding().rebalance(pid);
-        match mode {
-            Mode::V0 => self.negotiate(sub_peer),
-            Mode::V1 => {
-                // A free section now carries the track, or more are needed: either way the
-                // client must offer again so that the answer can say so.
-                self.sections.assign(&mut self.reg, pid);
-                self.request_sections(pid, true);
-            }
-        }
-    }
-
-    fn unsubscribe(&mut self, pid: Pid, track_sid: &str) {
-        let Some(p) = self.reg.parts.get_mut(&pid) else {
-            return;
-        };
-        let Some(sub) = p.subs.remove(track_sid) else {
-            return;
-        };
-        let (mode, sub_peer) = (p.mode, p.subscriber);
-        self.forwarding().rebalance(pid);
-        let Some(mid) = sub.mid else {
-            return;
-        };
-        // The section's outgoing stream (its SSRC) may carry another track later (v1 reuses
-        // sections): that one continues its sequence numbers and timestamps.
-        if let (Some(last), Some(peer)) = (sub.rewrite.last_out(), self.peers.get_mut(&sub_peer)) {
-            peer.last_out.insert(mid, last);
-        }
-        match mode {
-            Mode::V0 => {
-                if let Some(peer) = self.peers.get_mut(&sub_peer) {
-                    peer.stopping.push(mid);
-                }
-                self.negotiate(sub_peer);
-            }
-            Mode::V1 => {
-                let kind = self.reg.tracks.get(track_sid).map(|t| t.kind);
-                if let Some(kind) = kind {
-                    self.sections.release(pid, mid, kind);
-                }
-                self.request_sections(pid, true);
-            }
-        }
-    }
-
-    /// Unpublishes a track: every subscription to it ends.
-    fn unpublish(&mut self, track_sid: &str) {
-        let Some(t) = self.reg.tracks.remove(track_sid) else {
-            return;
-        };
-        let room = self.reg.parts.get(&t.owner).map(|p| p.room.clone());
-        let members = match room {
-            Some(r) => self.reg.members(&r),
-            None => self.reg.parts.keys().copied().collect(),
-        };
-        // The track is gone from `tracks`, but unsubscribe needs its kind for v1: put a stub back.
-        self.reg.tracks.insert(track_sid.to_string(), t);
-        for pid in members {
-            self.unsubscribe(pid, track_sid);
-            // `unsubscribed` holds only tracks that exist.
-            if let Some(p) = self.reg.parts.get_mut(&pid) {
-                p.unsubscribed.remove(track_sid);
-            }
-        }
-        self.reg.tracks.remove(track_sid);
-    }
-
-    /// v0: sends an offer on the subscriber peer for the subscriptions (and data channels)
-    /// that need one, unless an offer is already out (then after its answer).
-    fn negotiate(&mut self, peer_id: PeerId) {
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        if peer.role != Role::Subscriber {
-            return;
-        }
-        if peer.pending.is_some() {
-            peer.renegotiate = true;
-            return;
-        }
-        peer.renegotiate = false;
-        let owner = peer.owner;
-        let Some(part) = self.reg.parts.get(&owner) else {
-            return;
-        };
-        // What the new sections carry: (track sid, kind, stream id "PA_…|TR_…").
-        let wanted: Vec<(String, MediaKind, String)> = part
-            .subs
-            .values()
-            .filter(|s| s.mid.is_none())
-            .filter_map(|s| {
-                let t = self.reg.tracks.get(&s.track)?;
-                let owner_sid = self.reg.parts.get(&t.owner)?.sid.clone();
-                Some((t.sid.clone(), t.kind, format!("{owner_sid}|{}", t.sid)))
-            })
-            .collect();
-        let now = self.now;
-        let Some((offer, mids)) = peer.offer(now, &wanted) else {
-            return;
-        };
-        let id = peer.offer_id;
-        let mut mid_to_track_id = HashMap::new();
-        if let Some(part) = self.reg.parts.get_mut(&owner) {
-            for (track, mid) in mids {
-                if let Some(s) = part.subs.get_mut(&track) {
-                    s.mid = Some(mid);
-                    s.needs_keyframe = true;
-                }
-                mid_to_track_id.insert(mid.to_string(), track);
-            }
-        }
-        self.signal(
-            owner,
-            Resp::Offer(lk::SessionDescription {
-                r#type: "offer".into(),
-                sdp: offer.to_sdp_string(),
-                id,
-                mid_to_track_id,
-            }),
-        );
-        self.peers.mark(peer_id);
     }
 
     // ---------------------------------------------------------------- network input
@@ -1161,7 +923,8 @@ impl Sfu {
                         layers.into_iter().map(|l| l.rid).collect()
                     })
                     .unwrap_or_default();
-                self.on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
+                self.subscriptions()
+                    .on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
             }
             Event::RtpPacket(p) => self.forwarding().on_rtp_packet(now, peer_id, p),
             Event::MediaChanged(m) if !m.direction.is_receiving() => {
@@ -1183,7 +946,7 @@ impl Sfu {
                 });
                 if let Some(track) = track {
                     info!(%track, "track unpublished");
-                    self.unpublish(&track);
+                    self.subscriptions().unpublish(&track);
                     if let Some(p) = self.reg.parts.get_mut(&pid) {
                         p.tracks.retain(|t| *t != track);
                         p.version += 1;
