@@ -157,7 +157,8 @@ impl Sfu {
                 };
                 // The same limits as the participant's own updates (issue 24).
                 if let Err(e) =
-                    self.check_update(pid, metadata.as_deref(), name.as_deref(), &attributes)
+                    self.reg
+                        .check_update(pid, metadata.as_deref(), name.as_deref(), &attributes)
                 {
                     return Reply::Updated(Some(Err(e)));
                 }
@@ -297,7 +298,7 @@ impl Sfu {
             let tracks = std::mem::take(&mut p.tracks);
             for sid in tracks {
                 info!(track = %sid, "publish permission revoked: track unpublished");
-                self.unpublish(&sid);
+                self.subscriptions().unpublish(&sid);
                 self.signal(
                     pid,
                     Resp::TrackUnpublished(lk::TrackUnpublishedResponse { track_sid: sid }),
@@ -312,11 +313,11 @@ impl Sfu {
                 .map(|p| p.subs.keys().cloned().collect())
                 .unwrap_or_default();
             for sid in subs {
-                self.unsubscribe(pid, &sid);
+                self.subscriptions().unsubscribe(pid, &sid);
             }
         }
         if !before.can_subscribe && after.can_subscribe {
-            self.subscribe_to_published(pid);
+            self.subscriptions().subscribe_to_published(pid);
         }
         if let Some(p) = self.reg.parts.get_mut(&pid) {
             p.version += 1;

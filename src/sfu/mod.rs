@@ -8,9 +8,11 @@
 //! [`Sfu`] coordinates named parts: the room registry (`registry.rs`: rooms, participants,
 //! tracks), the peers (`peers.rs`: each PeerConnection's `Rtc` in `peer.rs`, datagram routes,
 //! the poll queue), the fan-out of one packet (`fanout.rs`: per-subscription rewriting and
-//! gating), and the admin requests (`admin.rs`: [`Request`]/[`Reply`], [`Sfu::handle`]). The
-//! signalling, negotiation and event handling that tie them together are here and in
-//! `forward.rs`, `sections.rs`, `data.rs` and `quality.rs`.
+//! gating), a participant's signal requests (`signalling.rs`: [`Sfu::handle_signal`] dispatches
+//! to it), subscriptions and v0 negotiation (`subscriptions.rs`), and the admin requests
+//! (`admin.rs`: [`Request`]/[`Reply`], [`Sfu::handle`]). Joining and leaving, and the str0m
+//! drive loop and event handling that tie them together, are here; the media path is in
+//! `forward.rs`, with `sections.rs`, `data.rs` and `quality.rs`.
 
 // LiveKit marks fields deprecated (TrackInfo.layers, UserPacket.participant_identity …) that
 // livekit-client 2.23 still reads, so confab keeps filling them.
@@ -29,6 +31,8 @@ mod registry;
 pub mod room;
 pub mod rtp;
 mod sections;
+mod signalling;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 
@@ -39,9 +43,8 @@ use std::time::{Duration, Instant};
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
-use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tracing::{debug, info, warn};
@@ -52,9 +55,11 @@ pub use peer::rewrite_answer;
 use peer::{Peer, Role};
 use peers::Peers;
 use registry::Registry;
-use room::{new_sid, Participant, PubTrack, Room, Sub};
+use room::{new_sid, Participant, Room};
 pub use room::{Mode, Permissions};
 use sections::Sections;
+use signalling::{Answered, Broken, Signalling};
+use subscriptions::Subscriptions;
 
 /// A `HashMap` with foldhash: several times cheaper than SipHash for the short keys the packet
 /// path looks up (ids, track sids, room names).
@@ -287,8 +292,19 @@ impl Sfu {
 
     /// v1: asks the client for the receive-only sections still missing (all, if `force`).
     fn request_sections(&mut self, pid: Pid, force: bool) {
-        if let Some(req) = self.sections.request(&self.reg, pid, force) {
-            self.signal(pid, Resp::MediaSectionsRequirement(req));
+        self.subscriptions().request_sections(pid, force);
+    }
+
+    /// The parts subscriptions work on, borrowed together (subscriptions.rs).
+    fn subscriptions(&mut self) -> Subscriptions<'_> {
+        Subscriptions {
+            reg: &mut self.reg,
+            peers: &mut self.peers,
+            sections: &mut self.sections,
+            out: &mut self.out,
+            probe: &mut self.probe,
+            arrival: self.arrival,
+            now: self.now,
         }
     }
 
@@ -420,11 +436,11 @@ impl Sfu {
         let join = self.join_response(pid);
         self.signal(pid, Resp::Join(join));
         self.broadcast_participant(pid);
-        self.subscribe_to_published(pid);
+        self.subscriptions().subscribe_to_published(pid);
         if p.mode == Mode::V0 {
             // The server offers the subscriber PC right away (subscriber primary), with the two
             // data channels livekit-client expects there.
-            self.negotiate(subscriber);
+            self.subscriptions().negotiate(subscriber);
         } else {
             self.request_sections(pid, false);
         }
@@ -582,7 +598,7 @@ impl Sfu {
         self.sections.forget(pid);
         let tracks = std::mem::take(&mut part.tracks);
         for t in &tracks {
-            self.unpublish(t);
+            self.subscriptions().unpublish(t);
         }
         part.state = lk::participant_info::State::Disconnected;
         part.version += 1;
@@ -607,6 +623,18 @@ impl Sfu {
 
     // ---------------------------------------------------------------- signal requests
 
+    /// The parts signal requests work on, borrowed together (signalling.rs).
+    fn signalling(&mut self) -> Signalling<'_> {
+        Signalling {
+            reg: &mut self.reg,
+            peers: &mut self.peers,
+            sections: &mut self.sections,
+            out: &mut self.out,
+        }
+    }
+
+    /// A signal request from `pid`'s session: handled by [`Signalling`], and what it sets off
+    /// in the other parts done here.
     pub fn handle_signal(&mut self, now: Instant, pid: Pid, msg: Req) {
         self.now = now;
         let Some(part) = self.reg.parts.get(&pid) else {
@@ -614,32 +642,58 @@ impl Sfu {
         };
         let (publisher, subscriber, mode) = (part.publisher, part.subscriber, part.mode);
         match msg {
-            Req::Offer(sd) => self.on_offer(now, pid, publisher, sd),
-            Req::Answer(sd) => self.on_answer(now, subscriber, sd),
+            Req::Offer(sd) => match self.signalling().accept_offer(pid, publisher, &sd) {
+                Ok(Some(answer)) => {
+                    // Learn the new media sections (published tracks, v1 receive slots)
+                    // before answering.
+                    self.drive(now);
+                    self.signalling().send_answer(pid, sd.id, answer);
+                    // Subscriptions that were waiting for sections can start now.
+                    self.forwarding().request_keyframes_for_new_subs(now, pid);
+                }
+                Ok(None) => {}
+                Err(Broken) => {
+                    self.remove_participant(now, pid, lk::DisconnectReason::StateMismatch);
+                }
+            },
+            Req::Answer(sd) => match self.signalling().accept_answer(subscriber, &sd) {
+                Answered::Accepted(owner) => {
+                    self.forwarding().request_keyframes_for_new_subs(now, owner);
+                    if self.peers.get(&subscriber).is_some_and(|p| p.renegotiate) {
+                        self.subscriptions().negotiate(subscriber);
+                    }
+                }
+                Answered::Broken(owner) => {
+                    self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
+                }
+                Answered::Ignored => {}
+            },
             Req::Trickle(t) => {
                 let peer = match (mode, lk::SignalTarget::try_from(t.target)) {
                     (Mode::V0, Ok(lk::SignalTarget::Subscriber)) => subscriber,
                     _ => publisher,
                 };
-                self.on_trickle(peer, &t.candidate_init);
+                self.signalling().trickle(peer, &t.candidate_init);
             }
-            Req::AddTrack(t) => self.on_add_track(pid, t),
+            Req::AddTrack(t) => self.signalling().add_track(pid, t),
             Req::Mute(m) => {
                 if self.reg.tracks.get(&m.sid).is_some_and(|t| t.owner == pid) {
                     self.set_muted(&m.sid, m.muted);
                 }
             }
-            Req::Subscription(s) => self.on_subscription(pid, s),
+            Req::Subscription(s) => {
+                let (subscribe, tracks) = self.signalling().subscription(pid, s);
+                for t in &tracks {
+                    if subscribe {
+                        self.subscriptions().subscribe(pid, t);
+                    } else {
+                        self.subscriptions().unsubscribe(pid, t);
+                    }
+                }
+            }
             Req::TrackSetting(s) => {
-                let n = s.track_sids.len();
-                if n > limits::MAX_TRACK_IDS {
-                    let msg = format!(
-                        "update_track_settings names {n} track ids; at most {} are allowed",
-                        limits::MAX_TRACK_IDS
-                    );
-                    self.refuse(pid, 0, None, msg);
-                } else {
-                    self.on_track_settings(pid, s);
+                if self.signalling().track_settings(pid, s) {
+                    self.forwarding().rebalance(pid);
                 }
             }
             Req::Leave(_) => {
@@ -647,33 +701,8 @@ impl Sfu {
                 return;
             }
             Req::UpdateMetadata(m) => {
-                // LiveKit's canUpdateOwnMetadata grant.
-                let allowed = self
-                    .reg
-                    .parts
-                    .get(&pid)
-                    .is_some_and(|p| p.can_update_metadata);
-                if allowed {
-                    let name = (!m.name.is_empty()).then_some(m.name);
-                    let meta = (!m.metadata.is_empty()).then_some(m.metadata);
-                    match self.check_update(pid, meta.as_deref(), name.as_deref(), &m.attributes) {
-                        Ok(()) => {
-                            self.update_participant(pid, meta, name, m.attributes, None);
-                        }
-                        Err(e) => {
-                            let echo = lk::UpdateParticipantMetadata {
-                                request_id: m.request_id,
-                                ..Default::default()
-                            };
-                            let req = lk::request_response::Request::UpdateMetadata(echo);
-                            self.refuse(
-                                pid,
-                                m.request_id,
-                                Some(req),
-                                format!("update_metadata refused: {e}"),
-                            );
-                        }
-                    }
+                if let Some(u) = self.signalling().update_metadata(pid, m) {
+                    self.update_participant(pid, u.metadata, u.name, u.attributes, None);
                 }
             }
             Req::Ping(_) | Req::PingReq(_) => {} // answered by the session
@@ -682,651 +711,11 @@ impl Sfu {
         self.drive(now);
     }
 
-    fn on_offer(&mut self, now: Instant, pid: Pid, peer_id: PeerId, sd: lk::SessionDescription) {
-        if let Err(e) = self.check_sdp(peer_id, &sd.sdp) {
-            warn!("participant sent an offer over the limits ({e}); disconnected");
-            self.remove_participant(now, pid, lk::DisconnectReason::StateMismatch);
-            return;
-        }
-        let offer = match SdpOffer::from_sdp_string(&sd.sdp) {
-            Ok(o) => o,
-            Err(e) => {
-                warn!("participant sent an offer that is not valid SDP: {e}");
-                self.remove_participant(now, pid, lk::DisconnectReason::StateMismatch);
-                return;
-            }
-        };
-        // v1: the receive-only sections of the offer are where forwarded tracks go. str0m
-        // reports them (MediaAdded) only once media can flow, but the answer must already name
-        // what they carry, so they are taken from the offer itself.
-        if self.reg.parts.get(&pid).is_some_and(|p| p.mode == Mode::V1) {
-            for line in offer.media_lines.iter().filter(|l| !l.disabled) {
-                let kind = match line.typ.to_string().as_str() {
-                    "audio" => MediaKind::Audio,
-                    "video" => MediaKind::Video,
-                    _ => continue,
-                };
-                if line.direction() == Direction::RecvOnly {
-                    self.sections.add_offered(&self.reg, pid, line.mid(), kind);
-                }
-            }
-            self.sections.assign(&mut self.reg, pid);
-        }
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        if peer.pending.is_some() {
-            // Only v0 subscriber peers offer, and clients never offer on those.
-            peer.pending = None;
-        }
-        let answer = match peer.rtc.sdp_api().accept_offer(offer) {
-            Ok(a) => a,
-            Err(e) => {
-                warn!("cannot accept the participant's offer: {e}");
-                self.remove_participant(now, pid, lk::DisconnectReason::StateMismatch);
-                return;
-            }
-        };
-        // Learn the new media sections (published tracks, v1 receive slots) before answering.
-        self.peers.mark(peer_id);
-        self.drive(now);
-        let mut mid_to_track_id = HashMap::new();
-        let mut sdp = answer.to_sdp_string();
-        if self.reg.parts.get(&pid).is_some_and(|p| p.mode == Mode::V1) {
-            let msids = sections::v1_msids(&self.reg, pid);
-            for (mid, _, track) in &msids {
-                mid_to_track_id.insert(mid.clone(), track.clone());
-            }
-            let idle = self.sections.idle(pid);
-            debug!(offer = sd.id, ?msids, ?idle, "v1 answer");
-            sdp = rewrite_answer(&sdp, &msids, &idle);
-        }
-        self.signal(
-            pid,
-            Resp::Answer(lk::SessionDescription {
-                r#type: "answer".into(),
-                sdp,
-                id: sd.id,
-                mid_to_track_id,
-            }),
-        );
-        // Subscriptions that were waiting for sections can start now.
-        self.forwarding().request_keyframes_for_new_subs(now, pid);
-    }
-
-    fn on_answer(&mut self, now: Instant, peer_id: PeerId, sd: lk::SessionDescription) {
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        peer.offered_at = None;
-        let Some(pending) = peer.pending.take() else {
-            debug!("answer without a pending offer ignored");
-            return;
-        };
-        let owner = peer.owner;
-        if let Err(e) = self.check_sdp(peer_id, &sd.sdp) {
-            warn!("participant sent an answer over the limits ({e}); disconnected");
-            self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
-            return;
-        }
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        let answer = match SdpAnswer::from_sdp_string(&sd.sdp) {
-            Ok(a) => a,
-            Err(e) => {
-                warn!("participant sent an answer that is not valid SDP: {e}");
-                self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
-                return;
-            }
-        };
-        if let Err(e) = peer.rtc.sdp_api().accept_answer(pending, answer) {
-            warn!("cannot accept the participant's answer: {e}");
-            self.remove_participant(now, owner, lk::DisconnectReason::StateMismatch);
-            return;
-        }
-        if let Some(p) = self.reg.parts.get_mut(&owner) {
-            for s in p.subs.values_mut() {
-                if s.mid.is_some() {
-                    s.open = true;
-                }
-            }
-        }
-        self.peers.mark(peer_id);
-        self.forwarding().request_keyframes_for_new_subs(now, owner);
-        if self.peers.get(&peer_id).is_some_and(|p| p.renegotiate) {
-            self.negotiate(peer_id);
-        }
-    }
-
-    fn on_trickle(&mut self, peer_id: PeerId, init: &str) {
-        #[derive(serde::Deserialize)]
-        struct Init {
-            candidate: String,
-        }
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        if peer.candidates >= limits::MAX_CANDIDATES {
-            let owner = peer.owner;
-            self.note_limit(
-                owner,
-                &format!(
-                    "trickle candidate ignored: at most {} per connection",
-                    limits::MAX_CANDIDATES
-                ),
-            );
-            return;
-        }
-        let cand = serde_json::from_str::<Init>(init)
-            .ok()
-            .map(|i| i.candidate)
-            .filter(|c| !c.is_empty())
-            .and_then(|c| Candidate::from_sdp_string(c.trim_start_matches("a=")).ok());
-        match cand {
-            Some(c) => {
-                peer.candidates += 1;
-                peer.rtc.add_remote_candidate(c);
-            }
-            None => debug!("trickle candidate not understood (ignored): {init:.200}"),
-        }
-    }
-
-    fn on_add_track(&mut self, pid: Pid, req: lk::AddTrackRequest) {
-        let Some(part) = self.reg.parts.get_mut(&pid) else {
-            return;
-        };
-        if !part.perms.can_publish {
-            warn!(identity = %part.identity, "add_track refused: the token does not grant canPublish");
-            return;
-        }
-        let kind = if req.r#type == lk::TrackType::Video as i32 {
-            MediaKind::Video
-        } else if req.r#type == lk::TrackType::Audio as i32 {
-            MediaKind::Audio
-        } else {
-            debug!("add_track of a data track ignored");
-            return;
-        };
-        let check = limits::check_track(&req).and_then(|()| {
-            if part.tracks.len() >= limits::MAX_TRACKS {
-                Err(format!(
-                    "{} tracks are published already; at most {} per participant",
-                    part.tracks.len(),
-                    limits::MAX_TRACKS
-                ))
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = check {
-            let echo = lk::request_response::Request::AddTrack(limits::echo_track(&req));
-            self.refuse(pid, 0, Some(echo), format!("add_track refused: {e}"));
-            return;
-        }
-        let sid = new_sid("TR_");
-        let mut layers = req.layers.clone();
-        layers.sort_by_key(|l| std::cmp::Reverse(l.quality));
-        let info = lk::TrackInfo {
-            sid: sid.clone(),
-            r#type: req.r#type,
-            name: req.name.clone(),
-            muted: req.muted,
-            width: req.width,
-            height: req.height,
-            simulcast: layers.len() > 1,
-            disable_dtx: req.disable_dtx,
-            source: req.source,
-            layers: layers.clone(),
-            stereo: req.stereo,
-            disable_red: req.disable_red,
-            stream: req.stream.clone(),
-            mime_type: if kind == MediaKind::Audio {
-                "audio/opus".into()
-            } else {
-                String::new()
-            },
-            ..Default::default()
-        };
-        part.tracks.push(sid.clone());
-        part.version += 1;
-        self.reg.tracks.insert(
-            sid.clone(),
-            PubTrack {
-                sid: sid.clone(),
-                cid: req.cid.clone(),
-                owner: pid,
-                kind,
-                mid: None,
-                info: info.clone(),
-                rids: vec![],
-                last_keyframe_request: HashMap::new(),
-                layer_seen: HashMap::new(),
-                params: None,
-            },
-        );
-        self.signal(
-            pid,
-            Resp::TrackPublished(lk::TrackPublishedResponse {
-                cid: req.cid,
-                track: Some(info),
-            }),
-        );
-        self.broadcast_participant(pid);
-    }
-
-    /// Subscribes or unsubscribes: at most [`limits::MAX_TRACK_IDS`] ids, and only tracks that
-    /// exist in the participant's room count (an unknown id is not kept, not even as
-    /// "unsubscribed"), so each id costs a lookup, whatever came before.
-    fn on_subscription(&mut self, pid: Pid, s: lk::UpdateSubscription) {
-        let n = limits::subscription_ids(&s);
-        if n > limits::MAX_TRACK_IDS {
-            let msg = format!(
-                "update_subscription names {n} track ids; at most {} are allowed",
-                limits::MAX_TRACK_IDS
-            );
-            self.refuse(pid, 0, None, msg);
-            return;
-        }
-        let Some(room) = self.reg.parts.get(&pid).map(|p| p.room.clone()) else {
-            return;
-        };
-        let sids = s
-            .track_sids
-            .into_iter()
-            .chain(s.participant_tracks.into_iter().flat_map(|p| p.track_sids));
-        for t in sids {
-            let here = self
-                .reg
-                .tracks
-                .get(&t)
-                .and_then(|t| self.reg.parts.get(&t.owner))
-                .is_some_and(|owner| owner.room == room);
-            if !here {
-                continue;
-            }
-            if s.subscribe {
-                if let Some(p) = self.reg.parts.get_mut(&pid) {
-                    p.unsubscribed.remove(&t);
-                }
-                self.subscribe(pid, &t);
-            } else {
-                self.unsubscribe(pid, &t);
-                if let Some(p) = self.reg.parts.get_mut(&pid) {
-                    p.unsubscribed.insert(t);
-                }
-            }
-        }
-    }
-
-    /// Refuses a request over a limit: LiveKit's `RequestResponse` (LIMIT_EXCEEDED) to the
-    /// client, and a warning (once per participant; `message` never holds the content).
-    fn refuse(
-        &mut self,
-        pid: Pid,
-        request_id: u32,
-        request: Option<lk::request_response::Request>,
-        message: String,
-    ) {
-        self.note_limit(pid, &message);
-        self.signal(pid, limits::refusal(request_id, request, message));
-    }
-
-    /// Logs that `pid` hit a limit: a warning the first time, then at debug level.
-    fn note_limit(&mut self, pid: Pid, message: &str) {
-        let Some(p) = self.reg.parts.get_mut(&pid) else {
-            return;
-        };
-        if p.limit_logged {
-            debug!(identity = %p.identity, "{message}");
-        } else {
-            p.limit_logged = true;
-            warn!(identity = %p.identity, "{message} (further refusals for this participant are logged at debug level)");
-        }
-    }
-
-    /// An offer's or answer's candidates and media sections within the limits (counted on the
-    /// text, before str0m parses it); the candidates count for the peer.
-    fn check_sdp(&mut self, peer_id: PeerId, sdp: &str) -> Result<(), String> {
-        let (candidates, sections) = limits::sdp_counts(sdp);
-        if sections > limits::MAX_MEDIA_SECTIONS {
-            return Err(format!(
-                "{sections} media sections; at most {} are allowed",
-                limits::MAX_MEDIA_SECTIONS
-            ));
-        }
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return Ok(());
-        };
-        if peer.candidates + candidates > limits::MAX_CANDIDATES {
-            return Err(format!(
-                "{} ICE candidates; at most {} are allowed",
-                peer.candidates + candidates,
-                limits::MAX_CANDIDATES
-            ));
-        }
-        peer.candidates += candidates;
-        Ok(())
-    }
-
-    /// Whether an update of `pid`'s own fields keeps each within its limit (attributes: the
-    /// result of merging `attributes` into what it has).
-    pub fn check_update(
-        &self,
-        pid: Pid,
-        metadata: Option<&str>,
-        name: Option<&str>,
-        attributes: &HashMap<String, String>,
-    ) -> Result<(), String> {
-        if let Some(m) = metadata {
-            limits::check_len("the metadata", m.len(), limits::MAX_METADATA)?;
-        }
-        if let Some(n) = name {
-            limits::check_len("the name", n.len(), limits::MAX_NAME)?;
-        }
-        // Checked alone first: the merge below then costs at most twice the limit.
-        let asked = limits::attributes_size(attributes);
-        limits::check_len("the attributes", asked, limits::MAX_ATTRIBUTES)?;
-        let Some(p) = self.reg.parts.get(&pid) else {
-            return Ok(());
-        };
-        let kept = limits::attributes_size(
-            p.attributes
-                .iter()
-                .filter(|(k, _)| !attributes.contains_key(*k)),
-        );
-        let added = limits::attributes_size(attributes.iter().filter(|(_, v)| !v.is_empty()));
-        limits::check_len(
-            "the attributes",
-            kept.saturating_add(added),
-            limits::MAX_ATTRIBUTES,
-        )
-    }
-
-    fn on_track_settings(&mut self, pid: Pid, s: lk::UpdateTrackSettings) {
-        let Some(part) = self.reg.parts.get_mut(&pid) else {
-            return;
-        };
-        for t in &s.track_sids {
-            if let Some(sub) = part.subs.get_mut(t) {
-                sub.disabled = s.disabled;
-                sub.want_width = s.width;
-                sub.want_quality = (s.width == 0 && s.height == 0).then_some(s.quality);
-            }
-        }
-        self.forwarding().rebalance(pid);
-    }
-
-    // ---------------------------------------------------------------- tracks and subscriptions
+    // ---------------------------------------------------------------- participant updates
 
     /// Tells the others in the room what changed about `pid` (unless it is hidden).
     fn broadcast_participant(&mut self, pid: Pid) {
-        let Some(p) = self.reg.parts.get(&pid) else {
-            return;
-        };
-        if p.perms.hidden {
-            return;
-        }
-        let update = Resp::Update(lk::ParticipantUpdate {
-            participants: vec![p.info(&self.reg.tracks)],
-        });
-        for other in self.reg.members(&p.room.clone()) {
-            if other != pid {
-                self.signal(other, update.clone());
-            }
-        }
-    }
-
-    /// A publisher's media section appeared: bind it to the track it announced with add_track.
-    fn on_media_added(
-        &mut self,
-        peer_id: PeerId,
-        mid: Mid,
-        kind: MediaKind,
-        dir: Direction,
-        rids: Vec<Rid>,
-    ) {
-        let Some(peer) = self.peers.get(&peer_id) else {
-            return;
-        };
-        let pid = peer.owner;
-        if dir == Direction::SendOnly {
-            // v1: a receive-only section of the client, for a track we forward.
-            if peer.role == Role::Single {
-                self.sections.add_offered(&self.reg, pid, mid, kind);
-                self.sections.assign(&mut self.reg, pid);
-            }
-            return;
-        }
-        let Some(msid_track) = peer.rtc.media(mid).map(|m| m.track_id().to_string()) else {
-            return;
-        };
-        let Some(part) = self.reg.parts.get(&pid) else {
-            return;
-        };
-        let pending: Vec<&PubTrack> = part
-            .tracks
-            .iter()
-            .filter_map(|t| self.reg.tracks.get(t))
-            .filter(|t| t.mid.is_none() && t.kind == kind)
-            .collect();
-        let chosen = pending
-            .iter()
-            .find(|t| t.cid == msid_track)
-            .or_else(|| pending.first())
-            .map(|t| t.sid.clone());
-        let Some(track_sid) = chosen else {
-            debug!(%mid, "media section without an announced track");
-            return;
-        };
-        let room = part.room.clone();
-        if let Some(t) = self.reg.tracks.get_mut(&track_sid) {
-            t.mid = Some(mid);
-            t.info.mid = mid.to_string();
-            // Best layer first: f, h, q.
-            let mut rids = rids;
-            rids.sort_by_key(|r| match &**r {
-                "f" => 0,
-                "h" => 1,
-                "q" => 2,
-                _ => 3,
-            });
-            t.rids = rids;
-        }
-        debug!(track = %track_sid, %mid, "published track bound to its media section");
-        for other in self.reg.members(&room) {
-            let wants = self.reg.parts.get(&other).is_some_and(|p| {
-                p.id != pid
-                    && p.auto_subscribe
-                    && p.perms.can_subscribe
-                    && !p.unsubscribed.contains(&track_sid)
-            });
-            if wants {
-                self.subscribe(other, &track_sid);
-            }
-        }
-    }
-
-    /// Subscribes `pid` to what its room already publishes, if it subscribes automatically
-    /// and may subscribe (on joining, or when the permission is granted).
-    fn subscribe_to_published(&mut self, pid: Pid) {
-        let Some(p) = self.reg.parts.get(&pid) else {
-            return;
-        };
-        if !p.auto_subscribe || !p.perms.can_subscribe {
-            return;
-        }
-        let existing: Vec<String> = self
-            .reg
-            .room_tracks(&p.room)
-            .into_iter()
-            .filter(|t| {
-                self.reg
-                    .tracks
-                    .get(t)
-                    .is_some_and(|t| t.owner != pid && t.mid.is_some())
-                    && !p.unsubscribed.contains(t)
-            })
-            .collect();
-        for t in existing {
-            self.subscribe(pid, &t);
-        }
-    }
-
-    fn subscribe(&mut self, pid: Pid, track_sid: &str) {
-        let Some(t) = self.reg.tracks.get(track_sid) else {
-            return;
-        };
-        if t.owner == pid || t.mid.is_none() {
-            return;
-        }
-        let Some(p) = self.reg.parts.get_mut(&pid) else {
-            return;
-        };
-        if !p.perms.can_subscribe || p.subs.contains_key(track_sid) {
-            return;
-        }
-        let (mode, sub_peer) = (p.mode, p.subscriber);
-        // Every subscription takes a media section; str0m never removes one (v0: a stopped
-        // section stays in the SDP; v1: the client offers one per subscription).
-        let sections = match mode {
-            Mode::V0 => self.peers.get(&sub_peer).map_or(0, |peer| peer.sections),
-            Mode::V1 => p.subs.len() + limits::MAX_TRACKS + 1,
-        };
-        if sections >= limits::MAX_MEDIA_SECTIONS {
-            let msg = format!(
-                "subscription to {track_sid} refused: at most {} media sections per connection",
-                limits::MAX_MEDIA_SECTIONS
-            );
-            self.note_limit(pid, &msg);
-            return;
-        }
-        p.subs.insert(track_sid.to_string(), Sub::new(track_sid));
-        if let Some(peer) = self.peers.get_mut(&sub_peer).filter(|_| mode == Mode::V0) {
-            peer.sections += 1;
-        }
-        self.forwarding().rebalance(pid);
-        match mode {
-            Mode::V0 => self.negotiate(sub_peer),
-            Mode::V1 => {
-                // A free section now carries the track, or more are needed: either way the
-                // client must offer again so that the answer can say so.
-                self.sections.assign(&mut self.reg, pid);
-                self.request_sections(pid, true);
-            }
-        }
-    }
-
-    fn unsubscribe(&mut self, pid: Pid, track_sid: &str) {
-        let Some(p) = self.reg.parts.get_mut(&pid) else {
-            return;
-        };
-        let Some(sub) = p.subs.remove(track_sid) else {
-            return;
-        };
-        let (mode, sub_peer) = (p.mode, p.subscriber);
-        self.forwarding().rebalance(pid);
-        let Some(mid) = sub.mid else {
-            return;
-        };
-        // The section's outgoing stream (its SSRC) may carry another track later (v1 reuses
-        // sections): that one continues its sequence numbers and timestamps.
-        if let (Some(last), Some(peer)) = (sub.rewrite.last_out(), self.peers.get_mut(&sub_peer)) {
-            peer.last_out.insert(mid, last);
-        }
-        match mode {
-            Mode::V0 => {
-                if let Some(peer) = self.peers.get_mut(&sub_peer) {
-                    peer.stopping.push(mid);
-                }
-                self.negotiate(sub_peer);
-            }
-            Mode::V1 => {
-                let kind = self.reg.tracks.get(track_sid).map(|t| t.kind);
-                if let Some(kind) = kind {
-                    self.sections.release(pid, mid, kind);
-                }
-                self.request_sections(pid, true);
-            }
-        }
-    }
-
-    /// Unpublishes a track: every subscription to it ends.
-    fn unpublish(&mut self, track_sid: &str) {
-        let Some(t) = self.reg.tracks.remove(track_sid) else {
-            return;
-        };
-        let room = self.reg.parts.get(&t.owner).map(|p| p.room.clone());
-        let members = match room {
-            Some(r) => self.reg.members(&r),
-            None => self.reg.parts.keys().copied().collect(),
-        };
-        // The track is gone from `tracks`, but unsubscribe needs its kind for v1: put a stub back.
-        self.reg.tracks.insert(track_sid.to_string(), t);
-        for pid in members {
-            self.unsubscribe(pid, track_sid);
-            // `unsubscribed` holds only tracks that exist.
-            if let Some(p) = self.reg.parts.get_mut(&pid) {
-                p.unsubscribed.remove(track_sid);
-            }
-        }
-        self.reg.tracks.remove(track_sid);
-    }
-
-    /// v0: sends an offer on the subscriber peer for the subscriptions (and data channels)
-    /// that need one, unless an offer is already out (then after its answer).
-    fn negotiate(&mut self, peer_id: PeerId) {
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        if peer.role != Role::Subscriber {
-            return;
-        }
-        if peer.pending.is_some() {
-            peer.renegotiate = true;
-            return;
-        }
-        peer.renegotiate = false;
-        let owner = peer.owner;
-        let Some(part) = self.reg.parts.get(&owner) else {
-            return;
-        };
-        // What the new sections carry: (track sid, kind, stream id "PA_…|TR_…").
-        let wanted: Vec<(String, MediaKind, String)> = part
-            .subs
-            .values()
-            .filter(|s| s.mid.is_none())
-            .filter_map(|s| {
-                let t = self.reg.tracks.get(&s.track)?;
-                let owner_sid = self.reg.parts.get(&t.owner)?.sid.clone();
-                Some((t.sid.clone(), t.kind, format!("{owner_sid}|{}", t.sid)))
-            })
-            .collect();
-        let now = self.now;
-        let Some((offer, mids)) = peer.offer(now, &wanted) else {
-            return;
-        };
-        let id = peer.offer_id;
-        let mut mid_to_track_id = HashMap::new();
-        if let Some(part) = self.reg.parts.get_mut(&owner) {
-            for (track, mid) in mids {
-                if let Some(s) = part.subs.get_mut(&track) {
-                    s.mid = Some(mid);
-                    s.needs_keyframe = true;
-                }
-                mid_to_track_id.insert(mid.to_string(), track);
-            }
-        }
-        self.signal(
-            owner,
-            Resp::Offer(lk::SessionDescription {
-                r#type: "offer".into(),
-                sdp: offer.to_sdp_string(),
-                id,
-                mid_to_track_id,
-            }),
-        );
-        self.peers.mark(peer_id);
+        self.signalling().broadcast_participant(pid);
     }
 
     // ---------------------------------------------------------------- network input
@@ -1534,7 +923,8 @@ impl Sfu {
                         layers.into_iter().map(|l| l.rid).collect()
                     })
                     .unwrap_or_default();
-                self.on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
+                self.subscriptions()
+                    .on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
             }
             Event::RtpPacket(p) => self.forwarding().on_rtp_packet(now, peer_id, p),
             Event::MediaChanged(m) if !m.direction.is_receiving() => {
@@ -1556,7 +946,7 @@ impl Sfu {
                 });
                 if let Some(track) = track {
                     info!(%track, "track unpublished");
-                    self.unpublish(&track);
+                    self.subscriptions().unpublish(&track);
                     if let Some(p) = self.reg.parts.get_mut(&pid) {
                         p.tracks.retain(|t| *t != track);
                         p.version += 1;
@@ -1591,7 +981,7 @@ impl Sfu {
                 data::Incoming::Deliver { from, room, packet } => {
                     data::deliver(&self.reg, &mut self.peers, Some(from), &room, &packet)
                 }
-                data::Incoming::Refused { pid, msg } => self.note_limit(pid, &msg),
+                data::Incoming::Refused { pid, msg } => self.reg.note_limit(pid, &msg),
                 data::Incoming::Ignored => {}
             },
             Event::PeerStats(s) => {

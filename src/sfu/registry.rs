@@ -2,10 +2,13 @@
 //! answered from them alone (who is in a room, what it publishes, how each looks on the wire).
 //! Per-subscription state lives in the subscriber's [`Participant`] (`subs`).
 
+use std::collections::HashMap;
+
 use livekit_protocol as lk;
+use tracing::{debug, warn};
 
 use super::room::{Participant, PubTrack, Room};
-use super::{FastMap, Pid};
+use super::{limits, FastMap, Pid};
 
 // The maps the packet path looks up, per packet and subscriber, hash with foldhash (keys are
 // the SFU's own ids and authenticated room names).
@@ -80,5 +83,52 @@ impl Registry {
             .filter_map(|p| self.parts.get(p))
             .flat_map(|p| p.tracks.iter().cloned())
             .collect()
+    }
+
+    /// Logs that `pid` hit a limit: a warning the first time, then at debug level.
+    pub fn note_limit(&mut self, pid: Pid, message: &str) {
+        let Some(p) = self.parts.get_mut(&pid) else {
+            return;
+        };
+        if p.limit_logged {
+            debug!(identity = %p.identity, "{message}");
+        } else {
+            p.limit_logged = true;
+            warn!(identity = %p.identity, "{message} (further refusals for this participant are logged at debug level)");
+        }
+    }
+
+    /// Whether an update of `pid`'s own fields keeps each within its limit (attributes: the
+    /// result of merging `attributes` into what it has).
+    pub fn check_update(
+        &self,
+        pid: Pid,
+        metadata: Option<&str>,
+        name: Option<&str>,
+        attributes: &HashMap<String, String>,
+    ) -> Result<(), String> {
+        if let Some(m) = metadata {
+            limits::check_len("the metadata", m.len(), limits::MAX_METADATA)?;
+        }
+        if let Some(n) = name {
+            limits::check_len("the name", n.len(), limits::MAX_NAME)?;
+        }
+        // Checked alone first: the merge below then costs at most twice the limit.
+        let asked = limits::attributes_size(attributes);
+        limits::check_len("the attributes", asked, limits::MAX_ATTRIBUTES)?;
+        let Some(p) = self.parts.get(&pid) else {
+            return Ok(());
+        };
+        let kept = limits::attributes_size(
+            p.attributes
+                .iter()
+                .filter(|(k, _)| !attributes.contains_key(*k)),
+        );
+        let added = limits::attributes_size(attributes.iter().filter(|(_, v)| !v.is_empty()));
+        limits::check_len(
+            "the attributes",
+            kept.saturating_add(added),
+            limits::MAX_ATTRIBUTES,
+        )
     }
 }

@@ -1619,7 +1619,7 @@ fn unsubscribing_unknown_tracks_keeps_nothing_and_big_frames_are_refused() {
     assert!(w.sfu.reg.parts[&bob].unsubscribed.is_empty());
     assert!(w.sfu.reg.parts[&bob].subs.contains_key(&track));
     signal(&mut w, 1, sub(vec![track.clone()], false));
-    w.sfu.unpublish(&track);
+    w.sfu.subscriptions().unpublish(&track);
     assert!(
         w.sfu.reg.parts[&bob].unsubscribed.is_empty(),
         "gone with the track"
