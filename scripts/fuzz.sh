@@ -51,7 +51,7 @@ for t in "${targets[@]}"; do
   # fixed) moves to fixed/ and becomes part of the corpus; one that still crashes fails this run.
   for old in "$artifacts"/*; do
     [ -f "$old" ] || continue
-    if "$bin" "$old" >/dev/null 2>&1; then
+    if "$bin" -timeout=10 -rss_limit_mb=2048 "$old" >/dev/null 2>&1; then
       mkdir -p "$artifacts/fixed"
       cp "$old" "$corpus/"
       mv "$old" "$artifacts/fixed/"
