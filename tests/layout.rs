@@ -94,7 +94,6 @@ fn sources() -> Vec<Source> {
 fn blank_comments_and_literals(text: &str) -> String {
     let b: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -147,42 +146,44 @@ fn blank_comments_and_literals(text: &str) -> String {
                 i += 1;
             }
             out.push('"');
-        } else if c == '"' {
-            out.push('"');
-            i += 1;
-            while i < b.len() && b[i] != '"' {
-                if b[i] == '\\' {
-                    out.push(' ');
-                    i += 1;
-                }
-                if i < b.len() {
-                    out.push(blank(b[i]));
-                    i += 1;
-                }
-            }
-            out.push('"');
-            i += 1;
-        } else if c == '\'' && is_char_literal(&b, i) {
-            out.push('\'');
-            i += 1;
-            while i < b.len() && b[i] != '\'' {
-                if b[i] == '\\' {
-                    out.push(' ');
-                    i += 1;
-                }
-                if i < b.len() {
-                    out.push(blank(b[i]));
-                    i += 1;
-                }
-            }
-            out.push('\'');
-            i += 1;
+        } else if c == '"' || (c == '\'' && is_char_literal(&b, i)) {
+            i = blank_quoted(&b, i, &mut out);
         } else {
             out.push(c);
             i += 1;
         }
     }
     out
+}
+
+/// Copies the string or character literal that opens at `b[start]` (its quote kept, its content
+/// blanked, escapes honoured) and returns the index after its closing quote.
+fn blank_quoted(b: &[char], start: usize, out: &mut String) -> usize {
+    let quote = b[start];
+    out.push(quote);
+    let mut i = start + 1;
+    while i < b.len() && b[i] != quote {
+        if b[i] == '\\' {
+            out.push(' ');
+            i += 1;
+        }
+        if i < b.len() {
+            out.push(blank(b[i]));
+            i += 1;
+        }
+    }
+    out.push(quote);
+    i + 1
+}
+
+/// What a character inside a blanked comment or literal becomes: a space, or itself if a newline
+/// (so line numbers stay right).
+fn blank(c: char) -> char {
+    if c == '\n' {
+        '\n'
+    } else {
+        ' '
+    }
 }
 
 fn prev(b: &[char], i: usize) -> char {
