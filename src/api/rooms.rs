@@ -144,6 +144,7 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
                 can_publish_data: Some(true),
                 ..Default::default()
             },
+            ..Default::default()
         },
     );
     let token = match token {

@@ -245,9 +245,13 @@ async fn create_room(cx: &Call) -> Result<Response<Body>, TwirpError> {
         .map_err(|e| err("invalid_argument", e))?;
     let req = sfu::Request::CreateRoom {
         name: r.name.clone(),
-        max_participants: Some(r.max_participants),
-        empty_timeout: (r.empty_timeout > 0).then_some(r.empty_timeout),
-        metadata: r.metadata,
+        settings: sfu::RoomSettings {
+            max_participants: r.max_participants,
+            empty_timeout: r.empty_timeout,
+            departure_timeout: r.departure_timeout,
+            metadata: r.metadata,
+            agents: (!r.agents.is_empty()).then_some(r.agents),
+        },
         unix_ms: crate::clock::unix_millis() as i64,
     };
     let room = match cx.ask(&r.name, req).await? {

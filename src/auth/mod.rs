@@ -72,6 +72,18 @@ pub struct Claims {
     pub attributes: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub video: VideoGrant,
+    /// LiveKit's participant kind: `"agent"` for an agent's job token, else absent or
+    /// `"standard"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// LiveKit's `roomConfig` (a `RoomConfiguration` in protobuf JSON), applied when this
+    /// token's join creates the room. Kept as JSON here and read by [`Claims::room_config`].
+    #[serde(
+        default,
+        rename = "roomConfig",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub room_config: Option<serde_json::Value>,
     /// confab's own claim, not LiveKit's: the bearer may download a backup of the device
     /// (`confab backup` while the server runs). No LiveKit SDK mints it, so the admin tokens that
     /// app servers hand around do not carry it.
@@ -84,6 +96,21 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// The token's `roomConfig`, or why it cannot be read.
+    pub fn room_config(&self) -> Result<Option<livekit_protocol::RoomConfiguration>, String> {
+        match &self.room_config {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| format!("the token's roomConfig is not a RoomConfiguration: {e}")),
+        }
+    }
+
+    /// True for an agent's token (`kind: "agent"`, or the `agent` grant).
+    pub fn is_agent(&self) -> bool {
+        self.kind.as_deref() == Some("agent") || self.video.agent == Some(true)
+    }
+
     /// True if the token may list rooms or administer them (what `/api/status` asks for).
     pub fn may_list_rooms(&self) -> bool {
         self.video.room_list == Some(true) || self.video.room_admin == Some(true)
@@ -98,6 +125,9 @@ pub struct TokenRequest {
     pub metadata: Option<String>,
     pub ttl: Duration,
     pub video: VideoGrant,
+    pub attributes: Option<BTreeMap<String, String>>,
+    /// LiveKit's participant kind (`"agent"` for an agent's job token).
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -135,8 +165,10 @@ pub fn mint(keys: &ApiKeys, key: &str, req: &TokenRequest) -> Result<String, Aut
         jti: Some(req.identity.clone()),
         name: req.name.clone(),
         metadata: req.metadata.clone(),
-        attributes: None,
+        attributes: req.attributes.clone(),
         video: req.video.clone(),
+        kind: req.kind.clone(),
+        room_config: None,
         backup: None,
     };
     encode(secret, &claims)
@@ -158,6 +190,8 @@ pub fn mint_backup(keys: &ApiKeys, key: &str, ttl: Duration) -> Result<String, A
         metadata: None,
         attributes: None,
         video: VideoGrant::default(),
+        kind: None,
+        room_config: None,
         backup: Some(true),
     };
     encode(secret, &claims)

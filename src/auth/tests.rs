@@ -96,6 +96,8 @@ fn expiry_allows_one_minute_of_clock_skew() {
             metadata: None,
             attributes: None,
             video: VideoGrant::default(),
+            kind: None,
+            room_config: None,
             backup: None,
         };
         jsonwebtoken::encode(

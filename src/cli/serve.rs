@@ -82,7 +82,8 @@ async fn serve(config: Config) -> ExitCode {
         Ok(l) => l,
         Err(e) => return startup_failed(e),
     };
-    let mut media = match start_media(&config) {
+    let events = crate::events::Bus::default();
+    let mut media = match start_media(&config, events) {
         Ok(m) => m,
         Err(e) => return startup_failed(e),
     };
@@ -153,13 +154,17 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 /// The media threads and their sockets, as configured.
-fn start_media(config: &Config) -> Result<MediaDriver, crate::media::MediaError> {
+fn start_media(
+    config: &Config,
+    events: crate::events::Bus,
+) -> Result<MediaDriver, crate::media::MediaError> {
     MediaDriver::start(
         &MediaPlan {
             bind: config.http.bind,
             udp_port: config.rtc.udp_port,
             tcp_port: config.rtc.tcp_port,
             threads: config.rtc.media_threads,
+            events,
         },
         crate::sfu::SfuConfig {
             max_participants: config.rtc.max_participants,

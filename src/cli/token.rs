@@ -110,6 +110,7 @@ pub fn run(config: Config, args: TokenArgs) -> ExitCode {
         metadata: args.metadata.clone(),
         ttl: args.ttl.unwrap_or(config.auth.token_ttl),
         video: video.clone(),
+        ..Default::default()
     };
     let token = match auth::mint(&keys, &key, &req) {
         Ok(t) => t,

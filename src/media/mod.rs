@@ -515,6 +515,8 @@ pub struct MediaPlan {
     pub udp_port: u16,
     pub tcp_port: u16,
     pub threads: usize,
+    /// Where the SFUs' events go (webhooks, agents, metrics).
+    pub events: crate::events::Bus,
 }
 
 /// The sockets of one shard, bound before any thread starts.
@@ -648,6 +650,7 @@ impl MediaDriver {
                 probed: vec![],
                 router: router.clone(),
                 known_rooms: HashSet::new(),
+                events: plan.events.clone(),
             };
             lp.register().map_err(MediaError::Thread)?;
             shards.push(Shard {
@@ -788,6 +791,7 @@ struct Loop {
     /// The rooms this shard's SFU had at the last check: one that is gone is reported to the
     /// router so its name can go to any shard again.
     known_rooms: HashSet<String>,
+    events: crate::events::Bus,
 }
 
 impl Loop {
@@ -1097,6 +1101,7 @@ impl Loop {
                         }
                     }
                 }
+                Output::Event(e) => self.events.publish(*e),
             }
         }
         for (q, (sock, _)) in self.outgoing.iter_mut().zip(&self.udp) {

@@ -17,6 +17,7 @@ fn driver(threads: usize, max_rooms: u32) -> MediaDriver {
             udp_port: 0,
             tcp_port: 0,
             threads,
+            events: Default::default(),
         },
         SfuConfig {
             max_rooms,
@@ -41,9 +42,7 @@ fn participants(reply: Result<Reply, MediaGone>) -> Option<Vec<lk::ParticipantIn
 fn create(name: &str) -> Request {
     Request::CreateRoom {
         name: name.into(),
-        max_participants: None,
-        empty_timeout: None,
-        metadata: String::new(),
+        settings: Default::default(),
         unix_ms: 0,
     }
 }

@@ -10,9 +10,7 @@ pub enum Request {
     /// Creates the room unless it exists (then its info); sets its metadata if not empty.
     CreateRoom {
         name: String,
-        max_participants: Option<u32>,
-        empty_timeout: Option<u32>,
-        metadata: String,
+        settings: RoomSettings,
         /// The wall-clock time of the request (LiveKit's `creation_time`).
         unix_ms: i64,
     },
@@ -99,15 +97,14 @@ impl Sfu {
         match req {
             Request::CreateRoom {
                 name,
-                max_participants,
-                empty_timeout,
-                metadata,
+                settings,
                 unix_ms,
             } => {
-                let created =
-                    self.create_room(now, unix_ms, &name, max_participants, empty_timeout);
+                let existed = self.reg.rooms.contains_key(&name);
+                let metadata = settings.metadata.clone();
+                let created = self.create_room(now, unix_ms, &name, &settings);
                 Reply::Created(created.map(|room| {
-                    if metadata.is_empty() {
+                    if metadata.is_empty() || !existed {
                         room
                     } else {
                         self.update_room_metadata(&name, metadata).unwrap_or(room)
@@ -196,13 +193,13 @@ impl Sfu {
     }
 
     /// `unix_ms`: the wall-clock time, LiveKit's `creation_time` if the room is new.
+    /// A new room is announced (`room_started`, with the agents it asks for).
     pub fn create_room(
         &mut self,
         now: Instant,
         unix_ms: i64,
         name: &str,
-        max_participants: Option<u32>,
-        empty_timeout: Option<u32>,
+        settings: &RoomSettings,
     ) -> Result<lk::Room, JoinError> {
         if let Some(r) = self.reg.rooms.get(name) {
             return Ok(self.reg.room_info(r));
@@ -214,12 +211,17 @@ impl Sfu {
             sid: new_sid("RM_"),
             name: name.to_string(),
             created_unix_ms: unix_ms,
-            metadata: String::new(),
-            max_participants: max_participants
+            metadata: settings.metadata.clone(),
+            max_participants: Some(settings.max_participants)
                 .filter(|m| *m > 0)
                 .unwrap_or(self.cfg.max_participants)
                 .min(self.cfg.max_participants),
-            empty_timeout_s: empty_timeout.unwrap_or(self.cfg.empty_timeout.as_secs() as u32),
+            empty_timeout_s: Some(settings.empty_timeout)
+                .filter(|t| *t > 0)
+                .unwrap_or(self.cfg.empty_timeout.as_secs() as u32),
+            departure_timeout_s: Some(settings.departure_timeout)
+                .filter(|t| *t > 0)
+                .unwrap_or(self.cfg.departure_timeout.as_secs() as u32),
             participants: vec![],
             empty_since: Some(now),
             version: 1,
@@ -227,7 +229,26 @@ impl Sfu {
         info!(room = %name, sid = %room.sid, "room created");
         let info = self.reg.room_info(&room);
         self.reg.rooms.insert(name.to_string(), room);
+        let mut started = self
+            .reg
+            .event(crate::events::ROOM_STARTED, name, None, None);
+        if let Output::Event(e) = &mut started {
+            e.agents = settings.agents.clone();
+        }
+        self.out.push_back(started);
         Ok(info)
+    }
+
+    /// Removes an (empty) room and announces it (`room_finished`).
+    pub(super) fn close_room(&mut self, name: &str) -> bool {
+        let finished = self
+            .reg
+            .event(crate::events::ROOM_FINISHED, name, None, None);
+        if self.reg.rooms.remove(name).is_none() {
+            return false;
+        }
+        self.out.push_back(finished);
+        true
     }
 
     pub fn delete_room(&mut self, now: Instant, name: &str) -> bool {
@@ -238,7 +259,7 @@ impl Sfu {
             self.remove_participant(now, pid, lk::DisconnectReason::RoomDeleted);
         }
         info!(room = %name, "room deleted");
-        self.reg.rooms.remove(name).is_some()
+        self.close_room(name)
     }
 
     /// A participant's identity.
@@ -298,7 +319,7 @@ impl Sfu {
             let tracks = std::mem::take(&mut p.tracks);
             for sid in tracks {
                 info!(track = %sid, "publish permission revoked: track unpublished");
-                self.subscriptions().unpublish(&sid);
+                self.subscriptions().unpublish(&sid, None);
                 self.signal(
                     pid,
                     Resp::TrackUnpublished(lk::TrackUnpublishedResponse { track_sid: sid }),

@@ -82,6 +82,33 @@ pub fn check_participant<'a>(
     )
 }
 
+/// Agent dispatches one room or one request may ask for.
+pub const MAX_AGENT_DISPATCHES: usize = 16;
+/// An agent's name, as a worker registers it or a dispatch asks for it.
+pub const MAX_AGENT_NAME: usize = 256;
+/// A dispatch's (and so a job's) metadata.
+pub const MAX_JOB_METADATA: usize = 64_000;
+
+/// A list of agent dispatches (a token's `roomConfig.agents`, `CreateRoom.agents`): how many,
+/// and each one's name and metadata, within their limits.
+pub fn check_agent_dispatches(agents: &[lk::RoomAgentDispatch]) -> Result<(), String> {
+    if agents.len() > MAX_AGENT_DISPATCHES {
+        return Err(format!(
+            "{} agent dispatches; at most {MAX_AGENT_DISPATCHES} are allowed",
+            agents.len()
+        ));
+    }
+    for a in agents {
+        check_len("an agent name", a.agent_name.len(), MAX_AGENT_NAME)?;
+        check_len(
+            "an agent dispatch's metadata",
+            a.metadata.len(),
+            MAX_JOB_METADATA,
+        )?;
+    }
+    Ok(())
+}
+
 /// An `add_track` request's own fields, each within its limit.
 pub fn check_track(req: &lk::AddTrackRequest) -> Result<(), String> {
     check_len("the track name", req.name.len(), MAX_TRACK_NAME)?;

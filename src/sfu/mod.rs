@@ -49,14 +49,15 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tracing::{debug, info, warn};
 
+use crate::ids::new_sid;
 pub use admin::{Reply, Request};
 use forward::Forwarding;
 pub use peer::rewrite_answer;
 use peer::{Peer, Role};
 use peers::Peers;
 use registry::Registry;
-use room::{new_sid, Participant, Room};
-pub use room::{Mode, Permissions};
+pub use room::{Mode, Permissions, RoomSettings};
+use room::{Participant, Room};
 use sections::Sections;
 use signalling::{Answered, Broken, Signalling};
 use subscriptions::Subscriptions;
@@ -135,6 +136,10 @@ pub struct JoinParams {
     pub client_protocol: i32,
     /// `reconnect=1&sid=PA_…` (v0) or `JoinRequest.reconnect` (v1): resume this participant.
     pub resume_sid: Option<String>,
+    /// The token's participant kind (`kind: "agent"`, or the `agent` grant).
+    pub kind: lk::participant_info::Kind,
+    /// The token's `roomConfig`: applies if this join creates the room.
+    pub room_settings: RoomSettings,
 }
 
 #[cfg(test)]
@@ -153,6 +158,8 @@ impl JoinParams {
             auto_subscribe: true,
             client_protocol,
             resume_sid: None,
+            kind: lk::participant_info::Kind::Standard,
+            room_settings: RoomSettings::default(),
         }
     }
 }
@@ -179,6 +186,8 @@ pub enum Output {
     /// End a participant's session: send `leave` with this reason (unless the client left
     /// itself: `ClientInitiated`), then close.
     Close(Pid, lk::DisconnectReason),
+    /// Something happened that webhooks, agents and metrics hear about (`events.rs`).
+    Event(Box<crate::events::Event>),
 }
 
 /// Retransmission history per forwarded video stream (RTX, answering the subscriber's NACKs).
@@ -325,7 +334,7 @@ impl Sfu {
             .reg
             .parts
             .values()
-            .filter_map(|p| p.gone_since.map(|t| t + self.cfg.departure_timeout))
+            .filter_map(|p| p.gone_since.map(|t| t + p.departure_timeout))
             .min();
         let offers = self.peers.next_offer_timeout(OFFER_TIMEOUT);
         let quality = self.quality.next();
@@ -371,7 +380,7 @@ impl Sfu {
             self.remove_participant(now, old, lk::DisconnectReason::DuplicateIdentity);
         }
         if !self.reg.rooms.contains_key(&p.room) {
-            self.create_room(now, unix_ms, &p.room, None, None)?;
+            self.create_room(now, unix_ms, &p.room, &p.room_settings)?;
         }
         let room = self
             .reg
@@ -386,6 +395,7 @@ impl Sfu {
         if !p.perms.hidden && room.max_participants > 0 && present >= room.max_participants {
             return Err(JoinError::RoomFull(p.room.clone(), room.max_participants));
         }
+        let departure_timeout = Duration::from_secs(room.departure_timeout_s as u64);
         let pid = self.id();
         let sid = new_sid("PA_");
         let (publisher, subscriber) = match p.mode {
@@ -426,6 +436,8 @@ impl Sfu {
             egress_estimate: None,
             egress_applied: None,
             can_update_metadata: p.can_update_metadata,
+            kind: p.kind,
+            departure_timeout,
         };
         self.reg.parts.insert(pid, part);
         if let Some(room) = self.reg.rooms.get_mut(&p.room) {
@@ -588,6 +600,12 @@ impl Sfu {
             return;
         };
         info!(identity = %part.identity, room = %part.room, ?reason, "participant left");
+        // LiveKit's participant_joined came when it connected; one that never did aborted.
+        let event = if part.state == lk::participant_info::State::Joined {
+            crate::events::PARTICIPANT_CONNECTION_ABORTED
+        } else {
+            crate::events::PARTICIPANT_LEFT
+        };
         // The session ends either way; a client that left itself is not sent `leave`.
         self.out.push_back(Output::Close(pid, reason));
         for peer_id in [part.publisher, part.subscriber] {
@@ -596,9 +614,10 @@ impl Sfu {
             }
         }
         self.sections.forget(pid);
+        let owner = part.info(&self.reg.tracks);
         let tracks = std::mem::take(&mut part.tracks);
         for t in &tracks {
-            self.subscriptions().unpublish(t);
+            self.subscriptions().unpublish(t, Some(owner.clone()));
         }
         part.state = lk::participant_info::State::Disconnected;
         part.version += 1;
@@ -618,6 +637,10 @@ impl Sfu {
                 self.signal(other, update.clone());
             }
         }
+        let mut info = part.info(&self.reg.tracks);
+        info.disconnect_reason = reason as i32;
+        self.out
+            .push_back(self.reg.event(event, &part.room, Some(info), None));
         self.drive(now);
     }
 
@@ -786,7 +809,7 @@ impl Sfu {
             .values()
             .filter(|p| {
                 p.gone_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.departure_timeout)
+                    .is_some_and(|t| now.saturating_duration_since(t) >= p.departure_timeout)
             })
             .map(|p| p.id)
             .collect();
@@ -808,7 +831,7 @@ impl Sfu {
             .collect();
         for name in closing {
             info!(room = %name, "empty room closed");
-            self.reg.rooms.remove(&name);
+            self.close_room(&name);
         }
         if self.next_speakers.is_none_or(|t| t <= now) {
             for (pid, msg) in self.forwarding().speakers(now) {
@@ -907,7 +930,11 @@ impl Sfu {
                     if p.state != lk::participant_info::State::Active {
                         p.state = lk::participant_info::State::Active;
                         p.version += 1;
+                        let room = p.room.clone();
                         self.broadcast_participant(pid);
+                        let info = self.reg.participant_info(pid);
+                        let event = crate::events::PARTICIPANT_JOINED;
+                        self.out.push_back(self.reg.event(event, &room, info, None));
                     }
                 }
                 self.forwarding().request_keyframes_for_new_subs(now, pid);
@@ -946,7 +973,7 @@ impl Sfu {
                 });
                 if let Some(track) = track {
                     info!(%track, "track unpublished");
-                    self.subscriptions().unpublish(&track);
+                    self.subscriptions().unpublish(&track, None);
                     if let Some(p) = self.reg.parts.get_mut(&pid) {
                         p.tracks.retain(|t| *t != track);
                         p.version += 1;

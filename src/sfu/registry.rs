@@ -8,7 +8,7 @@ use livekit_protocol as lk;
 use tracing::{debug, warn};
 
 use super::room::{Participant, PubTrack, Room};
-use super::{limits, FastMap, Pid};
+use super::{limits, FastMap, Output, Pid};
 
 // The maps the packet path looks up, per packet and subscriber, hash with foldhash (keys are
 // the SFU's own ids and authenticated room names).
@@ -34,6 +34,27 @@ impl Registry {
     }
 
     /// The named rooms (all when `names` is empty), sorted by name.
+    /// An event about `room` (as it is now) for the event bus.
+    pub fn event(
+        &self,
+        name: &str,
+        room: &str,
+        participant: Option<lk::ParticipantInfo>,
+        track: Option<lk::TrackInfo>,
+    ) -> Output {
+        let room = self.rooms.get(room).map(|r| self.room_info(r));
+        Output::Event(Box::new(crate::events::Event {
+            webhook: lk::WebhookEvent {
+                event: name.to_string(),
+                room,
+                participant,
+                track,
+                ..Default::default()
+            },
+            agents: None,
+        }))
+    }
+
     pub fn list_rooms(&self, names: &[String]) -> Vec<lk::Room> {
         let mut v: Vec<lk::Room> = self
             .rooms

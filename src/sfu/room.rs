@@ -48,6 +48,8 @@ pub struct Room {
     pub metadata: String,
     pub max_participants: u32,
     pub empty_timeout_s: u32,
+    /// How long a participant whose signal connection dropped is kept for a resume.
+    pub departure_timeout_s: u32,
     pub participants: Vec<Pid>,
     /// When the room became empty (or was created empty); closed after `empty_timeout`.
     pub empty_since: Option<Instant>,
@@ -60,7 +62,7 @@ impl Room {
             sid: self.sid.clone(),
             name: self.name.clone(),
             empty_timeout: self.empty_timeout_s,
-            departure_timeout: 20,
+            departure_timeout: self.departure_timeout_s,
             max_participants: self.max_participants,
             creation_time: self.created_unix_ms / 1000,
             creation_time_ms: self.created_unix_ms,
@@ -68,6 +70,32 @@ impl Room {
             num_participants,
             num_publishers,
             ..Default::default()
+        }
+    }
+}
+
+/// What a new room is created with: `CreateRoom`'s fields, or the `roomConfig` of the token whose
+/// join creates it (zero and empty mean "the server's default", as in protobuf).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoomSettings {
+    pub max_participants: u32,
+    pub empty_timeout: u32,
+    pub departure_timeout: u32,
+    pub metadata: String,
+    /// Agents to dispatch when the room starts; `None`: automatic dispatch.
+    pub agents: Option<Vec<lk::RoomAgentDispatch>>,
+}
+
+impl RoomSettings {
+    /// A token's `roomConfig` (LiveKit's `RoomConfiguration`). As in LiveKit, listed agents
+    /// replace automatic dispatch; a configuration without agents leaves it on.
+    pub fn from_config(c: &lk::RoomConfiguration) -> RoomSettings {
+        RoomSettings {
+            max_participants: c.max_participants,
+            empty_timeout: c.empty_timeout,
+            departure_timeout: c.departure_timeout,
+            metadata: c.metadata.clone(),
+            agents: (!c.agents.is_empty()).then(|| c.agents.clone()),
         }
     }
 }
@@ -276,6 +304,10 @@ pub struct Participant {
     pub egress_applied: Option<u64>,
     /// The token's `canUpdateOwnMetadata`: may change its own name, metadata, attributes.
     pub can_update_metadata: bool,
+    /// LiveKit's participant kind (`STANDARD`, `AGENT`, …).
+    pub kind: lk::participant_info::Kind,
+    /// Kept this long for a resume after its signal connection drops (its room's setting).
+    pub departure_timeout: std::time::Duration,
 }
 
 impl Participant {
@@ -305,22 +337,8 @@ impl Participant {
             is_publisher: !self.tracks.is_empty(),
             attributes: self.attributes.clone(),
             client_protocol: self.client_protocol,
+            kind: self.kind as i32,
             ..Default::default()
         }
     }
-}
-
-/// LiveKit's 2-letter-prefixed ids: `RM_`, `PA_`, `TR_` + 12 random base62 characters.
-pub fn new_sid(prefix: &str) -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut raw = [0u8; 12];
-    // An all-zero id is still unique enough within one process (ids are also checked for reuse).
-    let _ = getrandom::fill(&mut raw);
-    let mut s = String::with_capacity(prefix.len() + 12);
-    s.push_str(prefix);
-    s.extend(
-        raw.iter()
-            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char),
-    );
-    s
 }

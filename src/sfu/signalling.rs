@@ -16,9 +16,10 @@ use tracing::{debug, warn};
 
 use super::peers::Peers;
 use super::registry::Registry;
-use super::room::{new_sid, PubTrack};
+use super::room::PubTrack;
 use super::sections::{self, Sections};
 use super::{limits, rewrite_answer, Mode, Output, PeerId, Pid};
+use crate::ids::new_sid;
 
 /// The parts signal requests work on, borrowed from [`Sfu`](super::Sfu) together.
 pub struct Signalling<'a> {
@@ -290,10 +291,20 @@ impl Signalling<'_> {
             pid,
             Resp::TrackPublished(lk::TrackPublishedResponse {
                 cid: req.cid,
-                track: Some(info),
+                track: Some(info.clone()),
             }),
         );
         self.broadcast_participant(pid);
+        let room = self.reg.parts.get(&pid).map(|p| p.room.clone());
+        let owner = self.reg.participant_info(pid);
+        let event = crate::events::TRACK_PUBLISHED;
+        let event = self.reg.event(
+            event,
+            room.as_deref().unwrap_or_default(),
+            owner,
+            Some(info),
+        );
+        self.out.push_back(event);
     }
 
     /// update_subscription: at most [`limits::MAX_TRACK_IDS`] ids, and only tracks that exist in

@@ -230,12 +230,22 @@ impl Subscriptions<'_> {
         }
     }
 
-    /// Unpublishes a track: every subscription to it ends.
-    pub(super) fn unpublish(&mut self, track_sid: &str) {
+    /// Unpublishes a track: every subscription to it ends, and `track_unpublished` is
+    /// announced with `owner` (the publisher as it was; looked up when `None`).
+    pub(super) fn unpublish(&mut self, track_sid: &str, owner: Option<lk::ParticipantInfo>) {
         let Some(t) = self.reg.tracks.remove(track_sid) else {
             return;
         };
         let room = self.reg.parts.get(&t.owner).map(|p| p.room.clone());
+        let owner = owner.or_else(|| self.reg.participant_info(t.owner));
+        let event_room = room.clone().unwrap_or_default();
+        let event = self.reg.event(
+            crate::events::TRACK_UNPUBLISHED,
+            &event_room,
+            owner,
+            Some(t.info.clone()),
+        );
+        self.out.push_back(event);
         let members = match room {
             Some(r) => self.reg.members(&r),
             None => self.reg.parts.keys().copied().collect(),

@@ -99,6 +99,8 @@ struct World {
     next_port: u16,
     /// Forwarded packets the SFU measured (`delay.rs`), as they left.
     probes: Vec<delay::Probe>,
+    /// The events the SFU emitted (`events.rs`), in order.
+    events: Vec<crate::events::Event>,
 }
 
 impl World {
@@ -115,6 +117,7 @@ impl World {
             peers: vec![],
             next_port: 5000,
             probes: vec![],
+            events: vec![],
         }
     }
 
@@ -249,6 +252,7 @@ impl World {
                         p.closed = Some(reason);
                     }
                 }
+                Output::Event(e) => self.events.push(*e),
             }
         }
     }
@@ -1619,7 +1623,7 @@ fn unsubscribing_unknown_tracks_keeps_nothing_and_big_frames_are_refused() {
     assert!(w.sfu.reg.parts[&bob].unsubscribed.is_empty());
     assert!(w.sfu.reg.parts[&bob].subs.contains_key(&track));
     signal(&mut w, 1, sub(vec![track.clone()], false));
-    w.sfu.subscriptions().unpublish(&track);
+    w.sfu.subscriptions().unpublish(&track, None);
     assert!(
         w.sfu.reg.parts[&bob].unsubscribed.is_empty(),
         "gone with the track"
@@ -1792,4 +1796,133 @@ fn own_metadata_updates_are_capped_like_livekit() {
     let info = w.sfu.reg.participant_info(pid).unwrap();
     assert_eq!(info.metadata.len(), limits::MAX_METADATA);
     assert_eq!(info.attributes.len(), 1);
+}
+
+impl World {
+    /// Takes the SFU's output without peers to deliver it to, keeping the events.
+    fn drain(&mut self) {
+        while let Some(o) = self.sfu.poll_output() {
+            if let Output::Event(e) = o {
+                self.events.push(*e);
+            }
+        }
+    }
+}
+
+/// The events of the SFU so far, as `(event, participant identity or "", track sid or "")`.
+fn event_names(w: &mut World) -> Vec<(String, String, String)> {
+    w.events
+        .drain(..)
+        .map(|e| {
+            let who = e
+                .webhook
+                .participant
+                .map(|p| p.identity)
+                .unwrap_or_default();
+            let track = e.webhook.track.map(|t| t.sid).unwrap_or_default();
+            (e.webhook.event, who, track)
+        })
+        .collect()
+}
+
+#[test]
+fn rooms_participants_and_tracks_are_announced_as_livekit_webhooks_name_them() {
+    use crate::events::*;
+    let mut w = World::with_config(SfuConfig {
+        empty_timeout: Duration::from_secs(10),
+        ..Default::default()
+    });
+    w.join("standup", "alice", Mode::V0);
+    w.run(Duration::from_millis(300));
+    let (track, _) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(200));
+    let alice = w.peers[0].pid;
+    signal(&mut w, 0, Req::Leave(lk::LeaveRequest::default()));
+    let seen = event_names(&mut w);
+    let expect = |e: &str, who: &str, t: &str| (e.to_string(), who.to_string(), t.to_string());
+    assert_eq!(
+        seen,
+        vec![
+            expect(ROOM_STARTED, "", ""),
+            expect(PARTICIPANT_JOINED, "alice", ""),
+            expect(TRACK_PUBLISHED, "alice", &track),
+            expect(TRACK_UNPUBLISHED, "alice", &track),
+            expect(PARTICIPANT_LEFT, "alice", ""),
+        ]
+    );
+    assert!(!w.sfu.reg.parts.contains_key(&alice));
+    w.run(Duration::from_secs(11));
+    assert_eq!(event_names(&mut w), vec![expect(ROOM_FINISHED, "", "")]);
+}
+
+#[test]
+fn a_participant_that_never_connects_is_an_aborted_connection_not_a_departure() {
+    let mut w = World::new();
+    let (pid, _) = w
+        .sfu
+        .join(w.now, 0, World::params("r", "ghost", Mode::V0))
+        .unwrap();
+    w.drain();
+    w.sfu
+        .remove_participant(w.now, pid, lk::DisconnectReason::SignalClose);
+    w.drain();
+    let names: Vec<String> = event_names(&mut w).into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        names,
+        [
+            crate::events::ROOM_STARTED,
+            crate::events::PARTICIPANT_CONNECTION_ABORTED
+        ]
+    );
+}
+
+#[test]
+fn the_token_room_config_shapes_the_room_its_join_creates_and_no_other() {
+    let mut w = World::new();
+    let mut p = World::params("planning", "alice", Mode::V1);
+    let agents = vec![lk::RoomAgentDispatch {
+        agent_name: "notes".into(),
+        metadata: "{\"lang\":\"en\"}".into(),
+        ..Default::default()
+    }];
+    p.room_settings = RoomSettings {
+        max_participants: 1,
+        empty_timeout: 7,
+        departure_timeout: 3,
+        metadata: "planning meeting".into(),
+        agents: Some(agents.clone()),
+    };
+    w.sfu.join(w.now, 0, p.clone()).unwrap();
+    w.drain();
+    let room = &w.sfu.reg.list_rooms(&[])[0];
+    assert_eq!(
+        (
+            room.max_participants,
+            room.empty_timeout,
+            room.departure_timeout,
+            room.metadata.as_str()
+        ),
+        (1, 7, 3, "planning meeting")
+    );
+    let started = &w.events[0];
+    assert_eq!(started.name(), crate::events::ROOM_STARTED);
+    assert_eq!(started.agents.as_ref(), Some(&agents));
+    // The room exists now: a later token's roomConfig changes nothing, and the cap holds.
+    p.identity = "bob".into();
+    p.room_settings.max_participants = 10;
+    assert!(matches!(
+        w.sfu.join(w.now, 0, p),
+        Err(JoinError::RoomFull(_, 1))
+    ));
+    // Without roomConfig the room gets automatic dispatch (no list).
+    w.sfu
+        .join(w.now, 0, World::params("other", "carol", Mode::V1))
+        .unwrap();
+    w.drain();
+    let started = w
+        .events
+        .iter()
+        .find(|e| e.room() == "other")
+        .expect("room_started for other");
+    assert_eq!(started.agents, None);
 }

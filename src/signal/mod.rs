@@ -120,6 +120,18 @@ pub fn validate_join(
     if claims.sub.is_empty() {
         return Err(refuse(StatusCode::BAD_REQUEST, "identity cannot be empty"));
     }
+    if let Some(c) = claims
+        .room_config()
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?
+    {
+        limits::check_len(
+            "the roomConfig metadata",
+            c.metadata.len(),
+            limits::MAX_ROOM_METADATA,
+        )
+        .map_err(too_big)?;
+        limits::check_agent_dispatches(&c.agents).map_err(too_big)?;
+    }
     Ok(JoinGrant {
         identity: claims.sub.clone(),
         room,

@@ -221,6 +221,18 @@ fn join_params(grant: &JoinGrant, join_req: &lk::JoinRequest, mode: Mode) -> Joi
             .unwrap_or(0),
         resume_sid: (join_req.reconnect && !join_req.participant_sid.is_empty())
             .then(|| join_req.participant_sid.clone()),
+        kind: if claims.is_agent() {
+            lk::participant_info::Kind::Agent
+        } else {
+            lk::participant_info::Kind::Standard
+        },
+        // Checked by `validate_join`: a roomConfig that does not read was refused there.
+        room_settings: claims
+            .room_config()
+            .ok()
+            .flatten()
+            .map(|c| crate::sfu::RoomSettings::from_config(&c))
+            .unwrap_or_default(),
     }
 }
 
