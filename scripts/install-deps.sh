@@ -73,6 +73,25 @@ done
 # The web app (web/dist), embedded into the binary by build.rs.
 "$root/scripts/build-web.sh"
 
+# Python clients for the agent, webhook and native-SDK tests (tests/python/requirements.txt, every
+# package pinned), in a venv keyed by that file's hash; tests find it through
+# /var/cache/confab/python (a link to the current one).
+py_cache=/var/cache/confab
+py_key=$(sha256sum "$root/tests/python/requirements.txt" | cut -c1-12)
+py_env="$py_cache/python-$py_key"
+# A venv's scripts name its own directory, so it is made in place; `.complete` marks a whole one.
+if [ ! -e "$py_env/.complete" ]; then
+  echo "install-deps: Python packages (tests/python/requirements.txt) into $py_env"
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+  mkdir -p "$py_cache"
+  rm -rf "$py_env"
+  python3 -m venv "$py_env"
+  "$py_env/bin/pip" install --quiet --disable-pip-version-check \
+    -r "$root/tests/python/requirements.txt"
+  touch "$py_env/.complete"
+fi
+ln -sfn "$py_env" "$py_cache/python"
+
 if ! command -v cargo >/dev/null; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
