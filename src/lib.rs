@@ -9,6 +9,7 @@
 //! keeps the modules free of import cycles. The load generator is not here: it is the separate
 //! `confab-bench` binary (`src/bench/main.rs`), which the appliance does not ship.
 
+pub mod agent;
 pub mod api;
 pub mod appliance;
 pub mod auth;

@@ -1913,3 +1913,182 @@ async fn refused_tokens_are_rate_limited_per_address() {
     assert!(!log.contains(&forged), "the log repeats the token");
     s.stop();
 }
+
+// ------------------------------------------------------------------------------------ /agent
+
+impl Server {
+    /// A worker token: the `agent` grant only (what livekit-agents presents).
+    fn agent_token(&self) -> String {
+        let keys = ApiKeys::from_map(BTreeMap::from([(
+            self.key.clone(),
+            Secret::new(self.secret.clone()),
+        )]));
+        let req = TokenRequest {
+            identity: String::new(),
+            ttl: Duration::from_secs(600),
+            video: VideoGrant {
+                agent: Some(true),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        confab::auth::mint(&keys, &self.key, &req).unwrap()
+    }
+
+    /// A registered worker connection (binary protobuf), and its worker id.
+    async fn worker(&self) -> (Session, String) {
+        let mut w = self
+            .connect_with("/agent", Some(&self.agent_token()))
+            .await
+            .unwrap_or_else(|(code, body)| panic!("/agent refused: {code} {body}"));
+        let register = lk::WorkerMessage {
+            message: Some(lk::worker_message::Message::Register(
+                lk::RegisterWorkerRequest {
+                    agent_name: "probe".into(),
+                    ..Default::default()
+                },
+            )),
+        };
+        w.send_frame(WsMessage::Binary(register.encode_to_vec().into()))
+            .await;
+        let id = match w.worker_recv().await {
+            Some(lk::server_message::Message::Register(r)) => r.worker_id,
+            other => panic!("no register answer: {other:?}"),
+        };
+        (w, id)
+    }
+}
+
+impl Session {
+    /// The next `ServerMessage` of an agent connection, `None` once it is closed.
+    async fn worker_recv(&mut self) -> Option<lk::server_message::Message> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("nothing from /agent in time");
+            match frame {
+                Some(Ok(WsMessage::Binary(b))) => {
+                    return lk::ServerMessage::decode(b.as_ref()).unwrap().message
+                }
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Waits for the server's close frame: its reason.
+    async fn close_reason(&mut self) -> String {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Ok(Some(Ok(WsMessage::Close(f)))) => {
+                    return f.map(|f| f.reason.to_string()).unwrap_or_default()
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(_) => return String::new(),
+                Err(_) => panic!("the connection was not closed within {WAIT:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_workers_with_bad_tokens_or_bad_messages_are_refused_with_reasons() {
+    let s = Server::start();
+    // No token, a participant's token, a forged one: refused before the upgrade.
+    let refused = s.connect("/agent").await.err().unwrap();
+    assert_eq!(refused.0, 401, "{refused:?}");
+    let refused = s
+        .connect_with("/agent", Some(&s.token("alice")))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.0, 401);
+    assert!(refused.1.contains("agent"), "{refused:?}");
+    let forged = s.sign(
+        Algorithm::HS256,
+        "not-the-secret-not-the-secret-0000",
+        &s.claims(""),
+    );
+    assert_eq!(
+        s.connect_with("/agent", Some(&forged))
+            .await
+            .err()
+            .unwrap()
+            .0,
+        401
+    );
+
+    // Something else than register first.
+    let mut w = s
+        .connect_with("/agent", Some(&s.agent_token()))
+        .await
+        .ok()
+        .unwrap();
+    let ping = lk::WorkerMessage {
+        message: Some(lk::worker_message::Message::Ping(lk::WorkerPing {
+            timestamp: 1,
+        })),
+    };
+    w.send_frame(WsMessage::Binary(ping.encode_to_vec().into()))
+        .await;
+    assert!(w.close_reason().await.contains("register"));
+
+    // A registered worker gets pongs; registering twice closes it with the reason.
+    let (mut w, id) = s.worker().await;
+    assert!(id.starts_with("AW_"), "{id}");
+    w.send_frame(WsMessage::Binary(ping.encode_to_vec().into()))
+        .await;
+    assert!(
+        matches!(w.worker_recv().await, Some(lk::server_message::Message::Pong(p)) if p.last_timestamp == 1)
+    );
+    let again = lk::WorkerMessage {
+        message: Some(lk::worker_message::Message::Register(Default::default())),
+    };
+    w.send_frame(WsMessage::Binary(again.encode_to_vec().into()))
+        .await;
+    assert!(w.close_reason().await.contains("already registered"));
+
+    // Malformed frames: closed after the allowance; an oversized frame: closed.
+    let (mut w, _) = s.worker().await;
+    for _ in 0..=MAX_MALFORMED {
+        let _ = w.ws.send(WsMessage::Binary(vec![0xff; 7].into())).await;
+    }
+    assert!(w.close_reason().await.contains("malformed"));
+    let (mut w, _) = s.worker().await;
+    let _ = tokio::time::timeout(
+        WAIT,
+        w.ws.send(WsMessage::Binary(vec![0u8; 2 * MAX_MESSAGE].into())),
+    )
+    .await;
+    assert!(w.worker_recv().await.is_none(), "closed");
+
+    // Text frames carry protobuf JSON, answered in kind.
+    let mut w = s
+        .connect_with("/agent", Some(&s.agent_token()))
+        .await
+        .ok()
+        .unwrap();
+    w.send_frame(WsMessage::Text(
+        r#"{"register":{"agentName":"json"}}"#.into(),
+    ))
+    .await;
+    let answer = match tokio::time::timeout(WAIT, w.ws.next()).await {
+        Ok(Some(Ok(WsMessage::Text(t)))) => t.to_string(),
+        other => panic!("no JSON answer: {other:?}"),
+    };
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert!(
+        v["register"]["workerId"]
+            .as_str()
+            .unwrap()
+            .starts_with("AW_"),
+        "{v}"
+    );
+
+    // Nothing else was disturbed: a participant still joins and pings.
+    let (mut alice, _) = s.join("alice").await;
+    alice.ping().await;
+    s.assert_ready();
+    drop((alice, w));
+    s.stop();
+}

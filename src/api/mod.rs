@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod admin;
+mod dispatch;
 mod health;
 mod rooms;
 pub mod server;
@@ -33,7 +34,7 @@ pub struct App(Arc<AppInner>);
 pub struct AppInner {
     pub readiness: Readiness,
     /// The API keys; the device key can be rotated while the server runs.
-    pub keys: KeyRing,
+    pub keys: Arc<KeyRing>,
     pub ca_pem: Option<String>,
     pub https_port: u16,
     pub started: Instant,
@@ -54,6 +55,9 @@ pub struct AppInner {
     pub trusted_proxies: peer::TrustedProxies,
     /// Refused access tokens per client address ([`App::token_refused`]).
     pub token_failures: peer::Failures,
+    /// The agent dispatcher (`/agent`, `AgentDispatchService`; absent in tests of the plain
+    /// routes).
+    pub agents: Option<crate::agent::Dispatcher>,
 }
 
 /// The signalling upgrade's view of the server (`signal` does not depend on `api`).
@@ -153,6 +157,12 @@ impl App {
                 None => text_response(StatusCode::SERVICE_UNAVAILABLE, "media engine not running"),
             };
         }
+        if tls && crate::agent::ws::wants(&req) {
+            return match &self.0.agents {
+                Some(a) => crate::agent::ws::upgrade(self, a.clone(), req).await,
+                None => text_response(StatusCode::SERVICE_UNAVAILABLE, "agent service not running"),
+            };
+        }
         if tls && req.uri().path().starts_with(admin::PREFIX) {
             return admin::handle(self, req).await;
         }
@@ -162,6 +172,9 @@ impl App {
         if tls && req.uri().path().starts_with(rooms::ROOMS) {
             let path = req.uri().path().to_string();
             return rooms::status(self, &path).await;
+        }
+        if tls && req.uri().path().starts_with(dispatch::PREFIX) {
+            return dispatch::handle(self, req).await;
         }
         if tls && req.uri().path().starts_with(twirp::PREFIX) {
             return twirp::handle(self, self.0.media.clone(), req).await;

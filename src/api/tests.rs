@@ -21,7 +21,10 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
     );
     let app = App::new(AppInner {
         readiness,
-        keys: crate::auth::KeyRing::new(keys, &crate::auth::KeysOrigin::Config),
+        keys: Arc::new(crate::auth::KeyRing::new(
+            keys,
+            &crate::auth::KeysOrigin::Config,
+        )),
         ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
         https_port: 7880,
         started: Instant::now(),
@@ -34,6 +37,7 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         join_failures: Default::default(),
         trusted_proxies: Default::default(),
         token_failures: crate::api::token_failures(),
+        agents: None,
     });
     (app, dir)
 }

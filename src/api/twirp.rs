@@ -1,4 +1,5 @@
-//! LiveKit's admin API: Twirp `livekit.RoomService` at `POST /twirp/livekit.RoomService/<Method>`,
+//! LiveKit's admin API: Twirp `livekit.RoomService` at `POST /twirp/livekit.RoomService/<Method>`
+//! (and `livekit.AgentDispatchService`, in `dispatch.rs`),
 //! with protobuf-JSON (`application/json`) or binary protobuf (`application/protobuf`) bodies,
 //! authorised by the grants of a Bearer token (`roomCreate`, `roomList`, `roomAdmin` + `room`).
 //! Errors are Twirp's `{"code", "msg"}` with its HTTP statuses.
@@ -24,7 +25,7 @@ pub const PREFIX: &str = "/twirp/livekit.RoomService/";
 const MAX_BODY: usize = 1 << 20;
 
 /// A Twirp error: code (which fixes the HTTP status) and message.
-struct TwirpError(&'static str, String);
+pub(super) struct TwirpError(&'static str, String);
 
 impl TwirpError {
     fn status(&self) -> StatusCode {
@@ -39,7 +40,7 @@ impl TwirpError {
         }
     }
 
-    fn response(&self) -> Response<Body> {
+    pub(super) fn response(&self) -> Response<Body> {
         let body = json!({"code": self.0, "msg": self.1}).to_string();
         let mut r = Response::new(Body::new(Bytes::from(body)));
         *r.status_mut() = self.status();
@@ -51,7 +52,7 @@ impl TwirpError {
     }
 }
 
-fn err(code: &'static str, msg: impl Into<String>) -> TwirpError {
+pub(super) fn err(code: &'static str, msg: impl Into<String>) -> TwirpError {
     TwirpError(code, msg.into())
 }
 
@@ -60,13 +61,13 @@ fn not_found(what: &str) -> TwirpError {
 }
 
 /// The request body, decoded as JSON or protobuf per its content type.
-struct Decoded {
+pub(super) struct Decoded {
     json: bool,
     body: Bytes,
 }
 
 impl Decoded {
-    fn parse<T: Message + Default + DeserializeOwned>(&self) -> Result<T, TwirpError> {
+    pub(super) fn parse<T: Message + Default + DeserializeOwned>(&self) -> Result<T, TwirpError> {
         if self.json {
             let body: &[u8] = if self.body.is_empty() {
                 b"{}"
@@ -81,7 +82,7 @@ impl Decoded {
         }
     }
 
-    fn reply<T: Message + Serialize>(&self, value: &T) -> Response<Body> {
+    pub(super) fn reply<T: Message + Serialize>(&self, value: &T) -> Response<Body> {
         let (bytes, ctype) = if self.json {
             match serde_json::to_vec(value) {
                 Ok(b) => (b, "application/json"),
@@ -119,7 +120,7 @@ fn require(ok: bool, grant: &str) -> Result<(), TwirpError> {
     }
 }
 
-fn admin_of(claims: &Claims, room: &str) -> Result<(), TwirpError> {
+pub(super) fn admin_of(claims: &Claims, room: &str) -> Result<(), TwirpError> {
     require(claims.video.room_admin == Some(true), "roomAdmin")?;
     match claims.video.room.as_deref() {
         Some(r) if !r.is_empty() && r != room => Err(err(
@@ -135,13 +136,25 @@ async fn serve(
     media: Option<MediaHandle>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, TwirpError> {
+    let (cx, method) = authorise(app, media, req, PREFIX).await?;
+    room_service(&cx, &method).await
+}
+
+/// A Twirp call of the service at `prefix`, checked: POST, its body read (limited), its Bearer
+/// token verified (refusals counted per client address). The call and its method name.
+pub(super) async fn authorise(
+    app: &App,
+    media: Option<MediaHandle>,
+    req: Request<Incoming>,
+    prefix: &str,
+) -> Result<(Call, String), TwirpError> {
     if req.method() != Method::POST {
         return Err(err("bad_route", "Twirp methods are called with POST"));
     }
     let method = req
         .uri()
         .path()
-        .strip_prefix(PREFIX)
+        .strip_prefix(prefix)
         .unwrap_or_default()
         .to_string();
     let authorization = req
@@ -173,19 +186,24 @@ async fn serve(
         d: Decoded { json, body },
         media,
         claims,
+        agents: app.0.agents.clone(),
     };
-    match method.as_str() {
-        "CreateRoom" => create_room(&cx).await,
-        "ListRooms" => list_rooms(&cx).await,
-        "DeleteRoom" => delete_room(&cx).await,
-        "ListParticipants" => list_participants(&cx).await,
-        "GetParticipant" => get_participant(&cx).await,
-        "RemoveParticipant" => remove_participant(&cx).await,
-        "MutePublishedTrack" => mute_published_track(&cx).await,
-        "UpdateParticipant" => update_participant(&cx).await,
-        "UpdateSubscriptions" => update_subscriptions(&cx).await,
-        "SendData" => send_data(&cx).await,
-        "UpdateRoomMetadata" => update_room_metadata(&cx).await,
+    Ok((cx, method))
+}
+
+async fn room_service(cx: &Call, method: &str) -> Result<Response<Body>, TwirpError> {
+    match method {
+        "CreateRoom" => create_room(cx).await,
+        "ListRooms" => list_rooms(cx).await,
+        "DeleteRoom" => delete_room(cx).await,
+        "ListParticipants" => list_participants(cx).await,
+        "GetParticipant" => get_participant(cx).await,
+        "RemoveParticipant" => remove_participant(cx).await,
+        "MutePublishedTrack" => mute_published_track(cx).await,
+        "UpdateParticipant" => update_participant(cx).await,
+        "UpdateSubscriptions" => update_subscriptions(cx).await,
+        "SendData" => send_data(cx).await,
+        "UpdateRoomMetadata" => update_room_metadata(cx).await,
         other => Err(err(
             "bad_route",
             format!("RoomService has no method {other:?}"),
@@ -194,15 +212,16 @@ async fn serve(
 }
 
 /// One authorised Twirp call: its body, the media side to ask, the token's claims.
-struct Call {
-    d: Decoded,
-    media: MediaHandle,
-    claims: Claims,
+pub(super) struct Call {
+    pub(super) d: Decoded,
+    pub(super) media: MediaHandle,
+    pub(super) claims: Claims,
+    pub(super) agents: Option<crate::agent::Dispatcher>,
 }
 
 impl Call {
     /// Sends `req` to the media thread that hosts (or is to host) `room`.
-    async fn ask(&self, room: &str, req: sfu::Request) -> Result<Reply, TwirpError> {
+    pub(super) async fn ask(&self, room: &str, req: sfu::Request) -> Result<Reply, TwirpError> {
         self.media
             .request(room, req)
             .await
@@ -212,7 +231,7 @@ impl Call {
 
 /// A reply that does not match its request (cannot happen: `Sfu::handle` answers each
 /// request with its own variant).
-fn mismatched(reply: Reply) -> TwirpError {
+pub(super) fn mismatched(reply: Reply) -> TwirpError {
     err(
         "internal",
         format!("unexpected reply from the media thread: {reply:?}"),

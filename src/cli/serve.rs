@@ -67,7 +67,7 @@ async fn serve(config: Config) -> ExitCode {
     let keys = match ApiKeys::load(&config, true) {
         Ok((keys, origin)) => {
             announce_keys(&keys, &origin);
-            crate::auth::KeyRing::new(keys, &origin)
+            Arc::new(crate::auth::KeyRing::new(keys, &origin))
         }
         Err(e) => return startup_failed(e),
     };
@@ -82,7 +82,8 @@ async fn serve(config: Config) -> ExitCode {
         Ok(l) => l,
         Err(e) => return startup_failed(e),
     };
-    let events = crate::events::Bus::default();
+    let agents = crate::agent::Dispatcher::start(keys.clone(), config.auth.token_ttl);
+    let events = crate::events::Bus::new(vec![Arc::new(agents.clone())]);
     let mut media = match start_media(&config, events) {
         Ok(m) => m,
         Err(e) => return startup_failed(e),
@@ -110,6 +111,7 @@ async fn serve(config: Config) -> ExitCode {
             config.http.trusted_proxies.clone(),
         ),
         token_failures: crate::api::token_failures(),
+        agents: Some(agents),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(

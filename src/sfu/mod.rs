@@ -916,6 +916,24 @@ impl Sfu {
         self.events = events;
     }
 
+    /// A participant's first connection is up: the room hears it (LiveKit's `ACTIVE`), and so
+    /// do the event sinks (`participant_joined`).
+    fn became_active(&mut self, pid: Pid) {
+        let Some(p) = self.reg.parts.get_mut(&pid) else {
+            return;
+        };
+        if p.state == lk::participant_info::State::Active {
+            return;
+        }
+        p.state = lk::participant_info::State::Active;
+        p.version += 1;
+        let room = p.room.clone();
+        self.broadcast_participant(pid);
+        let info = self.reg.participant_info(pid);
+        let event = crate::events::PARTICIPANT_JOINED;
+        self.out.push_back(self.reg.event(event, &room, info, None));
+    }
+
     fn on_event(&mut self, now: Instant, peer_id: PeerId, e: Event) {
         match e {
             Event::Connected => {
@@ -926,17 +944,7 @@ impl Sfu {
                 // A fresh allowance of candidates for ICE restarts.
                 peer.candidates = 0;
                 let pid = peer.owner;
-                if let Some(p) = self.reg.parts.get_mut(&pid) {
-                    if p.state != lk::participant_info::State::Active {
-                        p.state = lk::participant_info::State::Active;
-                        p.version += 1;
-                        let room = p.room.clone();
-                        self.broadcast_participant(pid);
-                        let info = self.reg.participant_info(pid);
-                        let event = crate::events::PARTICIPANT_JOINED;
-                        self.out.push_back(self.reg.event(event, &room, info, None));
-                    }
-                }
+                self.became_active(pid);
                 self.forwarding().request_keyframes_for_new_subs(now, pid);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {

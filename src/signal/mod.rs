@@ -4,7 +4,7 @@
 //! as text, as LiveKit does: 401 for a missing, invalid or expired token or one without
 //! `roomJoin`, 400 for a token without identity.
 
-mod rate;
+pub mod rate;
 pub mod ws;
 
 use std::borrow::Cow;

@@ -306,7 +306,7 @@ fn spawn_session(
 }
 
 /// The `101 Switching Protocols` answer to a handshake with `key`.
-fn switching_protocols(key: &HeaderValue) -> Response<Body> {
+pub fn switching_protocols(key: &HeaderValue) -> Response<Body> {
     let mut resp = Response::new(Body::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
