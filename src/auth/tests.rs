@@ -196,7 +196,11 @@ fn rotation_replaces_the_device_key_on_disk_and_in_memory() {
         vec![new_key.as_str()],
         "the old key is gone at once"
     );
-    assert_eq!(shared.current().names(), now.names(), "clones share the keys");
+    assert_eq!(
+        shared.current().names(),
+        now.names(),
+        "clones share the keys"
+    );
     assert_eq!(verify(&now, &old_token), Err(AuthError::UnknownKey));
     let new_token = mint(&now, &new_key, &request()).unwrap();
     assert!(verify(&now, &new_token).is_ok());
