@@ -82,7 +82,11 @@ async fn serve(config: Config) -> ExitCode {
         Ok(l) => l,
         Err(e) => return startup_failed(e),
     };
-    let events = crate::events::Bus::default();
+    let notifier = match crate::webhook::Notifier::start(&config.webhook, keys.clone()) {
+        Ok(n) => n,
+        Err(e) => return startup_failed(e),
+    };
+    let events = crate::events::Bus::new(vec![notifier.clone()]);
     let mut media = match start_media(&config, events) {
         Ok(m) => m,
         Err(e) => return startup_failed(e),
@@ -143,6 +147,7 @@ async fn serve(config: Config) -> ExitCode {
         w.abort();
     }
     media.stop();
+    notifier.flush(Duration::from_secs(5)).await;
     match store.flush() {
         Ok(()) => info!("state flushed; goodbye"),
         Err(e) => {
