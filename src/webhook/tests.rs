@@ -621,3 +621,15 @@ async fn loopback_delivery_is_fast_and_carries_livekits_headers() {
     assert!(p(0.5) < Duration::from_millis(50));
     assert_eq!(n.stats().failed_attempts.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn urls_are_logged_without_their_query() {
+    assert_eq!(
+        label("https://app.example/hook?token=hunter2#x"),
+        "https://app.example/hook?…"
+    );
+    assert_eq!(
+        label("http://10.0.0.5:3000/hook"),
+        "http://10.0.0.5:3000/hook"
+    );
+}
