@@ -30,3 +30,4 @@ pub mod systemd;
 pub mod tls;
 pub mod update;
 pub mod version;
+pub mod webhook;

@@ -121,7 +121,7 @@ pub struct Stopped;
 impl Dispatcher {
     /// Starts the actor on the current tokio runtime. Job tokens are signed with the first
     /// API key (`keys`) and live `token_ttl`.
-    pub fn start(keys: Arc<KeyRing>, token_ttl: Duration) -> Dispatcher {
+    pub fn start(keys: KeyRing, token_ttl: Duration) -> Dispatcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
         let actor = Actor {
@@ -249,7 +249,7 @@ impl Sink for Dispatcher {
 struct Actor {
     agents: Agents,
     conns: std::collections::HashMap<String, mpsc::Sender<ToConn>>,
-    keys: Arc<KeyRing>,
+    keys: KeyRing,
     token_ttl: Duration,
     stats: Arc<Stats>,
 }

@@ -34,7 +34,7 @@ pub struct App(Arc<AppInner>);
 pub struct AppInner {
     pub readiness: Readiness,
     /// The API keys; the device key can be rotated while the server runs.
-    pub keys: Arc<KeyRing>,
+    pub keys: KeyRing,
     pub ca_pem: Option<String>,
     pub https_port: u16,
     pub started: Instant,

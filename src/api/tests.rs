@@ -21,10 +21,7 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
     );
     let app = App::new(AppInner {
         readiness,
-        keys: Arc::new(crate::auth::KeyRing::new(
-            keys,
-            &crate::auth::KeysOrigin::Config,
-        )),
+        keys: crate::auth::KeyRing::new(keys, &crate::auth::KeysOrigin::Config),
         ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
         https_port: 7880,
         started: Instant::now(),

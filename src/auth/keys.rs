@@ -89,9 +89,11 @@ impl ApiKeys {
 /// and swaps it in here. The old key is refused from that moment: no grace period, because a
 /// rotation is usually done because the secret got out. Keys from the configuration (`[keys]`,
 /// `LIVEKIT_API_KEY`) belong to the operator's files and cannot be rotated from the UI.
-#[derive(Debug)]
+/// Clones share the keys: a rotation through one is seen by all (the webhook notifier signs with
+/// the current key this way).
+#[derive(Debug, Clone)]
 pub struct KeyRing {
-    current: RwLock<Arc<ApiKeys>>,
+    current: Arc<RwLock<Arc<ApiKeys>>>,
     /// The device's keys file, when the keys came from it (None: configured keys).
     file: Option<PathBuf>,
 }
@@ -103,7 +105,7 @@ impl KeyRing {
             KeysOrigin::DeviceFile(p) | KeysOrigin::Generated(p) => Some(p.clone()),
         };
         KeyRing {
-            current: RwLock::new(Arc::new(keys)),
+            current: Arc::new(RwLock::new(Arc::new(keys))),
             file,
         }
     }

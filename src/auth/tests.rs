@@ -184,6 +184,7 @@ fn rotation_replaces_the_device_key_on_disk_and_in_memory() {
     config.state_dir = dir.path().to_path_buf();
     let (device, origin) = ApiKeys::load(&config, true).unwrap();
     let ring = KeyRing::new(device, &origin);
+    let shared = ring.clone();
     let before = ring.current();
     let (old_key, _) = before.primary().unwrap();
     let old_token = mint(&before, old_key, &request()).unwrap();
@@ -194,6 +195,11 @@ fn rotation_replaces_the_device_key_on_disk_and_in_memory() {
         now.names(),
         vec![new_key.as_str()],
         "the old key is gone at once"
+    );
+    assert_eq!(
+        shared.current().names(),
+        now.names(),
+        "clones share the keys"
     );
     assert_eq!(verify(&now, &old_token), Err(AuthError::UnknownKey));
     let new_token = mint(&now, &new_key, &request()).unwrap();

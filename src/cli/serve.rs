@@ -67,7 +67,7 @@ async fn serve(config: Config) -> ExitCode {
     let keys = match ApiKeys::load(&config, true) {
         Ok((keys, origin)) => {
             announce_keys(&keys, &origin);
-            Arc::new(crate::auth::KeyRing::new(keys, &origin))
+            crate::auth::KeyRing::new(keys, &origin)
         }
         Err(e) => return startup_failed(e),
     };
@@ -83,7 +83,11 @@ async fn serve(config: Config) -> ExitCode {
         Err(e) => return startup_failed(e),
     };
     let agents = crate::agent::Dispatcher::start(keys.clone(), config.auth.token_ttl);
-    let events = crate::events::Bus::new(vec![Arc::new(agents.clone())]);
+    let notifier = match crate::webhook::Notifier::start(&config.webhook, keys.clone()) {
+        Ok(n) => n,
+        Err(e) => return startup_failed(e),
+    };
+    let events = crate::events::Bus::new(vec![notifier.clone(), Arc::new(agents.clone())]);
     let mut media = match start_media(&config, events) {
         Ok(m) => m,
         Err(e) => return startup_failed(e),
@@ -145,6 +149,7 @@ async fn serve(config: Config) -> ExitCode {
         w.abort();
     }
     media.stop();
+    notifier.flush(Duration::from_secs(5)).await;
     match store.flush() {
         Ok(()) => info!("state flushed; goodbye"),
         Err(e) => {

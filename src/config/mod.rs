@@ -46,6 +46,7 @@ pub struct Config {
     pub rtc: RtcConfig,
     pub auth: AuthConfig,
     pub update: UpdateConfig,
+    pub webhook: WebhookConfig,
     /// Where the settings came from (files and environment variables), for the startup log.
     pub sources: Vec<String>,
 }
@@ -128,6 +129,17 @@ pub struct UpdateConfig {
     pub ca_file: Option<PathBuf>,
     /// The update agent's API socket.
     pub socket: PathBuf,
+}
+
+/// LiveKit-compatible webhooks (`webhook:` in LiveKit's config): every event is POSTed to each URL,
+/// signed with an API key's secret.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` receivers; empty: webhooks off.
+    pub urls: Vec<String>,
+    /// The API key whose secret signs the requests; `None`: the first key (the device's own key,
+    /// after a rotation the new one).
+    pub api_key: Option<String>,
 }
 
 /// Which bootloader the device boots with; chosen once at start.
@@ -317,9 +329,11 @@ impl Config {
         let (media_threads, media_threads_auto) =
             Config::check_ports(r, https_port, http_port, udp_port, tcp_port, media_threads);
         let tls = Config::tls_source(r, cert, key);
+        let webhook = Config::read_webhook(r, &keys);
 
         Config {
             update,
+            webhook,
             state_dir,
             log_level: log_level.unwrap_or_else(|| "info".to_string()),
             public_url,
@@ -395,6 +409,30 @@ impl Config {
         }
     }
 
+    /// The `[webhook]` table. A signing key must be one of the configured keys; with the device's
+    /// own keys (unknown until `confab serve` reads them) `webhook::Notifier::start` checks it.
+    fn read_webhook(r: &mut Reader, keys: &BTreeMap<String, Secret>) -> WebhookConfig {
+        let urls = r.webhook_urls("webhook.urls", &["CONFAB_WEBHOOK_URLS"]);
+        let api_key = r.word("webhook.api_key", &["CONFAB_WEBHOOK_API_KEY"]);
+        if let Some(k) = &api_key {
+            if !keys.is_empty() && !keys.contains_key(k) {
+                let names: Vec<&str> = keys.keys().map(String::as_str).collect();
+                r.error(
+                    "webhook.api_key",
+                    format!(
+                        "{k:?} is not one of the API keys ({}); webhooks must be signed with one \
+                         of them",
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+        WebhookConfig {
+            urls: urls.unwrap_or_default(),
+            api_key,
+        }
+    }
+
     /// `http.tls_cert` and `http.tls_key`: both or neither (the local CA).
     fn tls_source(r: &mut Reader, cert: Option<PathBuf>, key: Option<PathBuf>) -> TlsSource {
         match (cert, key) {
@@ -456,7 +494,7 @@ impl Config {
         let keys: Vec<&str> = self.auth.keys.keys().map(String::as_str).collect();
         format!(
             "state_dir={} log_level={} public_url={} bind={} https_port={} http_port={} tls={} \
-             udp_port={} tcp_port={} media_threads={}{} max_participants={} max_rooms={} empty_timeout={}s api_keys=[{}] token_ttl={}s update_url={} update_check={} board={} bootloader={} sources=[{}]",
+             udp_port={} tcp_port={} media_threads={}{} max_participants={} max_rooms={} empty_timeout={}s api_keys=[{}] token_ttl={}s webhook_urls={} update_url={} update_check={} board={} bootloader={} sources=[{}]",
             self.state_dir.display(),
             self.log_level,
             self.public_url.as_deref().unwrap_or("-"),
@@ -483,6 +521,7 @@ impl Config {
                 keys.join(",")
             },
             self.auth.token_ttl.as_secs(),
+            self.webhook.urls.len(),
             self.update.url.as_deref().unwrap_or("-"),
             self.update.check,
             self.update.board,

@@ -53,6 +53,8 @@ const CONFAB_VARS: &[&str] = &[
     "CONFAB_UPDATE_STATE_FILE",
     "CONFAB_UPDATE_CA",
     "CONFAB_UPDATE_SOCKET",
+    "CONFAB_WEBHOOK_URLS",
+    "CONFAB_WEBHOOK_API_KEY",
 ];
 
 /// Build-time inputs of `build.rs`; `cargo run` also passes them to the program. Not settings.
@@ -355,6 +357,54 @@ impl<'a> Reader<'a> {
         self.get(key, vars, check, |v| toml_string(v).and_then(|s| check(&s)))
     }
 
+    /// Webhook receivers: a TOML array of `http://`/`https://` URLs, or a `,`-separated variable.
+    /// An error names the bad entry by position, its query string (often a token) left out.
+    pub fn webhook_urls(&mut self, key: &str, vars: &[&'static str]) -> Option<Vec<String>> {
+        let check_all = |items: Vec<String>| {
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let authority = u.split_once("://").map_or("", |(_, rest)| {
+                        rest.split(['/', '?', '#']).next().unwrap_or("")
+                    });
+                    if authority.contains('@') {
+                        return Err(format!(
+                            "entry {}: credentials in a webhook URL are not supported (requests \
+                             are signed with an API key instead)",
+                            i + 1
+                        ));
+                    }
+                    check_url(u, &["http", "https"]).map_err(|_| {
+                        format!(
+                            "entry {} ({:?}) is not an http:// or https:// URL with a host",
+                            i + 1,
+                            redact_query(u)
+                        )
+                    })
+                })
+                .collect::<Result<Vec<String>, String>>()
+        };
+        let split = |s: &str| {
+            check_all(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(String::from)
+                    .collect(),
+            )
+        };
+        self.get(key, vars, split, |v| match v {
+            toml::Value::Array(items) => check_all(
+                items
+                    .iter()
+                    .map(toml_string)
+                    .collect::<Result<Vec<String>, String>>()?,
+            ),
+            other => Err(format!("expected a list of URLs, got {}", other.type_str())),
+        })
+    }
+
     pub fn bool(&mut self, key: &str, vars: &[&'static str]) -> Option<bool> {
         self.get(key, vars, parse_bool, |v| match v {
             toml::Value::Boolean(b) => Ok(*b),
@@ -564,6 +614,14 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
         _ => Err(format!("expected true or false, got {s:?}")),
+    }
+}
+
+/// `s` without its query string or fragment, for messages (a receiver's URL may carry a token).
+pub(crate) fn redact_query(s: &str) -> String {
+    match s.find(['?', '#']) {
+        Some(i) => format!("{}?…", &s[..i]),
+        None => s.to_string(),
     }
 }
 

@@ -275,3 +275,95 @@ fn log_filters_with_spaces_and_multibyte_targets_never_panic() {
         "{e}"
     );
 }
+
+#[test]
+fn webhooks_are_off_unless_urls_are_given() {
+    let c = Config::from_layers(&[], &Env::new()).unwrap();
+    assert!(c.webhook.urls.is_empty());
+    assert_eq!(c.webhook.api_key, None);
+}
+
+#[test]
+fn webhook_urls_from_a_file_or_a_comma_separated_variable() {
+    let file = layer(
+        "confab.toml",
+        "[webhook]\nurls = [\"https://app.example.org/livekit\", \"http://10.0.0.5:3000/hook?x=1\"]\napi_key = \"APIabc\"\n",
+    );
+    let c = Config::from_layers(&[file], &Env::new()).unwrap();
+    assert_eq!(
+        c.webhook.urls,
+        [
+            "https://app.example.org/livekit",
+            "http://10.0.0.5:3000/hook?x=1"
+        ]
+    );
+    assert_eq!(c.webhook.api_key.as_deref(), Some("APIabc"));
+    assert!(c.summary().contains("webhook_urls=2"));
+
+    let e = env(&[(
+        "CONFAB_WEBHOOK_URLS",
+        " http://127.0.0.1:9000/a , https://b.example/ ,",
+    )]);
+    let c = Config::from_layers(&[], &e).unwrap();
+    assert_eq!(
+        c.webhook.urls,
+        ["http://127.0.0.1:9000/a", "https://b.example/"]
+    );
+}
+
+#[test]
+fn a_bad_webhook_url_is_named_without_its_query() {
+    let e = env(&[(
+        "CONFAB_WEBHOOK_URLS",
+        "https://ok.example/,ftp://files.example/hook?token=hunter2",
+    )]);
+    let err = Config::from_layers(&[], &e).unwrap_err().to_string();
+    assert!(err.contains("CONFAB_WEBHOOK_URLS"), "{err}");
+    assert!(err.contains("entry 2"), "{err}");
+    assert!(err.contains("ftp://files.example/hook"), "{err}");
+    assert!(!err.contains("hunter2"), "the query is left out: {err}");
+
+    let file = layer("confab.toml", "[webhook]\nurls = \"https://a.example/\"\n");
+    let err = Config::from_layers(&[file], &Env::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("webhook.urls"), "{err}");
+    assert!(err.contains("expected a list of URLs"), "{err}");
+
+    let e = env(&[("CONFAB_WEBHOOK_URLS", "https://user:pw@a.example/")]);
+    let err = Config::from_layers(&[], &e).unwrap_err().to_string();
+    assert!(err.contains("credentials"), "{err}");
+    assert!(!err.contains("pw@"), "{err}");
+
+    let e = env(&[("CONFAB_WEBHOOK_URLS", "https:///nohost")]);
+    assert!(Config::from_layers(&[], &e).is_err());
+}
+
+#[test]
+fn the_webhook_key_must_be_a_configured_key() {
+    let secret = "s".repeat(40);
+    let e = env(&[
+        ("LIVEKIT_API_KEY", "APIabc"),
+        ("LIVEKIT_API_SECRET", &secret),
+        ("CONFAB_WEBHOOK_URLS", "https://a.example/"),
+        ("CONFAB_WEBHOOK_API_KEY", "APIother"),
+    ]);
+    let err = Config::from_layers(&[], &e).unwrap_err().to_string();
+    assert!(err.contains("webhook.api_key"), "{err}");
+    assert!(
+        err.contains("\"APIother\" is not one of the API keys (APIabc)"),
+        "{err}"
+    );
+    assert!(!err.contains(&secret));
+
+    let e = env(&[
+        ("LIVEKIT_API_KEY", "APIabc"),
+        ("LIVEKIT_API_SECRET", &secret),
+        ("CONFAB_WEBHOOK_API_KEY", "APIabc"),
+    ]);
+    let c = Config::from_layers(&[], &e).unwrap();
+    assert_eq!(c.webhook.api_key.as_deref(), Some("APIabc"));
+    // With the device's own keys the check waits for `confab serve` (webhook::Notifier::start).
+    let e = env(&[("CONFAB_WEBHOOK_API_KEY", "APIdevice")]);
+    assert!(Config::from_layers(&[], &e).is_ok());
+}

@@ -617,7 +617,8 @@ impl Sfu {
         let owner = part.info(&self.reg.tracks);
         let tracks = std::mem::take(&mut part.tracks);
         for t in &tracks {
-            self.subscriptions().unpublish(t, Some(owner.clone()));
+            self.subscriptions()
+                .unpublish(t, Some((owner.clone(), part.room.as_str())));
         }
         part.state = lk::participant_info::State::Disconnected;
         part.version += 1;

@@ -231,13 +231,23 @@ impl Subscriptions<'_> {
     }
 
     /// Unpublishes a track: every subscription to it ends, and `track_unpublished` is
-    /// announced with `owner` (the publisher as it was; looked up when `None`).
-    pub(super) fn unpublish(&mut self, track_sid: &str, owner: Option<lk::ParticipantInfo>) {
+    /// announced with `owner` (the publisher as it was, and its room, for one already removed
+    /// from the registry; looked up when `None`).
+    pub(super) fn unpublish(
+        &mut self,
+        track_sid: &str,
+        owner: Option<(lk::ParticipantInfo, &str)>,
+    ) {
         let Some(t) = self.reg.tracks.remove(track_sid) else {
             return;
         };
-        let room = self.reg.parts.get(&t.owner).map(|p| p.room.clone());
-        let owner = owner.or_else(|| self.reg.participant_info(t.owner));
+        let (owner, room) = match owner {
+            Some((info, room)) => (Some(info), Some(room.to_string())),
+            None => (
+                self.reg.participant_info(t.owner),
+                self.reg.parts.get(&t.owner).map(|p| p.room.clone()),
+            ),
+        };
         let event_room = room.clone().unwrap_or_default();
         let event = self.reg.event(
             crate::events::TRACK_UNPUBLISHED,

@@ -1838,6 +1838,10 @@ fn rooms_participants_and_tracks_are_announced_as_livekit_webhooks_name_them() {
     w.run(Duration::from_millis(200));
     let alice = w.peers[0].pid;
     signal(&mut w, 0, Req::Leave(lk::LeaveRequest::default()));
+    // Every event names its room, also those of a participant already removed (webhooks are
+    // ordered by room).
+    let rooms: Vec<&str> = w.events.iter().map(|e| e.room()).collect();
+    assert!(rooms.iter().all(|r| *r == "standup"), "{rooms:?}");
     let seen = event_names(&mut w);
     let expect = |e: &str, who: &str, t: &str| (e.to_string(), who.to_string(), t.to_string());
     assert_eq!(
