@@ -111,14 +111,20 @@ impl Drop for Worker {
     }
 }
 
-/// Runs `client.py` with `args`; its JSON lines arrive on the channel as they are printed.
+/// Runs `client.py` with `args`; its JSON lines arrive on the channel as they are printed. Its
+/// stderr (the SDK's own log) goes to `client.log` in the daemon's directory.
 fn client(d: &Daemon, args: &[&str]) -> (Child, mpsc::Receiver<Value>) {
     let mut cmd = Command::new(python());
     cmd.arg(script("client.py")).args(args);
     livekit_env(&mut cmd, d);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.dir.join("client.log"))
+        .unwrap();
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .process_group(0)
         .spawn()
         .unwrap();
@@ -146,7 +152,8 @@ fn client_run(d: &Daemon, args: &[&str]) -> Vec<Value> {
     let lines: Vec<Value> = rx.try_iter().collect();
     assert!(
         status.success(),
-        "client.py {args:?} failed: {lines:?}\n{}",
+        "client.py {args:?} failed: {lines:?}\n{}\n{}",
+        common::read_lossy(&d.dir.join("client.log")),
         d.stderr()
     );
     lines
