@@ -2092,3 +2092,107 @@ async fn agent_workers_with_bad_tokens_or_bad_messages_are_refused_with_reasons(
     drop((alice, w));
     s.stop();
 }
+
+impl Server {
+    /// `POST /twirp/livekit.AgentDispatchService/<method>` with a JSON body from a file (bodies
+    /// may be megabytes): (status, body). `method` may name another service (`livekit.X/Y`).
+    fn dispatch_call(&self, token: &str, method: &str, body: &[u8]) -> (String, String) {
+        let route = if method.contains('/') {
+            method.to_string()
+        } else {
+            format!("livekit.AgentDispatchService/{method}")
+        };
+        let file = self._dir.path().join("twirp-body.json");
+        std::fs::write(&file, body).unwrap();
+        let out = common::curl(&[
+            "-sS",
+            "--cacert",
+            self.d.ca().to_str().unwrap(),
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            "-w",
+            "\n%{http_code}",
+            &self.d.url(&format!("/twirp/{route}")),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.to_string(), body.to_string())
+    }
+
+    /// An admin token for one room (what an app server hands the dispatch API).
+    fn room_admin_token(&self, room: &str) -> String {
+        let keys = ApiKeys::from_map(BTreeMap::from([(
+            self.key.clone(),
+            Secret::new(self.secret.clone()),
+        )]));
+        let req = TokenRequest {
+            identity: "app".into(),
+            ttl: Duration::from_secs(600),
+            video: VideoGrant {
+                room_admin: Some(true),
+                room: Some(room.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        confab::auth::mint(&keys, &self.key, &req).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_dispatch_requests_are_checked_and_a_missing_room_is_created() {
+    let s = Server::start();
+    let admin = s.room_admin_token("ops");
+    let body = |meta: &str| {
+        serde_json::to_vec(&json!({"room": "ops", "agentName": "notes", "metadata": meta})).unwrap()
+    };
+    // A participant's token, or an admin of another room: refused.
+    let (code, text) = s.dispatch_call(&s.token("alice"), "CreateDispatch", &body(""));
+    assert_eq!(code, "403", "{text}");
+    let (code, _) = s.dispatch_call(
+        &s.room_admin_token("elsewhere"),
+        "CreateDispatch",
+        &body(""),
+    );
+    assert_eq!(code, "403");
+    // 100 KB of metadata: a clear error naming the field; 10 MB: refused at the body limit.
+    let (code, text) = s.dispatch_call(&admin, "CreateDispatch", &body(&"m".repeat(100_000)));
+    assert_eq!(code, "400", "{text}");
+    assert!(
+        text.contains("metadata") && !text.contains("mmmm"),
+        "{text}"
+    );
+    let (code, text) = s.dispatch_call(&admin, "CreateDispatch", &body(&"m".repeat(10 << 20)));
+    assert_eq!(code, "400", "{text}");
+    assert!(text.contains("at most 1048576"), "{text}");
+    // A room that does not exist yet is created for the dispatch, which is listed with it.
+    let (code, text) = s.dispatch_call(&admin, "CreateDispatch", &body("{\"ticket\":42}"));
+    assert_eq!(code, "200", "{text}");
+    let created: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(created["metadata"], "{\"ticket\":42}");
+    let (code, text) = s.dispatch_call(&admin, "ListDispatch", br#"{"room":"ops"}"#);
+    assert_eq!(code, "200", "{text}");
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        listed["agentDispatches"][0]["id"], created["id"],
+        "{listed}"
+    );
+    let (code, text) = s.dispatch_call(&admin, "livekit.RoomService/ListRooms", b"{}");
+    assert_eq!(code, "200", "{text}");
+    assert!(
+        text.contains("\"name\":\"ops\""),
+        "the room was created: {text}"
+    );
+    let (code, text) = s.dispatch_call(
+        &admin,
+        "DeleteDispatch",
+        &serde_json::to_vec(&json!({"room": "ops", "dispatchId": "AD_nope"})).unwrap(),
+    );
+    assert_eq!(code, "404", "{text}");
+    s.assert_ready();
+    s.stop();
+}

@@ -23,6 +23,18 @@ use crate::sfu::{self, limits, Permissions, Reply};
 
 pub const PREFIX: &str = "/twirp/livekit.RoomService/";
 const MAX_BODY: usize = 1 << 20;
+/// A body declared larger than [`MAX_BODY`] but not than this is read and dropped before the
+/// refusal (kept in memory one frame at a time, within the body timeout).
+const DRAIN_MAX: usize = 16 << 20;
+
+/// Reads a body to its end (or the body timeout), keeping nothing.
+async fn drain(mut body: Incoming) {
+    use http_body_util::BodyExt as _;
+    let _ = tokio::time::timeout(super::conn::BODY_TIMEOUT, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
 
 /// A Twirp error: code (which fixes the HTTP status) and message.
 pub(super) struct TwirpError(&'static str, String);
@@ -168,6 +180,24 @@ pub(super) async fn authorise(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|c| !c.starts_with("application/protobuf"));
+    // A body declared too large is refused before it is sent (curl and others wait for `100
+    // Continue`); the client sees the reason rather than a connection reset mid-upload.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|n| *n > MAX_BODY) {
+        // Over HTTP/2 an answer before the body is read resets the stream (clients report a
+        // framing error, not the reason): a body up to DRAIN_MAX is read and dropped first.
+        if n <= DRAIN_MAX {
+            drain(req.into_body()).await;
+        }
+        return Err(err(
+            "malformed",
+            format!("the request body is {n} bytes; at most {MAX_BODY} are allowed"),
+        ));
+    }
     // The body (limited) is read before any refusal: answering an HTTP/2 request before its body
     // is read resets the stream, and the client sees a broken connection instead of the 401.
     let body = super::conn::read_body(req.into_body(), MAX_BODY)
