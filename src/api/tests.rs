@@ -34,6 +34,8 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         join_failures: Default::default(),
         trusted_proxies: Default::default(),
         token_failures: crate::api::token_failures(),
+        metrics: None,
+        metrics_open: false,
     });
     (app, dir)
 }

@@ -82,11 +82,13 @@ async fn serve(config: Config) -> ExitCode {
         Ok(l) => l,
         Err(e) => return startup_failed(e),
     };
-    let events = crate::events::Bus::default();
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let events = crate::events::Bus::new(vec![metrics.events_sink()]);
     let mut media = match start_media(&config, events) {
         Ok(m) => m,
         Err(e) => return startup_failed(e),
     };
+    metrics.set_media(media.handle.clone());
 
     let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeats());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
@@ -110,6 +112,8 @@ async fn serve(config: Config) -> ExitCode {
             config.http.trusted_proxies.clone(),
         ),
         token_failures: crate::api::token_failures(),
+        metrics: Some(metrics),
+        metrics_open: config.metrics.open,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(

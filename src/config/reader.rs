@@ -53,6 +53,7 @@ const CONFAB_VARS: &[&str] = &[
     "CONFAB_UPDATE_STATE_FILE",
     "CONFAB_UPDATE_CA",
     "CONFAB_UPDATE_SOCKET",
+    "CONFAB_METRICS_OPEN",
 ];
 
 /// Build-time inputs of `build.rs`; `cargo run` also passes them to the program. Not settings.

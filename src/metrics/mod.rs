@@ -137,11 +137,7 @@ impl Metrics {
 
     /// One scrape: the text to answer `GET /metrics` with.
     pub async fn render(&self) -> String {
-        let media = self
-            .media
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let media = self.media.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let census = match &media {
             Some(m) => census(m).await,
             None => None,
@@ -462,7 +458,12 @@ impl Snapshot {
             MetricType::Info,
         )?
         .encode_info(&info)?;
-        gauge(enc, "confab_uptime_seconds", "Seconds since start", self.uptime)?;
+        gauge(
+            enc,
+            "confab_uptime_seconds",
+            "Seconds since start",
+            self.uptime,
+        )?;
         if let Some(rss) = self.rss_bytes {
             gauge(
                 enc,
@@ -500,31 +501,105 @@ impl Snapshot {
         if let Some(c) = self.census {
             let published = [("AUDIO", c.published_audio), ("VIDEO", c.published_video)];
             let help = "Tracks published now, by kind";
-            labelled(enc, "livekit_track_published_total", help, MetricType::Gauge, "kind", &published)?;
+            labelled(
+                enc,
+                "livekit_track_published_total",
+                help,
+                MetricType::Gauge,
+                "kind",
+                &published,
+            )?;
             let subscribed = [("AUDIO", c.subscribed_audio), ("VIDEO", c.subscribed_video)];
             let help = "Subscriptions (a subscriber given a track) now, by kind";
-            labelled(enc, "livekit_track_subscribed_total", help, MetricType::Gauge, "kind", &subscribed)?;
+            labelled(
+                enc,
+                "livekit_track_subscribed_total",
+                help,
+                MetricType::Gauge,
+                "kind",
+                &subscribed,
+            )?;
         }
         let dir = |i: u64, o: u64| [("incoming", i), ("outgoing", o)];
         let (i, o) = (self.rtp_in, self.rtp_out);
         let c = MetricType::Counter;
         let help = "RTP packets received from publishers (incoming) and sent to subscribers (outgoing), retransmissions included";
-        labelled(enc, "livekit_packet", help, c, "direction", &dir(i.packets, o.packets))?;
+        labelled(
+            enc,
+            "livekit_packet",
+            help,
+            c,
+            "direction",
+            &dir(i.packets, o.packets),
+        )?;
         let help = "RTP payload bytes, as livekit_packet_total counts packets";
-        labelled(enc, "livekit_packet_bytes", help, c, "direction", &dir(i.bytes, o.bytes))?;
-        let help = "NACKs sent to publishers (incoming streams) and received from subscribers (outgoing)";
-        labelled(enc, "livekit_nack", help, c, "direction", &dir(i.nacks, o.nacks))?;
-        let help = "PLIs sent to publishers (incoming streams) and received from subscribers (outgoing)";
-        labelled(enc, "livekit_pli", help, c, "direction", &dir(i.plis, o.plis))?;
-        let help = "FIRs sent to publishers (incoming streams) and received from subscribers (outgoing)";
-        labelled(enc, "livekit_fir", help, c, "direction", &dir(i.firs, o.firs))?;
-        let help = "Packets subscribers reported lost (RTCP receiver reports) of what confab sent them";
-        labelled(enc, "livekit_packet_loss", help, c, "direction", &[("outgoing", self.lost_out)])?;
+        labelled(
+            enc,
+            "livekit_packet_bytes",
+            help,
+            c,
+            "direction",
+            &dir(i.bytes, o.bytes),
+        )?;
+        let help =
+            "NACKs sent to publishers (incoming streams) and received from subscribers (outgoing)";
+        labelled(
+            enc,
+            "livekit_nack",
+            help,
+            c,
+            "direction",
+            &dir(i.nacks, o.nacks),
+        )?;
+        let help =
+            "PLIs sent to publishers (incoming streams) and received from subscribers (outgoing)";
+        labelled(
+            enc,
+            "livekit_pli",
+            help,
+            c,
+            "direction",
+            &dir(i.plis, o.plis),
+        )?;
+        let help =
+            "FIRs sent to publishers (incoming streams) and received from subscribers (outgoing)";
+        labelled(
+            enc,
+            "livekit_fir",
+            help,
+            c,
+            "direction",
+            &dir(i.firs, o.firs),
+        )?;
+        let help =
+            "Packets subscribers reported lost (RTCP receiver reports) of what confab sent them";
+        labelled(
+            enc,
+            "livekit_packet_loss",
+            help,
+            c,
+            "direction",
+            &[("outgoing", self.lost_out)],
+        )?;
         let [dg_in, b_in, dg_out, b_out] = self.udp;
         let help = "UDP datagrams on the media ports (ICE, DTLS, RTP, RTCP)";
-        labelled(enc, "confab_udp_datagrams", help, c, "direction", &dir(dg_in, dg_out))?;
+        labelled(
+            enc,
+            "confab_udp_datagrams",
+            help,
+            c,
+            "direction",
+            &dir(dg_in, dg_out),
+        )?;
         let help = "UDP bytes on the media ports";
-        labelled(enc, "confab_udp_bytes", help, c, "direction", &dir(b_in, b_out))?;
+        labelled(
+            enc,
+            "confab_udp_bytes",
+            help,
+            c,
+            "direction",
+            &dir(b_in, b_out),
+        )?;
         counter(
             enc,
             "confab_ice_tcp_connections",
@@ -534,7 +609,12 @@ impl Snapshot {
         let help = "Delay confab added to forwarded packets (kernel arrival to sendmmsg return), sampled 1 in 64";
         histogram(enc, "confab_forward_delay_seconds", help, &self.delay)?;
         let help = "confab_forward_delay_seconds for audio alone (not paced)";
-        histogram(enc, "confab_forward_delay_audio_seconds", help, &self.delay_audio)
+        histogram(
+            enc,
+            "confab_forward_delay_audio_seconds",
+            help,
+            &self.delay_audio,
+        )
     }
 
     fn encode_threads(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {

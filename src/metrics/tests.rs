@@ -15,11 +15,11 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
             assert!(
-                ["counter", "gauge", "histogram"].contains(&kind),
-                "{line}"
+                types.insert(name.into(), kind.into()).is_none(),
+                "twice: {line}"
             );
-            assert!(types.insert(name.into(), kind.into()).is_none(), "twice: {line}");
             continue;
         }
         if line.starts_with("# HELP ") {
@@ -43,7 +43,10 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
             "+Inf" => f64::INFINITY,
             v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
         };
-        assert!(samples.insert(series.to_string(), v).is_none(), "twice: {line}");
+        assert!(
+            samples.insert(series.to_string(), v).is_none(),
+            "twice: {line}"
+        );
     }
     samples
 }
@@ -122,20 +125,41 @@ fn the_exposition_parses_and_carries_the_figures() {
     assert_eq!(get("livekit_track_published_total{kind=\"AUDIO\"}"), 3.0);
     assert_eq!(get("livekit_track_subscribed_total{kind=\"VIDEO\"}"), 4.0);
     assert_eq!(get("livekit_packet_total{direction=\"incoming\"}"), 1000.0);
-    assert_eq!(get("livekit_packet_bytes_total{direction=\"outgoing\"}"), 3_600_000.0);
+    assert_eq!(
+        get("livekit_packet_bytes_total{direction=\"outgoing\"}"),
+        3_600_000.0
+    );
     assert_eq!(get("livekit_nack_total{direction=\"outgoing\"}"), 9.0);
     assert_eq!(get("livekit_pli_total{direction=\"incoming\"}"), 1.0);
     assert_eq!(get("livekit_fir_total{direction=\"outgoing\"}"), 1.0);
-    assert_eq!(get("livekit_packet_loss_total{direction=\"outgoing\"}"), 11.0);
-    assert_eq!(get("confab_udp_datagrams_total{direction=\"incoming\"}"), 1100.0);
-    assert_eq!(get("confab_udp_bytes_total{direction=\"outgoing\"}"), 3_700_000.0);
-    assert_eq!(get("confab_events_total{event=\"participant_joined\"}"), 7.0);
-    assert_eq!(get("confab_media_thread_cpu_seconds_total{thread=\"0\"}"), 0.5);
+    assert_eq!(
+        get("livekit_packet_loss_total{direction=\"outgoing\"}"),
+        11.0
+    );
+    assert_eq!(
+        get("confab_udp_datagrams_total{direction=\"incoming\"}"),
+        1100.0
+    );
+    assert_eq!(
+        get("confab_udp_bytes_total{direction=\"outgoing\"}"),
+        3_700_000.0
+    );
+    assert_eq!(
+        get("confab_events_total{event=\"participant_joined\"}"),
+        7.0
+    );
+    assert_eq!(
+        get("confab_media_thread_cpu_seconds_total{thread=\"0\"}"),
+        0.5
+    );
     assert!(
         !m.contains_key("confab_media_thread_cpu_seconds_total{thread=\"1\"}"),
         "a thread whose CPU time is unknown is left out"
     );
-    assert_eq!(get("confab_media_thread_busy_seconds_total{thread=\"1\"}"), 0.0);
+    assert_eq!(
+        get("confab_media_thread_busy_seconds_total{thread=\"1\"}"),
+        0.0
+    );
     assert_eq!(get("confab_media_thread_participants{thread=\"0\"}"), 5.0);
     assert_eq!(get("process_resident_memory_bytes"), (30 << 20) as f64);
     assert_eq!(get("process_cpu_seconds_total"), 1.25);
@@ -147,7 +171,11 @@ fn the_exposition_parses_and_carries_the_figures() {
     );
     assert_eq!(get(&build), 1.0);
     // The histogram is cumulative, in seconds, with the sum of what was recorded.
-    let b = |le: &str| get(&format!("confab_forward_delay_seconds_bucket{{le=\"{le}\"}}"));
+    let b = |le: &str| {
+        get(&format!(
+            "confab_forward_delay_seconds_bucket{{le=\"{le}\"}}"
+        ))
+    };
     assert_eq!(b("5e-05"), 2.0, "30 and 40 µs:\n{text}");
     assert_eq!(b("0.001"), 3.0);
     assert_eq!(b("0.005"), 4.0);
@@ -251,7 +279,12 @@ async fn other_subsystems_metrics_are_scraped_with_ours() {
     struct Jobs;
     impl Collector for Jobs {
         fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-            gauge(&mut enc, "confab_agent_workers", "Registered agent workers", 2u64)?;
+            gauge(
+                &mut enc,
+                "confab_agent_workers",
+                "Registered agent workers",
+                2u64,
+            )?;
             let jobs = [("running", 1u64), ("pending", 3)];
             labelled(
                 &mut enc,
@@ -271,4 +304,58 @@ async fn other_subsystems_metrics_are_scraped_with_ours() {
     assert_eq!(s["confab_agent_workers"], 2.0);
     assert_eq!(s["confab_agent_jobs{state=\"pending\"}"], 3.0);
     assert!(s.contains_key("confab_uptime_seconds"));
+}
+
+/// The cost of a scrape with 50 participants in 5 rooms on 2 media threads (signalling joins:
+/// each has its PeerConnection set up, no media flows). Prints the figures (`--nocapture`);
+/// asserts only a generous bound, so a slow debug build on a shared machine passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_cost_with_fifty_participants() {
+    use crate::media::{session_channel, MediaDriver, MediaPlan};
+    use crate::sfu::{JoinParams, Mode, SfuConfig};
+    let metrics = Arc::new(Metrics::new());
+    let plan = MediaPlan {
+        bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        udp_port: 0,
+        tcp_port: 0,
+        threads: 2,
+        events: events::Bus::new(vec![metrics.events_sink()]),
+    };
+    let driver = MediaDriver::start(&plan, SfuConfig::default()).unwrap();
+    metrics.set_media(driver.handle.clone());
+    let mut sessions = vec![];
+    for i in 0..50 {
+        let (tx, rx) = session_channel();
+        let params =
+            JoinParams::for_test(&format!("room{}", i % 5), &format!("p{i}"), Mode::V0, 16);
+        let h = &driver.handle;
+        h.join(params, h.new_conn_id(), tx).await.unwrap().unwrap();
+        sessions.push(rx);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while driver.handle.totals().participants < 50 {
+        assert!(Instant::now() < deadline, "participants counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut times = vec![];
+    let mut len = 0;
+    for _ in 0..200 {
+        let t = Instant::now();
+        let text = metrics.render().await;
+        times.push(t.elapsed());
+        len = text.len();
+        assert!(text.contains("\nlivekit_participant_total 50\n"), "{text}");
+    }
+    times.sort();
+    let mean = times.iter().sum::<Duration>() / times.len() as u32;
+    let p99 = times[times.len() * 99 / 100];
+    println!(
+        "scrape with 50 participants on 2 media threads: mean {mean:?}, median {:?}, p99 {p99:?}, {len} bytes",
+        times[times.len() / 2]
+    );
+    assert!(
+        mean < Duration::from_millis(100),
+        "a scrape took {mean:?} on average"
+    );
+    drop(sessions);
 }

@@ -113,9 +113,19 @@ mod tests {
     fn only_what_grew_is_added_and_a_reset_counts_from_its_new_value() {
         let mut seen = Seen::default();
         let key = (false, Mid::from("0"), None);
-        assert_eq!(seen.delta(key, [10, 1000, 1, 0, 0, 0]), [10, 1000, 1, 0, 0, 0]);
-        assert_eq!(seen.delta(key, [15, 1500, 1, 2, 0, 0]), [5, 500, 0, 2, 0, 0]);
-        assert_eq!(seen.delta(key, [3, 300, 0, 0, 0, 0]), [0; 6], "went down: nothing");
+        assert_eq!(
+            seen.delta(key, [10, 1000, 1, 0, 0, 0]),
+            [10, 1000, 1, 0, 0, 0]
+        );
+        assert_eq!(
+            seen.delta(key, [15, 1500, 1, 2, 0, 0]),
+            [5, 500, 0, 2, 0, 0]
+        );
+        assert_eq!(
+            seen.delta(key, [3, 300, 0, 0, 0, 0]),
+            [0; 6],
+            "went down: nothing"
+        );
         assert_eq!(seen.delta(key, [4, 400, 0, 0, 0, 0]), [1, 100, 0, 0, 0, 0]);
         // Another stream of the same peer has its own totals.
         let other = (true, Mid::from("0"), None);

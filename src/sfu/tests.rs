@@ -1941,7 +1941,10 @@ fn rtp_counters_follow_the_streams_statistics() {
         w.run(Duration::from_millis(20));
     }
     let c = w.sfu.rtp_counters();
-    let (pin, pout) = (c.ingress.packets.load(Relaxed), c.egress.packets.load(Relaxed));
+    let (pin, pout) = (
+        c.ingress.packets.load(Relaxed),
+        c.egress.packets.load(Relaxed),
+    );
     assert!((50..=100).contains(&pin), "packets in: {pin}");
     // Each stream reports at its own moment (and padding for bandwidth probes counts out).
     assert!(pout >= 50, "packets out: {pout} (in {pin})");
@@ -1977,6 +1980,12 @@ fn keyframe_requests_to_publishers_are_counted() {
         w.run(Duration::from_millis(20));
     }
     let c = w.sfu.rtp_counters();
-    assert!(w.peers[a].publisher.keyframe_requests > 0, "alice was asked");
-    assert!(c.ingress.plis.load(Relaxed) > 0, "the PLI sent to alice is counted");
+    assert!(
+        w.peers[a].publisher.keyframe_requests > 0,
+        "alice was asked"
+    );
+    assert!(
+        c.ingress.plis.load(Relaxed) > 0,
+        "the PLI sent to alice is counted"
+    );
 }
