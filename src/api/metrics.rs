@@ -24,7 +24,7 @@ impl App {
         };
         if !self.0.metrics_open && !self.logged_in(req) {
             if let Err(refused) = self.metrics_grant(req) {
-                return refused;
+                return *refused;
             }
         }
         let text = metrics.render().await;
@@ -40,10 +40,10 @@ impl App {
 
     /// A bearer token that may list rooms, or the refusal: 401 without a valid token, 403 for
     /// one without the grant, 429 for an address that sent too many bad tokens.
-    fn metrics_grant<B>(&self, req: &Request<B>) -> Result<(), Response<Body>> {
+    fn metrics_grant<B>(&self, req: &Request<B>) -> Result<(), Box<Response<Body>>> {
         let client = self.client_ip(req);
         if let Some((status, reason)) = self.token_blocked(client) {
-            return Err(text_response(status, &format!("{reason}\n")));
+            return Err(Box::new(text_response(status, &format!("{reason}\n"))));
         }
         let header = req
             .headers()
@@ -55,10 +55,10 @@ impl App {
         };
         match claims {
             Ok(c) if c.may_list_rooms() => Ok(()),
-            Ok(_) => Err(text_response(
+            Ok(_) => Err(Box::new(text_response(
                 StatusCode::FORBIDDEN,
                 &format!("the token lacks the roomList or roomAdmin grant; {HOW}\n"),
-            )),
+            ))),
             Err(e) => {
                 if !matches!(e, auth::AuthError::Missing) {
                     self.token_refused(client, PATH, &e.to_string());
@@ -66,7 +66,7 @@ impl App {
                 let mut r = text_response(StatusCode::UNAUTHORIZED, &format!("{e}; {HOW}\n"));
                 r.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                Err(r)
+                Err(Box::new(r))
             }
         }
     }

@@ -598,6 +598,27 @@ fn bind_shard(bind: IpAddr, udp_port: u16, tcp_port: u16) -> Result<Bound, Media
     })
 }
 
+/// The SFU configuration of one shard: `base` with the shard's own ports as host candidates.
+fn shard_config(base: &SfuConfig, ports: &ShardPorts) -> SfuConfig {
+    let mut cfg = base.clone();
+    let udp_port = ports.udp_addrs.first().map_or(0, |a| a.port());
+    let mut ips: Vec<IpAddr> = ports.udp_addrs.iter().map(|a| a.ip()).collect();
+    // A public address (1:1 NAT) is offered like a bound one; the NAT delivers its packets to
+    // a bound address, where the SFU answers them.
+    if let Some(public) = cfg.advertised_ip {
+        if !ips.contains(&public) {
+            ips.push(public);
+        }
+    }
+    for ip in ips {
+        cfg.candidates
+            .push((SocketAddr::new(ip, udp_port), Protocol::Udp));
+        cfg.candidates
+            .push((SocketAddr::new(ip, ports.tcp_addr.port()), Protocol::Tcp));
+    }
+    cfg
+}
+
 impl MediaDriver {
     /// Binds every shard's media ports, then starts one media thread per shard, each running
     /// its own SFU.
@@ -623,22 +644,7 @@ impl MediaDriver {
         let mut loops = Vec::with_capacity(threads);
         let mut ports = Vec::with_capacity(threads);
         for (i, b) in bound.into_iter().enumerate() {
-            let mut cfg = sfu_config.clone();
-            let udp_port = b.ports.udp_addrs.first().map_or(0, |a| a.port());
-            let mut ips: Vec<IpAddr> = b.ports.udp_addrs.iter().map(|a| a.ip()).collect();
-            // A public address (1:1 NAT) is offered like a bound one; the NAT delivers its
-            // packets to a bound address, where the SFU answers them.
-            if let Some(public) = cfg.advertised_ip {
-                if !ips.contains(&public) {
-                    ips.push(public);
-                }
-            }
-            for ip in ips {
-                cfg.candidates
-                    .push((SocketAddr::new(ip, udp_port), Protocol::Udp));
-                cfg.candidates
-                    .push((SocketAddr::new(ip, b.ports.tcp_addr.port()), Protocol::Tcp));
-            }
+            let cfg = shard_config(&sfu_config, &b.ports);
             let poll = Poll::new().map_err(MediaError::Thread)?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(MediaError::Thread)?);
             let (tx, rx) = mpsc::channel();

@@ -438,6 +438,7 @@ impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.encode_server(&mut enc)?;
         if self.media {
+            self.encode_rooms(&mut enc)?;
             self.encode_media(&mut enc)?;
             self.encode_threads(&mut enc)?;
         }
@@ -490,7 +491,8 @@ impl Snapshot {
         )
     }
 
-    fn encode_media(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    /// Rooms, participants, tracks.
+    fn encode_rooms(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         gauge(enc, "livekit_room_total", "Rooms open now", self.rooms)?;
         gauge(
             enc,
@@ -520,6 +522,11 @@ impl Snapshot {
                 &subscribed,
             )?;
         }
+        Ok(())
+    }
+
+    /// Packets, bytes, RTCP feedback, forwarding delay.
+    fn encode_media(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let dir = |i: u64, o: u64| [("incoming", i), ("outgoing", o)];
         let (i, o) = (self.rtp_in, self.rtp_out);
         let c = MetricType::Counter;

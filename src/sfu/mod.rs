@@ -956,6 +956,24 @@ impl Sfu {
         self.events = events;
     }
 
+    /// The events `on_event` leaves: str0m's statistics of a peer go to its connection quality
+    /// (quality.rs) and the RTP counters (counters.rs); the rest are ignored.
+    fn on_stats(&mut self, peer_id: PeerId, e: &Event) {
+        let stats = matches!(
+            e,
+            Event::PeerStats(_) | Event::MediaIngressStats(_) | Event::MediaEgressStats(_)
+        );
+        let Some(peer) = self.peers.get_mut(&peer_id).filter(|_| stats) else {
+            return;
+        };
+        match e {
+            Event::PeerStats(s) => self.quality.record(peer.owner, s),
+            Event::MediaIngressStats(s) => self.counters.ingress(&mut peer.stats_seen, s),
+            Event::MediaEgressStats(s) => self.counters.egress(&mut peer.stats_seen, s),
+            _ => {}
+        }
+    }
+
     fn on_event(&mut self, now: Instant, peer_id: PeerId, e: Event) {
         match e {
             Event::Connected => {
@@ -1051,21 +1069,6 @@ impl Sfu {
                 data::Incoming::Refused { pid, msg } => self.reg.note_limit(pid, &msg),
                 data::Incoming::Ignored => {}
             },
-            Event::PeerStats(s) => {
-                if let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) {
-                    self.quality.record(pid, &s);
-                }
-            }
-            Event::MediaIngressStats(s) => {
-                if let Some(peer) = self.peers.get_mut(&peer_id) {
-                    self.counters.ingress(&mut peer.stats_seen, &s);
-                }
-            }
-            Event::MediaEgressStats(s) => {
-                if let Some(peer) = self.peers.get_mut(&peer_id) {
-                    self.counters.egress(&mut peer.stats_seen, &s);
-                }
-            }
             Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
                 let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
                     return;
@@ -1085,7 +1088,7 @@ impl Sfu {
                     self.forwarding().rebalance(pid);
                 }
             }
-            _ => {}
+            e => self.on_stats(peer_id, &e),
         }
     }
 }
