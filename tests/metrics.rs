@@ -173,6 +173,7 @@ fn scrapes_need_a_token_or_the_admin_session_and_the_plain_port_redirects() {
     assert!(m
         .keys()
         .any(|k| k.starts_with("confab_build_info{version=")));
+    dashboard_queries_name_real_metrics(&m);
 
     // The admin page's session.
     let jar = d.dir.join("cookies");
@@ -204,6 +205,35 @@ fn scrapes_need_a_token_or_the_admin_session_and_the_plain_port_redirects() {
         &format!("http://127.0.0.1:{}/metrics", d.http),
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "308");
+}
+
+/// Every metric `docs/grafana-dashboard.json` queries is in a scrape (the dashboard is JSON
+/// Grafana can import: panels with Prometheus targets).
+fn dashboard_queries_name_real_metrics(scraped: &BTreeMap<String, f64>) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana-dashboard.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    for p in panels {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let names = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| {
+                    ["livekit_", "confab_", "process_"]
+                        .iter()
+                        .any(|p| w.starts_with(p))
+                });
+            for name in names {
+                assert!(
+                    scraped.keys().any(|k| k.split('{').next() == Some(name)),
+                    "{:?} queries {name}, which /metrics does not export",
+                    p["title"]
+                );
+            }
+        }
+    }
 }
 
 #[test]
