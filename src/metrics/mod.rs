@@ -17,7 +17,8 @@
 //!
 //! Keep the figures where the subsystem keeps its state (atomics, or a `prometheus-client`
 //! metric) and register them once, at start-up, on the [`Metrics`] that `confab serve` builds
-//! (`cli/serve.rs`). Either register a metric the crate updates itself:
+//! (`cli/serve.rs`: `metrics` exists before the event bus, whose sinks are listed next to
+//! `metrics.events_sink()`). Either register a metric the crate updates itself:
 //!
 //! ```ignore
 //! use prometheus_client::metrics::counter::Counter;
@@ -35,9 +36,9 @@
 //! impl prometheus_client::collector::Collector for AgentMetrics {
 //!     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
 //!         let workers = self.0.workers.load(Ordering::Relaxed);
-//!         confab::metrics::gauge(&mut enc, "confab_agent_workers", "Registered agent workers", workers)?;
+//!         crate::metrics::gauge(&mut enc, "confab_agent_workers", "Registered agent workers", workers)?;
 //!         let jobs = self.0.jobs_by_state(); // [("running", 2), ("pending", 1)]
-//!         confab::metrics::labelled(&mut enc, "confab_agent_jobs", "Agent jobs by state",
+//!         crate::metrics::labelled(&mut enc, "confab_agent_jobs", "Agent jobs by state",
 //!             MetricType::Gauge, "state", &jobs)
 //!     }
 //! }
