@@ -9,11 +9,12 @@
 //! atomics, read by the scrape on another thread). What a stream counted after its last report
 //! before its peer closed is not counted (at most one interval's worth).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use str0m::media::{Mid, Rid};
 use str0m::stats::{MediaEgressStats, MediaIngressStats};
+
+use super::FastMap;
 
 /// The counters of one direction.
 #[derive(Debug, Default)]
@@ -46,7 +47,7 @@ type Totals = [u64; 6];
 
 /// What a peer's streams reported last, by (egress?, mid, rid).
 #[derive(Debug, Default)]
-pub struct Seen(HashMap<(bool, Mid, Option<Rid>), Totals>);
+pub struct Seen(FastMap<(bool, Mid, Option<Rid>), Totals>);
 
 impl Seen {
     /// What grew since the stream's last report (a total that went down, as after an SSRC
