@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod http;
 pub mod ids;
 pub mod media;
+pub mod metrics;
 pub mod net;
 pub mod sfu;
 pub mod signal;

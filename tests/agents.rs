@@ -149,7 +149,8 @@ fn client(d: &Daemon, args: &[&str]) -> (Child, mpsc::Receiver<Value>) {
 fn client_run(d: &Daemon, args: &[&str]) -> Vec<Value> {
     let (mut child, rx) = client(d, args);
     let status = child.wait().unwrap();
-    let lines: Vec<Value> = rx.try_iter().collect();
+    // Every line: the reader ends (and the channel with it) at the end of the output.
+    let lines: Vec<Value> = rx.iter().collect();
     assert!(
         status.success(),
         "client.py {args:?} failed: {lines:?}\n{}\n{}",
@@ -275,5 +276,42 @@ fn livekit_agents_workers_get_rooms_by_automatic_api_and_token_dispatch_and_surv
         "the same job, resumed by the new worker"
     );
     assert!(dave.wait().unwrap().success());
+
+    // The dispatcher's figures in /metrics: two workers now, every assignment counted.
+    let figures = metrics(&d);
+    assert!(figures.contains("confab_agent_workers 2\n"), "{figures}");
+    let assigned: u64 = figures
+        .lines()
+        .find_map(|l| l.strip_prefix("confab_agent_jobs_assigned_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no assignment count: {figures}"));
+    assert!(assigned >= 5, "{figures}");
     drop(notes);
+}
+
+/// `GET /metrics` with a roomList token.
+fn metrics(d: &Daemon) -> String {
+    let keys = confab::auth::ApiKeys::from_map(std::collections::BTreeMap::from([(
+        KEY.to_string(),
+        confab::config::Secret::new(SECRET.to_string()),
+    )]));
+    let req = confab::auth::TokenRequest {
+        identity: "prometheus".into(),
+        ttl: Duration::from_secs(600),
+        video: confab::auth::VideoGrant {
+            room_list: Some(true),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = confab::auth::mint(&keys, KEY, &req).unwrap();
+    let out = common::curl(&[
+        "-sS",
+        "--cacert",
+        d.ca().to_str().unwrap(),
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &d.url("/metrics"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -460,3 +460,56 @@ fn job_token(
     };
     auth::mint(&keys, key, &req).map_err(|e| e.to_string())
 }
+
+/// The dispatcher's figures at each `/metrics` scrape (read from [`Stats`]'s atomics).
+#[derive(Debug)]
+pub struct AgentMetrics(pub Arc<Stats>);
+
+impl prometheus_client::collector::Collector for AgentMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::metrics::{counter, gauge, labelled};
+        let s = &self.0;
+        let load = |a: &AtomicUsize| a.load(Ordering::Relaxed) as u64;
+        gauge(
+            &mut enc,
+            "confab_agent_workers",
+            "Registered agent workers (open /agent connections)",
+            load(&s.workers),
+        )?;
+        gauge(
+            &mut enc,
+            "confab_agent_dispatches",
+            "Agent dispatches of rooms that exist or are awaited",
+            load(&s.dispatches),
+        )?;
+        let jobs = [
+            ("pending", load(&s.jobs_pending)),
+            ("offered", load(&s.jobs_offered)),
+            ("running", load(&s.jobs_running)),
+            ("orphaned", load(&s.jobs_orphaned)),
+        ];
+        labelled(
+            &mut enc,
+            "confab_agent_jobs",
+            "Agent jobs by state (not ended)",
+            prometheus_client::metrics::MetricType::Gauge,
+            "state",
+            &jobs,
+        )?;
+        counter(
+            &mut enc,
+            "confab_agent_jobs_assigned",
+            "Agent jobs assigned to a worker",
+            s.jobs_assigned_total.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "confab_agent_events_dropped",
+            "Room events the agent dispatcher had no room for",
+            s.events_dropped.load(Ordering::Relaxed),
+        )
+    }
+}

@@ -1,11 +1,12 @@
-//! HTTP routes: health (`/api/health`, `/ready`, `/live`), `/api/status` for `confab status`, the
-//! local CA certificate at `/ca.crt`, and a landing page. The plain-HTTP port serves only `/ca.crt`
+//! HTTP routes: health (`/api/health`, `/ready`, `/live`), `/api/status` for `confab status`,
+//! `/metrics` for Prometheus, the local CA certificate at `/ca.crt`, and a landing page. The plain-HTTP port serves only `/ca.crt`
 //! and health, and redirects everything else to HTTPS.
 
 pub mod access;
 pub mod admin;
 mod dispatch;
 mod health;
+mod metrics;
 mod rooms;
 pub mod server;
 mod session;
@@ -58,6 +59,10 @@ pub struct AppInner {
     /// The agent dispatcher (`/agent`, `AgentDispatchService`; absent in tests of the plain
     /// routes).
     pub agents: Option<crate::agent::Dispatcher>,
+    /// What `GET /metrics` shows (absent in tests of the plain HTTP routes), and whether it
+    /// is served without a token or session (`metrics.open`).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    pub metrics_open: bool,
 }
 
 /// The signalling upgrade's view of the server (`signal` does not depend on `api`).
@@ -175,6 +180,9 @@ impl App {
         }
         if tls && req.uri().path().starts_with(dispatch::PREFIX) {
             return dispatch::handle(self, req).await;
+        }
+        if tls && req.uri().path() == metrics::PATH {
+            return self.metrics(&req).await;
         }
         if tls && req.uri().path().starts_with(twirp::PREFIX) {
             return twirp::handle(self, self.0.media.clone(), req).await;

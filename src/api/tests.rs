@@ -35,6 +35,8 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         trusted_proxies: Default::default(),
         token_failures: crate::api::token_failures(),
         agents: None,
+        metrics: None,
+        metrics_open: false,
     });
     (app, dir)
 }

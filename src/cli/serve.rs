@@ -82,16 +82,24 @@ async fn serve(config: Config) -> ExitCode {
         Ok(l) => l,
         Err(e) => return startup_failed(e),
     };
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let agents = crate::agent::Dispatcher::start(keys.clone(), config.auth.token_ttl);
     let notifier = match crate::webhook::Notifier::start(&config.webhook, keys.clone()) {
         Ok(n) => n,
         Err(e) => return startup_failed(e),
     };
-    let events = crate::events::Bus::new(vec![notifier.clone(), Arc::new(agents.clone())]);
+    metrics.register_collector(Box::new(crate::agent::AgentMetrics(agents.stats().clone())));
+    metrics.register_collector(Box::new(crate::webhook::WebhookMetrics(notifier.stats())));
+    let events = crate::events::Bus::new(vec![
+        metrics.events_sink(),
+        notifier.clone(),
+        Arc::new(agents.clone()),
+    ]);
     let mut media = match start_media(&config, events) {
         Ok(m) => m,
         Err(e) => return startup_failed(e),
     };
+    metrics.set_media(media.handle.clone());
 
     let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeats());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
@@ -116,6 +124,8 @@ async fn serve(config: Config) -> ExitCode {
         ),
         token_failures: crate::api::token_failures(),
         agents: Some(agents),
+        metrics: Some(metrics),
+        metrics_open: config.metrics.open,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(

@@ -47,6 +47,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub update: UpdateConfig,
     pub webhook: WebhookConfig,
+    pub metrics: MetricsConfig,
     /// Where the settings came from (files and environment variables), for the startup log.
     pub sources: Vec<String>,
 }
@@ -103,6 +104,14 @@ pub struct AuthConfig {
     /// own pair in the state directory.
     pub keys: BTreeMap<String, Secret>,
     pub token_ttl: Duration,
+}
+
+/// `GET /metrics` (Prometheus).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Serve it to anyone who reaches the HTTPS port, without a token or admin session (a
+    /// trusted network only).
+    pub open: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -318,6 +327,11 @@ impl Config {
         );
         let state_dir = state_dir.unwrap_or_else(|| PathBuf::from("data"));
         let update = Config::read_update(r, &state_dir);
+        let metrics = MetricsConfig {
+            open: r
+                .bool("metrics.open", &["CONFAB_METRICS_OPEN"])
+                .unwrap_or(false),
+        };
         let https_port = https_port.unwrap_or(DEFAULT_HTTPS_PORT);
         let http_port = match http_port {
             Some(0) => None,
@@ -334,6 +348,7 @@ impl Config {
         Config {
             update,
             webhook,
+            metrics,
             state_dir,
             log_level: log_level.unwrap_or_else(|| "info".to_string()),
             public_url,
@@ -494,7 +509,7 @@ impl Config {
         let keys: Vec<&str> = self.auth.keys.keys().map(String::as_str).collect();
         format!(
             "state_dir={} log_level={} public_url={} bind={} https_port={} http_port={} tls={} \
-             udp_port={} tcp_port={} media_threads={}{} max_participants={} max_rooms={} empty_timeout={}s api_keys=[{}] token_ttl={}s webhook_urls={} update_url={} update_check={} board={} bootloader={} sources=[{}]",
+             udp_port={} tcp_port={} media_threads={}{} max_participants={} max_rooms={} empty_timeout={}s api_keys=[{}] token_ttl={}s webhook_urls={} metrics_open={} update_url={} update_check={} board={} bootloader={} sources=[{}]",
             self.state_dir.display(),
             self.log_level,
             self.public_url.as_deref().unwrap_or("-"),
@@ -522,6 +537,7 @@ impl Config {
             },
             self.auth.token_ttl.as_secs(),
             self.webhook.urls.len(),
+            self.metrics.open,
             self.update.url.as_deref().unwrap_or("-"),
             self.update.check,
             self.update.board,

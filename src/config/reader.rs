@@ -55,6 +55,7 @@ const CONFAB_VARS: &[&str] = &[
     "CONFAB_UPDATE_SOCKET",
     "CONFAB_WEBHOOK_URLS",
     "CONFAB_WEBHOOK_API_KEY",
+    "CONFAB_METRICS_OPEN",
 ];
 
 /// Build-time inputs of `build.rs`; `cargo run` also passes them to the program. Not settings.

@@ -367,3 +367,32 @@ fn the_webhook_key_must_be_a_configured_key() {
     let e = env(&[("CONFAB_WEBHOOK_API_KEY", "APIdevice")]);
     assert!(Config::from_layers(&[], &e).is_ok());
 }
+
+#[test]
+fn metrics_are_closed_unless_opened() {
+    let c = Config::from_layers(&[], &Env::new()).unwrap();
+    assert!(!c.metrics.open, "a token or the admin session by default");
+    let file = layer("confab.toml", "[metrics]\nopen = true\n");
+    assert!(
+        Config::from_layers(&[file], &Env::new())
+            .unwrap()
+            .metrics
+            .open
+    );
+    let e = env(&[("CONFAB_METRICS_OPEN", "true")]);
+    let c = Config::from_layers(&[], &e).unwrap();
+    assert!(c.metrics.open);
+    assert!(c.summary().contains("metrics_open=true"));
+    let bad = Config::from_layers(
+        &[layer("confab.toml", "[metrics]\nopen = \"yes\"\n")],
+        &Env::new(),
+    )
+    .unwrap_err();
+    assert!(bad.to_string().contains("metrics.open"), "{bad}");
+    let typo = Config::from_layers(
+        &[layer("confab.toml", "[metrics]\nopne = true\n")],
+        &Env::new(),
+    )
+    .unwrap_err();
+    assert!(typo.to_string().contains("unknown setting"), "{typo}");
+}

@@ -221,6 +221,13 @@ impl Datagram for str0m::net::Transmit {
     }
 }
 
+/// What one [`SendBatch::send`] handed to the kernel.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub datagrams: usize,
+    pub bytes: u64,
+}
+
 /// Headers for `sendmmsg`, kept between calls: only the slots a call uses are written (no
 /// zeroing of all [`BATCH`] per call, no allocation).
 pub struct SendBatch {
@@ -251,8 +258,8 @@ impl SendBatch {
     /// Sends `items` with as few `sendmmsg` calls as possible. A datagram the kernel refuses
     /// (full buffer, unreachable) is dropped, like the network would; returns how many were
     /// sent.
-    pub fn send<D: Datagram>(&mut self, sock: &impl AsRawFd, items: &[D]) -> usize {
-        let mut sent = 0;
+    pub fn send<D: Datagram>(&mut self, sock: &impl AsRawFd, items: &[D]) -> Sent {
+        let mut sent = Sent::default();
         for chunk in items.chunks(BATCH) {
             for (i, d) in chunk.iter().enumerate() {
                 let len = to_sockaddr(&d.to(), &mut self.addrs[i]);
@@ -284,8 +291,14 @@ impl SendBatch {
                     // The first datagram failed: skip it (dropped) and go on with the rest.
                     off += 1;
                 } else {
-                    off += n as usize;
-                    sent += n as usize;
+                    let n = n as usize;
+                    // The kernel set each sent header's `msg_len` to the bytes it took.
+                    sent.bytes += self.msgs[off..off + n]
+                        .iter()
+                        .map(|m| u64::from(m.msg_len))
+                        .sum::<u64>();
+                    off += n;
+                    sent.datagrams += n;
                 }
             }
         }
@@ -305,7 +318,10 @@ mod tests {
         let to = rx.local_addr().expect("addr");
         let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
         let items: Vec<(SocketAddr, &[u8])> = payloads.iter().map(|p| (to, &p[..])).collect();
-        assert_eq!(SendBatch::new().send(&tx, &items), 40);
+        let sent = SendBatch::new().send(&tx, &items);
+        assert_eq!(sent.datagrams, 40);
+        let bytes: usize = payloads.iter().map(Vec::len).sum();
+        assert_eq!(sent.bytes, bytes as u64);
         let mut b = RecvBatch::new();
         let mut got = vec![];
         while let Ok(n) = b.recv(&rx) {

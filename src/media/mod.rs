@@ -95,10 +95,24 @@ pub enum MediaError {
     Thread(std::io::Error),
 }
 
-/// Counters the status line and `/api/status` show.
+/// Counters the status line, `/api/status` and `/metrics` show. Each is written by its media
+/// thread alone: per batch of datagrams or once per loop turn, never per packet.
 #[derive(Default)]
 pub struct MediaStats {
+    /// UDP datagrams received.
     pub datagrams: AtomicU64,
+    /// UDP bytes received, and datagrams and bytes the kernel took to send (`sendmmsg`).
+    /// ICE-TCP is not counted here.
+    pub udp_bytes_in: AtomicU64,
+    pub udp_datagrams_out: AtomicU64,
+    pub udp_bytes_out: AtomicU64,
+    /// The media thread's Linux thread id (for its `/proc/self/task/<tid>/stat`); 0 until it
+    /// runs.
+    pub tid: AtomicU64,
+    /// Time the loop spent working (not waiting in `poll`), in ns: its load is the rate of this.
+    pub busy_ns: AtomicU64,
+    /// RTP counters from str0m's statistics (`sfu::counters`).
+    pub rtp: Arc<crate::sfu::counters::RtpCounters>,
     pub tcp_connections: AtomicU64,
     pub participants: AtomicU64,
     pub rooms: AtomicU64,
@@ -584,6 +598,27 @@ fn bind_shard(bind: IpAddr, udp_port: u16, tcp_port: u16) -> Result<Bound, Media
     })
 }
 
+/// The SFU configuration of one shard: `base` with the shard's own ports as host candidates.
+fn shard_config(base: &SfuConfig, ports: &ShardPorts) -> SfuConfig {
+    let mut cfg = base.clone();
+    let udp_port = ports.udp_addrs.first().map_or(0, |a| a.port());
+    let mut ips: Vec<IpAddr> = ports.udp_addrs.iter().map(|a| a.ip()).collect();
+    // A public address (1:1 NAT) is offered like a bound one; the NAT delivers its packets to
+    // a bound address, where the SFU answers them.
+    if let Some(public) = cfg.advertised_ip {
+        if !ips.contains(&public) {
+            ips.push(public);
+        }
+    }
+    for ip in ips {
+        cfg.candidates
+            .push((SocketAddr::new(ip, udp_port), Protocol::Udp));
+        cfg.candidates
+            .push((SocketAddr::new(ip, ports.tcp_addr.port()), Protocol::Tcp));
+    }
+    cfg
+}
+
 impl MediaDriver {
     /// Binds every shard's media ports, then starts one media thread per shard, each running
     /// its own SFU.
@@ -609,28 +644,17 @@ impl MediaDriver {
         let mut loops = Vec::with_capacity(threads);
         let mut ports = Vec::with_capacity(threads);
         for (i, b) in bound.into_iter().enumerate() {
-            let mut cfg = sfu_config.clone();
-            let udp_port = b.ports.udp_addrs.first().map_or(0, |a| a.port());
-            let mut ips: Vec<IpAddr> = b.ports.udp_addrs.iter().map(|a| a.ip()).collect();
-            // A public address (1:1 NAT) is offered like a bound one; the NAT delivers its
-            // packets to a bound address, where the SFU answers them.
-            if let Some(public) = cfg.advertised_ip {
-                if !ips.contains(&public) {
-                    ips.push(public);
-                }
-            }
-            for ip in ips {
-                cfg.candidates
-                    .push((SocketAddr::new(ip, udp_port), Protocol::Udp));
-                cfg.candidates
-                    .push((SocketAddr::new(ip, b.ports.tcp_addr.port()), Protocol::Tcp));
-            }
+            let cfg = shard_config(&sfu_config, &b.ports);
             let poll = Poll::new().map_err(MediaError::Thread)?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(MediaError::Thread)?);
             let (tx, rx) = mpsc::channel();
             let heartbeat = Arc::new(Heartbeat::default());
             heartbeat.beat();
-            let stats = Arc::new(MediaStats::default());
+            let sfu = Sfu::new(cfg, Instant::now());
+            let stats = Arc::new(MediaStats {
+                rtp: sfu.rtp_counters(),
+                ..Default::default()
+            });
             let mut lp = Loop {
                 shard: i,
                 poll,
@@ -639,7 +663,7 @@ impl MediaDriver {
                 tcp: HashMap::new(),
                 tcp_by_route: HashMap::new(),
                 next_tcp: TCP_BASE,
-                sfu: Sfu::new(cfg, Instant::now()),
+                sfu,
                 sessions: HashMap::new(),
                 commands: rx,
                 heartbeat: heartbeat.clone(),
@@ -651,6 +675,7 @@ impl MediaDriver {
                 router: router.clone(),
                 known_rooms: HashSet::new(),
                 events: plan.events.clone(),
+                io: IoTotals::default(),
             };
             lp.register().map_err(MediaError::Thread)?;
             shards.push(Shard {
@@ -792,6 +817,40 @@ struct Loop {
     /// router so its name can go to any shard again.
     known_rooms: HashSet<String>,
     events: crate::events::Bus,
+    /// This thread's running totals, published to `stats` once per turn.
+    io: IoTotals,
+}
+
+/// Totals only the media thread writes; copied to [`MediaStats`] once per loop turn.
+#[derive(Default)]
+struct IoTotals {
+    udp_bytes_in: u64,
+    udp_datagrams_out: u64,
+    udp_bytes_out: u64,
+    busy: Duration,
+}
+
+impl IoTotals {
+    fn sent(&mut self, s: batch::Sent) {
+        self.udp_datagrams_out += s.datagrams as u64;
+        self.udp_bytes_out += s.bytes;
+    }
+
+    fn publish(&self, stats: &MediaStats) {
+        let r = Ordering::Relaxed;
+        stats.udp_bytes_in.store(self.udp_bytes_in, r);
+        stats.udp_datagrams_out.store(self.udp_datagrams_out, r);
+        stats.udp_bytes_out.store(self.udp_bytes_out, r);
+        let busy = u64::try_from(self.busy.as_nanos()).unwrap_or(u64::MAX);
+        stats.busy_ns.store(busy, r);
+    }
+}
+
+/// The calling thread's Linux thread id.
+fn thread_id() -> u64 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    u64::try_from(tid).unwrap_or(0)
 }
 
 impl Loop {
@@ -811,14 +870,23 @@ impl Loop {
         let mut batch = batch::RecvBatch::new();
         self.outgoing = self.udp.iter().map(|_| Vec::new()).collect();
         let mut next_timeout = self.sfu.poll_timeout();
+        self.stats.tid.store(thread_id(), Ordering::Relaxed);
+        // When the last `poll` returned: the time from then to the next turn's start is work.
+        let mut woke: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             self.heartbeat.beat();
             let now = Instant::now();
+            if let Some(w) = woke {
+                self.io.busy += now.saturating_duration_since(w);
+                self.io.publish(&self.stats);
+            }
             let wait = next_timeout
                 .map(|t| t.saturating_duration_since(now))
                 .unwrap_or(TURN)
                 .min(TURN);
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+            let polled = self.poll.poll(&mut events, Some(wait));
+            woke = Some(Instant::now());
+            if let Err(e) = polled {
                 if e.kind() != ErrorKind::Interrupted {
                     warn!(error = %e, "media poll failed");
                     std::thread::sleep(Duration::from_millis(10));
@@ -947,6 +1015,7 @@ impl Loop {
                     let wall_ns = crate::clock::unix_nanos();
                     for k in 0..n {
                         if let Some((from, data)) = batch.get(k) {
+                            self.io.udp_bytes_in += data.len() as u64;
                             // How long it waited in the socket (the kernel stamps wall-clock
                             // time; a clock step makes one batch's figure wrong, no more).
                             let waited = batch
@@ -1056,7 +1125,7 @@ impl Loop {
                         q.push(t);
                         // A full batch goes out at once: what waits stays small.
                         if q.len() >= batch::BATCH {
-                            self.send.send(sock, q);
+                            self.io.sent(self.send.send(sock, q));
                             q.clear();
                             record_probes(&mut self.probed, &self.stats);
                         }
@@ -1109,7 +1178,7 @@ impl Loop {
                 continue;
             }
             // A full send buffer drops a datagram, like the network would.
-            self.send.send(sock, q);
+            self.io.sent(self.send.send(sock, q));
             q.clear();
         }
         record_probes(&mut self.probed, &self.stats);

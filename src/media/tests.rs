@@ -246,3 +246,42 @@ async fn one_stalled_shard_fails_readiness() {
     .await;
     assert!(media_check(&readiness).0);
 }
+
+/// What `/metrics` reads per media thread: its Linux thread id (its `/proc/self/task/<tid>`
+/// is that thread), its busy time, and the UDP datagrams and bytes it received (garbage is
+/// counted too: it arrived).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_shard_tells_its_thread_id_busy_time_and_udp_traffic() {
+    let d = driver(2, 10);
+    let stats: Vec<Arc<MediaStats>> = (0..2).map(|i| d.handle.shard_stats(i).unwrap()).collect();
+    until("thread ids", || {
+        stats.iter().all(|s| s.tid.load(Ordering::Relaxed) != 0)
+    })
+    .await;
+    for (i, s) in stats.iter().enumerate() {
+        let tid = s.tid.load(Ordering::Relaxed);
+        let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap();
+        assert_eq!(comm.trim(), format!("confab-media{i}"));
+    }
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..10 {
+        sock.send_to(&[0x42; 100], d.shards[1].udp_addrs[0])
+            .unwrap();
+    }
+    until("10 datagrams of 100 bytes on shard 1", || {
+        stats[1].datagrams.load(Ordering::Relaxed) == 10
+            && stats[1].udp_bytes_in.load(Ordering::Relaxed) == 1000
+    })
+    .await;
+    assert_eq!(stats[0].datagrams.load(Ordering::Relaxed), 0);
+    // Every turn (at least each 100 ms) adds its work; the threads are mostly idle.
+    until("busy time", || {
+        stats.iter().all(|s| s.busy_ns.load(Ordering::Relaxed) > 0)
+    })
+    .await;
+    let busy = Duration::from_nanos(stats[0].busy_ns.load(Ordering::Relaxed));
+    assert!(
+        busy < Duration::from_secs(5),
+        "an idle thread is mostly waiting: {busy:?}"
+    );
+}

@@ -64,6 +64,8 @@ pub enum Request {
     },
     /// Every room with its participants (the admin status page).
     Overview,
+    /// Published tracks and subscriptions by kind (`/metrics`).
+    Census,
 }
 
 /// The answer to a [`Request`] (the variant named after it in each case).
@@ -89,6 +91,8 @@ pub enum Reply {
     Room(Option<lk::Room>),
     /// Overview.
     Overview(Vec<(lk::Room, Vec<lk::ParticipantInfo>)>),
+    /// Census.
+    Census(super::Census),
 }
 
 impl Sfu {
@@ -189,6 +193,7 @@ impl Sfu {
                     })
                     .collect(),
             ),
+            Request::Census => Reply::Census(self.census()),
         }
     }
 

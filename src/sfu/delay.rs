@@ -80,6 +80,9 @@ pub fn rtp_ids(d: &[u8]) -> Option<(u32, u16)> {
     Some((ssrc, seq))
 }
 
+/// A delay longer than this (an hour) adds only this much to the sum.
+const MAX_RECORDED_US: u64 = 3_600_000_000;
+
 /// Buckets: 10 µs wide below 1 ms, 100 µs below 10 ms, 1 ms below 100 ms, 10 ms below 1 s, and
 /// one for everything longer.
 const BUCKETS: usize = 100 + 90 + 90 + 90 + 1;
@@ -109,12 +112,15 @@ pub fn bucket_upper_us(i: usize) -> u64 {
 /// Counts of delays, written by one media thread, read by anyone (lock-free).
 pub struct DelayHistogram {
     counts: Vec<AtomicU64>,
+    /// The sum of the recorded delays in µs (a Prometheus histogram's `_sum`).
+    sum_us: AtomicU64,
 }
 
 impl Default for DelayHistogram {
     fn default() -> Self {
         DelayHistogram {
             counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -125,6 +131,15 @@ impl DelayHistogram {
         if let Some(c) = self.counts.get(bucket(us)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+        // A probe, not every packet (1 in SAMPLE_EVERY); clamped so a clock oddity cannot
+        // wrap the sum.
+        self.sum_us
+            .fetch_add(us.min(MAX_RECORDED_US), Ordering::Relaxed);
+    }
+
+    /// The sum of the recorded delays, in µs.
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
     }
 
     /// The counts so far, added to `into` (which is resized to fit).
@@ -199,6 +214,7 @@ mod tests {
         assert_eq!(quantile_us(&c, 0.99), Some(2_400));
         assert_eq!(quantile_us(&c, 1.0), Some(41_000));
         assert_eq!(quantile_us(&[], 0.5), None);
+        assert_eq!(h.sum_us(), 98 * 55 + 2_345 + 40_000);
     }
 
     fn rtp(ssrc: u32, seq: u16, pt: u8) -> Vec<u8> {

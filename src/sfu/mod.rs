@@ -19,6 +19,7 @@
 #![allow(deprecated)]
 
 mod admin;
+pub mod counters;
 mod data;
 pub mod delay;
 mod fanout;
@@ -176,6 +177,16 @@ pub enum JoinError {
     Rtc(String),
 }
 
+/// Published tracks and subscriptions (a subscriber given a track, negotiated or not yet) of
+/// one SFU, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    pub published_audio: u64,
+    pub published_video: u64,
+    pub subscribed_audio: u64,
+    pub subscribed_video: u64,
+}
+
 /// Something for the IO side to do.
 #[derive(Debug)]
 pub enum Output {
@@ -223,6 +234,8 @@ pub struct Sfu {
     quality: quality::QualityState,
     /// Events polled from a peer, reused across `drive` rounds.
     events: Vec<Event>,
+    /// RTP counters from str0m's stream statistics (counters.rs), read by `/metrics`.
+    counters: std::sync::Arc<counters::RtpCounters>,
     /// When the datagram being received reached the kernel (set by the media loop).
     arrival: Option<Instant>,
     /// Forwarded packets whose delay through confab is being measured (delay.rs).
@@ -247,6 +260,7 @@ impl Sfu {
             sections: Sections::default(),
             quality: Default::default(),
             events: Vec::new(),
+            counters: Default::default(),
             arrival: None,
             probe: delay::DelayProbe::default(),
         }
@@ -350,6 +364,32 @@ impl Sfu {
 
     pub fn participant_count(&self) -> usize {
         self.reg.parts.len()
+    }
+
+    /// The RTP counters of this SFU (counters.rs), to read from another thread.
+    pub fn rtp_counters(&self) -> std::sync::Arc<counters::RtpCounters> {
+        self.counters.clone()
+    }
+
+    /// Published tracks and subscriptions by kind (`/metrics`): one pass over the registry.
+    pub fn census(&self) -> Census {
+        let mut c = Census::default();
+        for t in self.reg.tracks.values() {
+            match t.kind {
+                MediaKind::Audio => c.published_audio += 1,
+                MediaKind::Video => c.published_video += 1,
+            }
+        }
+        for p in self.reg.parts.values() {
+            for sub in p.subs.values() {
+                match self.reg.tracks.get(&sub.track).map(|t| t.kind) {
+                    Some(MediaKind::Audio) => c.subscribed_audio += 1,
+                    Some(MediaKind::Video) => c.subscribed_video += 1,
+                    None => {}
+                }
+            }
+        }
+        c
     }
 
     // ---------------------------------------------------------------- joining and leaving
@@ -935,6 +975,24 @@ impl Sfu {
         self.out.push_back(self.reg.event(event, &room, info, None));
     }
 
+    /// The events `on_event` leaves: str0m's statistics of a peer go to its connection quality
+    /// (quality.rs) and the RTP counters (counters.rs); the rest are ignored.
+    fn on_stats(&mut self, peer_id: PeerId, e: &Event) {
+        let stats = matches!(
+            e,
+            Event::PeerStats(_) | Event::MediaIngressStats(_) | Event::MediaEgressStats(_)
+        );
+        let Some(peer) = self.peers.get_mut(&peer_id).filter(|_| stats) else {
+            return;
+        };
+        match e {
+            Event::PeerStats(s) => self.quality.record(peer.owner, s),
+            Event::MediaIngressStats(s) => self.counters.ingress(&mut peer.stats_seen, s),
+            Event::MediaEgressStats(s) => self.counters.egress(&mut peer.stats_seen, s),
+            _ => {}
+        }
+    }
+
     fn on_event(&mut self, now: Instant, peer_id: PeerId, e: Event) {
         match e {
             Event::Connected => {
@@ -1020,11 +1078,6 @@ impl Sfu {
                 data::Incoming::Refused { pid, msg } => self.reg.note_limit(pid, &msg),
                 data::Incoming::Ignored => {}
             },
-            Event::PeerStats(s) => {
-                if let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) {
-                    self.quality.record(pid, &s);
-                }
-            }
             Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
                 let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
                     return;
@@ -1044,7 +1097,7 @@ impl Sfu {
                     self.forwarding().rebalance(pid);
                 }
             }
-            _ => {}
+            e => self.on_stats(peer_id, &e),
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Peer {
     pub sections: usize,
     /// In the SFU's queue of peers to poll, put there by forwarding (cleared when taken off).
     pub queued: bool,
+    /// The stream totals str0m reported last (`counters.rs`).
+    pub stats_seen: super::counters::Seen,
 }
 
 impl Peer {
@@ -71,6 +73,7 @@ impl Peer {
             candidates: 0,
             sections: 0,
             queued: false,
+            stats_seen: Default::default(),
         }
     }
 

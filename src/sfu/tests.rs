@@ -1930,3 +1930,66 @@ fn the_token_room_config_shapes_the_room_its_join_creates_and_no_other() {
         .expect("room_started for other");
     assert_eq!(started.agents, None);
 }
+
+/// `/metrics`' RTP counters come from str0m's per-stream statistics (once a second per stream):
+/// after two seconds of audio, the packets alice sent are counted in, the copies bob got are
+/// counted out, and the census sees one audio track and one audio subscription.
+#[test]
+fn rtp_counters_follow_the_streams_statistics() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut w = two_in_a_room(Mode::V0);
+    let (_, mid) = w.publish(0, MediaKind::Audio);
+    w.run(Duration::from_millis(300));
+    for n in 0..100u64 {
+        w.send(0, mid, &[0xAB, n as u8, 3, 4, 5], n * 960);
+        w.run(Duration::from_millis(20));
+    }
+    let c = w.sfu.rtp_counters();
+    let (pin, pout) = (
+        c.ingress.packets.load(Relaxed),
+        c.egress.packets.load(Relaxed),
+    );
+    assert!((50..=100).contains(&pin), "packets in: {pin}");
+    // Each stream reports at its own moment (and padding for bandwidth probes counts out).
+    assert!(pout >= 50, "packets out: {pout} (in {pin})");
+    assert!(c.ingress.bytes.load(Relaxed) >= 5 * pin, "bytes in");
+    assert_eq!(c.egress_lost.load(Relaxed), 0, "nothing lost in memory");
+    let census = w.sfu.census();
+    assert_eq!(
+        census,
+        Census {
+            published_audio: 1,
+            published_video: 0,
+            subscribed_audio: 1,
+            subscribed_video: 0,
+        }
+    );
+}
+
+/// A subscriber that joins after the publisher's keyframe asks for one; the PLI confab sends
+/// the publisher is counted (incoming streams' PLIs) once str0m reports the stream.
+#[test]
+fn keyframe_requests_to_publishers_are_counted() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut w = World::new();
+    let a = w.join("standup", "alice", Mode::V0);
+    w.run(Duration::from_millis(300));
+    let (_, video) = w.publish(a, MediaKind::Video);
+    w.run(Duration::from_millis(300));
+    w.send(a, video, &[0x00, 1, 2, 3], 0);
+    w.run(Duration::from_millis(50));
+    w.join("standup", "bob", Mode::V0);
+    for n in 1..100u64 {
+        w.send(a, video, &[0x01, n as u8, 2, 3], n * 3000);
+        w.run(Duration::from_millis(20));
+    }
+    let c = w.sfu.rtp_counters();
+    assert!(
+        w.peers[a].publisher.keyframe_requests > 0,
+        "alice was asked"
+    );
+    assert!(
+        c.ingress.plis.load(Relaxed) > 0,
+        "the PLI sent to alice is counted"
+    );
+}

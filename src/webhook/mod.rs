@@ -294,3 +294,54 @@ fn label(url: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The notifier's figures at each `/metrics` scrape (read from [`WebhookStats`]'s atomics).
+#[derive(Debug)]
+pub struct WebhookMetrics(pub Arc<WebhookStats>);
+
+impl prometheus_client::collector::Collector for WebhookMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::metrics::{counter, gauge};
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.0;
+        gauge(
+            &mut enc,
+            "confab_webhook_queued",
+            "Webhook events queued or in flight (once per URL)",
+            s.queued.load(Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "confab_webhook_queued_bytes",
+            "Estimated memory of the queued webhook events",
+            s.queued_bytes.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "confab_webhook_delivered",
+            "Webhook events a receiver answered with 2xx",
+            s.delivered.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "confab_webhook_failed_attempts",
+            "Webhook attempts that failed (retried or not)",
+            s.failed_attempts.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "confab_webhook_failed",
+            "Webhook events given up after their last attempt",
+            s.failed.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "confab_webhook_dropped",
+            "Webhook events dropped because a URL's queue was full",
+            s.dropped.load(Relaxed),
+        )
+    }
+}
