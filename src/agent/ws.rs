@@ -10,14 +10,13 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use livekit_protocol as lk;
 use lk::server_message::Message as ToWorker;
 use lk::worker_message::Message as FromWorker;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
@@ -93,13 +92,7 @@ pub async fn upgrade<G: Gate>(
                 return;
             }
         };
-        let config = WebSocketConfig::default()
-            .read_buffer_size(8 * 1024)
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let ws = crate::signal::ws::server_stream(upgraded, MAX_MESSAGE).await;
         Conn::new(agents).run(ws).await;
     });
     crate::signal::ws::switching_protocols(&key)

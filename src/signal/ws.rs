@@ -291,18 +291,24 @@ fn spawn_session(
                 return;
             }
         };
-        // An 8 KiB read buffer instead of tungstenite's 128 KiB (zero-filled on the first
-        // read, so resident for every participant): signal messages are small, and a larger
-        // frame still reads (the codec reserves a frame's length).
-        let config = WebSocketConfig::default()
-            .read_buffer_size(8 * 1024)
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let ws = server_stream(upgraded, MAX_MESSAGE).await;
         session(ws, media, joined, conn, rx, reconnect).await;
     });
+}
+
+/// The server side of an upgraded connection, taking messages of at most `max` bytes. An 8 KiB
+/// read buffer instead of tungstenite's 128 KiB (zero-filled on the first read, so resident for
+/// every connection): signal and worker messages are small, and a larger frame still reads (the
+/// codec reserves a frame's length).
+pub async fn server_stream(
+    upgraded: hyper::upgrade::Upgraded,
+    max: usize,
+) -> WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await
 }
 
 /// The `101 Switching Protocols` answer to a handshake with `key`.
