@@ -27,6 +27,8 @@ fn params(identity: &str, mode: Mode) -> JoinParams {
         auto_subscribe: true,
         client_protocol: 16,
         resume_sid: None,
+        kind: lk::participant_info::Kind::Standard,
+        room_settings: Default::default(),
     }
 }
 
