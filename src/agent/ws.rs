@@ -196,7 +196,9 @@ impl Conn {
                         }
                     }
                     Some(ToConn::Close(reason)) => return Some(reason),
-                    None => return Some("the server is shutting down".into()),
+                    // The dispatcher let go of this connection: it stopped, or the worker left
+                    // too many messages unread.
+                    None => return Some("dropped by the server (messages unread, or stopping)".into()),
                 },
                 msg = tokio::time::timeout(IDLE_TIMEOUT, self.read(ws)) => {
                     let msg = match msg {
