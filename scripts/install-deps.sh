@@ -20,6 +20,9 @@ command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 # Node.js >= 20 and npm: the machine's node when it is new enough (Debian trixie's nodejs is 20),
 # else Node.js from PyPI (below; Debian bookworm's nodejs is 18).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# Recordings (tests/record*.rs) are checked with Debian's ffmpeg/ffprobe, which also makes the
+# real VP8/VP9/H.264/Opus RTP streams the format tests record.
+command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=scripts/node-env.sh
 . "$root/scripts/node-env.sh"
