@@ -36,6 +36,7 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         token_failures: crate::api::token_failures(),
         agents: None,
         metrics: None,
+        recorder: None,
         metrics_open: false,
     });
     (app, dir)
@@ -60,12 +61,7 @@ fn get(app: &App, path: &str, tls: bool) -> (StatusCode, serde_json::Value, Resp
 }
 
 fn futures_body(resp: &Response<Body>) -> Bytes {
-    use http_body_util::BodyExt;
-    let body = resp.body().clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    rt.block_on(body.collect()).unwrap().to_bytes()
+    resp.body().whole()
 }
 
 #[test]

@@ -3,17 +3,17 @@
 //! (`peer`), what one connection may hold (`conn`), and the HTTPS client (`client`). Nothing here
 //! knows confab's routes; those modules depend on this one and not on each other.
 
+mod body;
 pub mod client;
 pub mod conn;
 pub mod peer;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
-/// The body of every response confab serves.
-pub type Body = Full<Bytes>;
+/// The body of every response confab serves (whole, or streamed from disk).
+pub use body::Body;
 
 /// `value` as JSON, never cached.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
