@@ -62,6 +62,30 @@ pub enum Request {
         room: String,
         metadata: String,
     },
+    /// Starts recording (the record service's egress `egress`, already set up to receive).
+    Record {
+        room: String,
+        egress: String,
+        target: RecordTarget,
+    },
+    /// Ends a recording (its file is finished by the record service).
+    StopRecording {
+        room: String,
+        egress: String,
+        reason: String,
+    },
+    /// The room records everyone from now on, each participant's files named from `filepath`;
+    /// `None`: every recording of the room stops, and so does recording by itself.
+    RecordRoom {
+        room: String,
+        filepath: Option<String>,
+    },
+    /// A recording lost data of a track and needs a keyframe.
+    RecordingKeyframe {
+        room: String,
+        egress: String,
+        track: String,
+    },
     /// Every room with its participants (the admin status page).
     Overview,
     /// Published tracks and subscriptions by kind (`/metrics`).
@@ -89,6 +113,10 @@ pub enum Reply {
     Track(Option<lk::TrackInfo>),
     /// UpdateRoomMetadata (`None`: no such room).
     Room(Option<lk::Room>),
+    /// Record.
+    Recording(Result<RecordStarted, RecordRefused>),
+    /// RecordRoom: the recordings started or stopped.
+    RoomRecording(Result<Vec<String>, RecordRefused>),
     /// Overview.
     Overview(Vec<(lk::Room, Vec<lk::ParticipantInfo>)>),
     /// Census.
@@ -116,6 +144,20 @@ impl Sfu {
                 }))
             }
             Request::DeleteRoom { room } => Reply::Found(self.delete_room(now, &room)),
+            Request::Record {
+                room,
+                egress,
+                target,
+            } => Reply::Recording(self.start_recording(now, &room, &egress, &target)),
+            Request::StopRecording { egress, reason, .. } => {
+                Reply::Found(self.stop_recording(&egress, &reason))
+            }
+            Request::RecordRoom { room, filepath } => {
+                Reply::RoomRecording(self.record_room(now, &room, filepath))
+            }
+            Request::RecordingKeyframe { egress, track, .. } => {
+                Reply::Found(self.recording_keyframe(now, &egress, &track))
+            }
             Request::ListRooms { names } => Reply::Rooms(self.reg.list_rooms(&names)),
             Request::ListParticipants { room } => {
                 Reply::Participants(self.reg.list_participants(&room))
@@ -230,8 +272,14 @@ impl Sfu {
             participants: vec![],
             empty_since: Some(now),
             version: 1,
+            recording: false,
         };
         info!(room = %name, sid = %room.sid, "room created");
+        if !settings.egress.is_off() {
+            self.taps
+                .auto
+                .insert(name.to_string(), settings.egress.clone());
+        }
         let info = self.reg.room_info(&room);
         self.reg.rooms.insert(name.to_string(), room);
         let mut started = self
@@ -251,6 +299,10 @@ impl Sfu {
             .event(crate::events::ROOM_FINISHED, name, None, None);
         if self.reg.rooms.remove(name).is_none() {
             return false;
+        }
+        self.taps.auto.remove(name);
+        for e in self.taps.of_room(Some(name)) {
+            self.taps.end(&e, "the room closed", &mut self.out);
         }
         self.out.push_back(finished);
         true
@@ -324,6 +376,7 @@ impl Sfu {
             let tracks = std::mem::take(&mut p.tracks);
             for sid in tracks {
                 info!(track = %sid, "publish permission revoked: track unpublished");
+                self.recorded_track_gone(pid, &sid);
                 self.subscriptions().unpublish(&sid, None);
                 self.signal(
                     pid,

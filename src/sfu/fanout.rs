@@ -36,7 +36,7 @@ pub struct Wanted {
 }
 
 impl Wanted {
-    fn push(&mut self, rid: Option<Rid>) {
+    pub fn push(&mut self, rid: Option<Rid>) {
         let known = &self.rids[..self.len];
         if !known.contains(&rid) && self.len < self.rids.len() {
             self.rids[self.len] = rid;

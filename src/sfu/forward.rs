@@ -19,6 +19,9 @@ pub struct Forwarding<'a> {
     pub probe: &'a mut DelayProbe,
     /// When the datagram being handled reached the kernel, if known.
     pub arrival: Option<Instant>,
+    /// The recordings' taps (record.rs) and where their copies go.
+    pub taps: &'a mut super::record::Taps,
+    pub out: &'a mut std::collections::VecDeque<Output>,
 }
 
 impl Forwarding<'_> {
@@ -76,7 +79,12 @@ impl Forwarding<'_> {
             _ => None,
         };
         let Forwarding {
-            reg, peers, probe, ..
+            reg,
+            peers,
+            probe,
+            taps,
+            out,
+            ..
         } = self;
         let (parts, tracks) = (&mut reg.parts, &mut reg.tracks);
         let (peers, dirty) = (&mut peers.map, &mut peers.dirty);
@@ -115,7 +123,12 @@ impl Forwarding<'_> {
                 dirty.push(sub_peer);
             }
         }
-        let want_keyframe = fan.want_keyframe;
+        let mut want_keyframe = fan.want_keyframe;
+        if !taps.is_empty() {
+            if let Some(rid) = taps.on_packet(now, from.pid, t, from.rid, &params, pkt, *out) {
+                want_keyframe.push(rid);
+            }
+        }
         if want_keyframe.len > 0 {
             let sid = t.sid.clone();
             for rid in want_keyframe.iter() {

@@ -28,6 +28,7 @@ pub mod limits;
 mod peer;
 mod peers;
 mod quality;
+pub mod record;
 mod registry;
 pub mod room;
 pub mod rtp;
@@ -56,6 +57,7 @@ use forward::Forwarding;
 pub use peer::rewrite_answer;
 use peer::{Peer, Role};
 use peers::Peers;
+pub use record::{RecMsg, RecordRefused, RecordSink, RecordStarted, RecordTarget};
 use registry::Registry;
 pub use room::{Mode, Permissions, RoomSettings};
 use room::{Participant, Room};
@@ -199,6 +201,8 @@ pub enum Output {
     Close(Pid, lk::DisconnectReason),
     /// Something happened that webhooks, agents and metrics hear about (`events.rs`).
     Event(Box<crate::events::Event>),
+    /// For the record service: a recorded packet, or what happened to a recording (record.rs).
+    Record(Box<RecMsg>),
 }
 
 /// Retransmission history per forwarded video stream (RTX, answering the subscriber's NACKs).
@@ -240,6 +244,8 @@ pub struct Sfu {
     arrival: Option<Instant>,
     /// Forwarded packets whose delay through confab is being measured (delay.rs).
     probe: delay::DelayProbe,
+    /// The recordings' taps on published tracks (record.rs).
+    taps: record::Taps,
 }
 
 impl Sfu {
@@ -263,6 +269,7 @@ impl Sfu {
             counters: Default::default(),
             arrival: None,
             probe: delay::DelayProbe::default(),
+            taps: record::Taps::default(),
         }
     }
 
@@ -306,6 +313,8 @@ impl Sfu {
             peers: &mut self.peers,
             probe: &mut self.probe,
             arrival: self.arrival,
+            taps: &mut self.taps,
+            out: &mut self.out,
         }
     }
 
@@ -327,6 +336,7 @@ impl Sfu {
             out: &mut self.out,
             probe: &mut self.probe,
             arrival: self.arrival,
+            taps: &mut self.taps,
             now: self.now,
         }
     }
@@ -636,6 +646,10 @@ impl Sfu {
     /// Removes a participant: its peers, its tracks, its subscriptions; tells the room, and ends
     /// its session (with `leave` and the reason, unless it left itself).
     pub fn remove_participant(&mut self, now: Instant, pid: Pid, reason: lk::DisconnectReason) {
+        // Its recordings end first (while the room still lists it).
+        if let Some(room) = self.reg.parts.get(&pid).map(|p| p.room.clone()) {
+            self.recorded_participant_gone(pid, &room);
+        }
         let Some(mut part) = self.reg.parts.remove(&pid) else {
             return;
         };
@@ -648,6 +662,7 @@ impl Sfu {
         };
         // The session ends either way; a client that left itself is not sent `leave`.
         self.out.push_back(Output::Close(pid, reason));
+
         for peer_id in [part.publisher, part.subscriber] {
             if let Some(mut peer) = self.peers.remove(&peer_id) {
                 peer.rtc.disconnect();
@@ -739,7 +754,19 @@ impl Sfu {
                 };
                 self.signalling().trickle(peer, &t.candidate_init);
             }
-            Req::AddTrack(t) => self.signalling().add_track(pid, t),
+            Req::AddTrack(t) => {
+                let before = self.reg.parts.get(&pid).map_or(0, |p| p.tracks.len());
+                self.signalling().add_track(pid, t);
+                let added = self
+                    .reg
+                    .parts
+                    .get(&pid)
+                    .filter(|p| p.tracks.len() > before)
+                    .and_then(|p| p.tracks.last().cloned());
+                if let Some(sid) = added {
+                    self.auto_record_track(now, pid, &sid);
+                }
+            }
             Req::Mute(m) => {
                 if self.reg.tracks.get(&m.sid).is_some_and(|t| t.owner == pid) {
                     self.set_muted(&m.sid, m.muted);
@@ -973,6 +1000,10 @@ impl Sfu {
         let info = self.reg.participant_info(pid);
         let event = crate::events::PARTICIPANT_JOINED;
         self.out.push_back(self.reg.event(event, &room, info, None));
+        if self.taps.auto.contains_key(&room) {
+            let now = self.now;
+            self.auto_record_participant(now, pid);
+        }
     }
 
     /// The events `on_event` leaves: str0m's statistics of a peer go to its connection quality
@@ -1021,6 +1052,21 @@ impl Sfu {
                     .on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
             }
             Event::RtpPacket(p) => self.forwarding().on_rtp_packet(now, peer_id, p),
+            Event::SenderFeedback(f) if !self.taps.is_empty() => {
+                let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
+                    return;
+                };
+                let track = self.reg.parts.get(&pid).and_then(|p| {
+                    p.tracks
+                        .iter()
+                        .filter_map(|t| self.reg.tracks.get(t))
+                        .find(|t| t.mid == Some(f.mid))
+                });
+                if let Some(t) = track {
+                    self.taps
+                        .sender_report(pid, t, f.rid, &f.sender_info, &mut self.out);
+                }
+            }
             Event::MediaChanged(m) if !m.direction.is_receiving() => {
                 // A browser unpublishes by stopping its sender and offering again: the section
                 // stops sending to us. There is no signal message for it.
@@ -1040,6 +1086,7 @@ impl Sfu {
                 });
                 if let Some(track) = track {
                     info!(%track, "track unpublished");
+                    self.recorded_track_gone(pid, &track);
                     self.subscriptions().unpublish(&track, None);
                     if let Some(p) = self.reg.parts.get_mut(&pid) {
                         p.tracks.retain(|t| *t != track);

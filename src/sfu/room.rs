@@ -54,6 +54,8 @@ pub struct Room {
     /// When the room became empty (or was created empty); closed after `empty_timeout`.
     pub empty_since: Option<Instant>,
     pub version: u32,
+    /// Something in the room is being recorded (LiveKit's `active_recording`).
+    pub recording: bool,
 }
 
 impl Room {
@@ -69,6 +71,7 @@ impl Room {
             metadata: self.metadata.clone(),
             num_participants,
             num_publishers,
+            active_recording: self.recording,
             ..Default::default()
         }
     }
@@ -84,6 +87,8 @@ pub struct RoomSettings {
     pub metadata: String,
     /// Agents to dispatch when the room starts; `None`: automatic dispatch.
     pub agents: Option<Vec<lk::RoomAgentDispatch>>,
+    /// What the room records by itself (`egress`: participants, tracks).
+    pub egress: super::record::AutoRecord,
 }
 
 impl RoomSettings {
@@ -96,6 +101,11 @@ impl RoomSettings {
             departure_timeout: c.departure_timeout,
             metadata: c.metadata.clone(),
             agents: (!c.agents.is_empty()).then(|| c.agents.clone()),
+            egress: c
+                .egress
+                .as_ref()
+                .map(super::record::AutoRecord::from_config)
+                .unwrap_or_default(),
         }
     }
 }

@@ -30,6 +30,7 @@ pub struct Subscriptions<'a> {
     pub probe: &'a mut DelayProbe,
     /// When the datagram being handled reached the kernel, if known.
     pub arrival: Option<Instant>,
+    pub taps: &'a mut super::record::Taps,
     /// The time of the input at hand (a v0 offer's start).
     pub now: Instant,
 }
@@ -46,6 +47,8 @@ impl Subscriptions<'_> {
             peers: self.peers,
             probe: self.probe,
             arrival: self.arrival,
+            taps: self.taps,
+            out: self.out,
         }
     }
 

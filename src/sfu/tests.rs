@@ -101,6 +101,8 @@ struct World {
     probes: Vec<delay::Probe>,
     /// The events the SFU emitted (`events.rs`), in order.
     events: Vec<crate::events::Event>,
+    /// What the SFU handed the record service.
+    recorded: Vec<crate::sfu::RecMsg>,
 }
 
 impl World {
@@ -118,6 +120,7 @@ impl World {
             next_port: 5000,
             probes: vec![],
             events: vec![],
+            recorded: vec![],
         }
     }
 
@@ -253,6 +256,7 @@ impl World {
                     }
                 }
                 Output::Event(e) => self.events.push(*e),
+                Output::Record(m) => self.recorded.push(*m),
             }
         }
     }
@@ -1895,6 +1899,7 @@ fn the_token_room_config_shapes_the_room_its_join_creates_and_no_other() {
         departure_timeout: 3,
         metadata: "planning meeting".into(),
         agents: Some(agents.clone()),
+        ..Default::default()
     };
     w.sfu.join(w.now, 0, p.clone()).unwrap();
     w.drain();
