@@ -16,6 +16,10 @@ pub const PARTICIPANT_LEFT: &str = "participant_left";
 pub const PARTICIPANT_CONNECTION_ABORTED: &str = "participant_connection_aborted";
 pub const TRACK_PUBLISHED: &str = "track_published";
 pub const TRACK_UNPUBLISHED: &str = "track_unpublished";
+/// Recordings (`record/`): a recording was asked for, changed status (ACTIVE, ENDING), ended.
+pub const EGRESS_STARTED: &str = "egress_started";
+pub const EGRESS_UPDATED: &str = "egress_updated";
+pub const EGRESS_ENDED: &str = "egress_ended";
 
 /// One event.
 #[derive(Debug, Clone, Default)]

@@ -95,11 +95,26 @@ async fn serve(config: Config) -> ExitCode {
         notifier.clone(),
         Arc::new(agents.clone()),
     ]);
-    let mut media = match start_media(&config, events) {
+    let recorder = match crate::record::Recorder::start(
+        &config.state_dir.join("recordings"),
+        config.recording.min_free_bytes,
+        store.clone() as Arc<dyn Store>,
+        events.clone(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            return startup_failed(format!(
+                "cannot open the recordings directory {}: {e}",
+                config.state_dir.join("recordings").display()
+            ))
+        }
+    };
+    let mut media = match start_media(&config, events, recorder.clone()) {
         Ok(m) => m,
         Err(e) => return startup_failed(e),
     };
     metrics.set_media(media.handle.clone());
+    recorder.attach_media(media.handle.clone());
 
     let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeats());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
@@ -126,6 +141,7 @@ async fn serve(config: Config) -> ExitCode {
         agents: Some(agents),
         metrics: Some(metrics),
         metrics_open: config.metrics.open,
+        recorder: Some(recorder),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(
@@ -174,6 +190,7 @@ async fn serve(config: Config) -> ExitCode {
 fn start_media(
     config: &Config,
     events: crate::events::Bus,
+    recorder: crate::record::Recorder,
 ) -> Result<MediaDriver, crate::media::MediaError> {
     MediaDriver::start(
         &MediaPlan {
@@ -182,6 +199,7 @@ fn start_media(
             tcp_port: config.rtc.tcp_port,
             threads: config.rtc.media_threads,
             events,
+            record: Some(Arc::new(recorder)),
         },
         crate::sfu::SfuConfig {
             max_participants: config.rtc.max_participants,

@@ -48,6 +48,7 @@ pub struct Config {
     pub update: UpdateConfig,
     pub webhook: WebhookConfig,
     pub metrics: MetricsConfig,
+    pub recording: RecordingConfig,
     /// Where the settings came from (files and environment variables), for the startup log.
     pub sources: Vec<String>,
 }
@@ -104,6 +105,25 @@ pub struct AuthConfig {
     /// own pair in the state directory.
     pub keys: BTreeMap<String, Secret>,
     pub token_ttl: Duration,
+}
+
+/// Recordings (LiveKit's egress API, written by confab itself: `docs/recording.md`).
+#[derive(Debug, Clone)]
+pub struct RecordingConfig {
+    /// Recordings stop, and new ones are refused, when the disk that holds the recordings (and
+    /// the state database) has less free space than this.
+    pub min_free_bytes: u64,
+}
+
+/// The default disk reserve for recordings: 300 MB.
+pub const DEFAULT_RECORDING_MIN_FREE: u64 = 300_000_000;
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            min_free_bytes: DEFAULT_RECORDING_MIN_FREE,
+        }
+    }
 }
 
 /// `GET /metrics` (Prometheus).
@@ -344,11 +364,21 @@ impl Config {
             Config::check_ports(r, https_port, http_port, udp_port, tcp_port, media_threads);
         let tls = Config::tls_source(r, cert, key);
         let webhook = Config::read_webhook(r, &keys);
+        let recording = RecordingConfig {
+            min_free_bytes: r
+                .u64_in(
+                    "recording.min_free_bytes",
+                    &["CONFAB_RECORDING_MIN_FREE_BYTES"],
+                    0..=u64::MAX / 2,
+                )
+                .unwrap_or(DEFAULT_RECORDING_MIN_FREE),
+        };
 
         Config {
             update,
             webhook,
             metrics,
+            recording,
             state_dir,
             log_level: log_level.unwrap_or_else(|| "info".to_string()),
             public_url,

@@ -56,6 +56,7 @@ const CONFAB_VARS: &[&str] = &[
     "CONFAB_WEBHOOK_URLS",
     "CONFAB_WEBHOOK_API_KEY",
     "CONFAB_METRICS_OPEN",
+    "CONFAB_RECORDING_MIN_FREE_BYTES",
 ];
 
 /// Build-time inputs of `build.rs`; `cargo run` also passes them to the program. Not settings.

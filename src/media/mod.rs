@@ -523,7 +523,7 @@ fn local_addresses(bind: IpAddr) -> Vec<IpAddr> {
 
 /// Media ports and threads: `rtc.media_threads` shards; shard `i` receives UDP on
 /// `udp_port + i` and ICE-TCP on `tcp_port + i` and offers only its own as candidates.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MediaPlan {
     pub bind: IpAddr,
     pub udp_port: u16,
@@ -531,6 +531,8 @@ pub struct MediaPlan {
     pub threads: usize,
     /// Where the SFUs' events go (webhooks, agents, metrics).
     pub events: crate::events::Bus,
+    /// Where recorded packets go (the record service); `None`: nothing records.
+    pub record: Option<std::sync::Arc<dyn crate::sfu::RecordSink>>,
 }
 
 /// The sockets of one shard, bound before any thread starts.
@@ -675,6 +677,7 @@ impl MediaDriver {
                 router: router.clone(),
                 known_rooms: HashSet::new(),
                 events: plan.events.clone(),
+                record: plan.record.clone(),
                 io: IoTotals::default(),
             };
             lp.register().map_err(MediaError::Thread)?;
@@ -817,6 +820,7 @@ struct Loop {
     /// router so its name can go to any shard again.
     known_rooms: HashSet<String>,
     events: crate::events::Bus,
+    record: Option<std::sync::Arc<dyn crate::sfu::RecordSink>>,
     /// This thread's running totals, published to `stats` once per turn.
     io: IoTotals,
 }
@@ -1171,6 +1175,11 @@ impl Loop {
                     }
                 }
                 Output::Event(e) => self.events.publish(*e),
+                Output::Record(m) => {
+                    if let Some(r) = &self.record {
+                        r.deliver(*m);
+                    }
+                }
             }
         }
         for (q, (sock, _)) in self.outgoing.iter_mut().zip(&self.udp) {

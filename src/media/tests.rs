@@ -18,6 +18,7 @@ fn driver(threads: usize, max_rooms: u32) -> MediaDriver {
             tcp_port: 0,
             threads,
             events: Default::default(),
+            record: None,
         },
         SfuConfig {
             max_rooms,

@@ -181,7 +181,7 @@ pub struct EventCounts {
     counts: [AtomicU64; EVENT_NAMES.len()],
 }
 
-const EVENT_NAMES: [&str; 7] = [
+const EVENT_NAMES: [&str; 10] = [
     events::ROOM_STARTED,
     events::ROOM_FINISHED,
     events::PARTICIPANT_JOINED,
@@ -189,6 +189,9 @@ const EVENT_NAMES: [&str; 7] = [
     events::PARTICIPANT_CONNECTION_ABORTED,
     events::TRACK_PUBLISHED,
     events::TRACK_UNPUBLISHED,
+    events::EGRESS_STARTED,
+    events::EGRESS_UPDATED,
+    events::EGRESS_ENDED,
 ];
 
 impl Sink for EventCounts {

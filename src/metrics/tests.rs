@@ -320,6 +320,7 @@ async fn scrape_cost_with_fifty_participants() {
         tcp_port: 0,
         threads: 2,
         events: events::Bus::new(vec![metrics.events_sink()]),
+        record: None,
     };
     let driver = MediaDriver::start(&plan, SfuConfig::default()).unwrap();
     metrics.set_media(driver.handle.clone());
