@@ -78,6 +78,10 @@ struct Call<'a> {
     cookie: Option<String>,
     /// A valid bearer token with the backup claim (for `GET backup` without a session).
     backup_bearer: bool,
+    /// `DELETE` (a recording).
+    delete: bool,
+    /// The `Range` header (a recording's download).
+    range: Option<String>,
     body: bytes::Bytes,
 }
 
@@ -96,6 +100,12 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         .to_string();
     let client = app.client_ip(&req);
     let post = req.method() == Method::POST;
+    let delete = req.method() == Method::DELETE;
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if post && !is_json(&req) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -127,6 +137,8 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         logged_in,
         cookie,
         backup_bearer,
+        delete,
+        range,
         body,
     };
     route(&call).await
@@ -161,6 +173,9 @@ async fn route(call: &Call<'_>) -> Response<Body> {
         }
         _ if !call.logged_in => error(StatusCode::UNAUTHORIZED, "log in first"),
         (false, "backup") => backup_download(app, client, "the admin page").await,
+        (false, p) if p == "recordings" || p.starts_with("recordings/") => {
+            super::recordings::admin(app, p, call.delete, call.range.as_deref()).await
+        }
         (false, "overview") => overview(app).await,
         (false, "keys") => keys_view(app),
         (true, "keys/reveal") => reveal_secret(app, client),

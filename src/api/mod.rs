@@ -5,8 +5,10 @@
 pub mod access;
 pub mod admin;
 mod dispatch;
+mod egress;
 mod health;
 mod metrics;
+mod recordings;
 mod rooms;
 pub mod server;
 mod session;
@@ -63,6 +65,9 @@ pub struct AppInner {
     /// is served without a token or session (`metrics.open`).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub metrics_open: bool,
+    /// Recordings (Twirp `livekit.Egress`, the web app's Record, the admin's list; absent in
+    /// tests of the plain routes).
+    pub recorder: Option<crate::record::Recorder>,
 }
 
 /// The signalling upgrade's view of the server (`signal` does not depend on `api`).
@@ -183,6 +188,12 @@ impl App {
         }
         if tls && req.uri().path() == metrics::PATH {
             return self.metrics(&req).await;
+        }
+        if tls && req.uri().path().starts_with(egress::PREFIX) {
+            return egress::handle(self, req).await;
+        }
+        if tls && req.uri().path() == recordings::RECORDING {
+            return recordings::toggle(self, req).await;
         }
         if tls && req.uri().path().starts_with(twirp::PREFIX) {
             return twirp::handle(self, self.0.media.clone(), req).await;

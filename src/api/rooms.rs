@@ -142,6 +142,8 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
                 can_publish: Some(true),
                 can_subscribe: Some(true),
                 can_publish_data: Some(true),
+                // The admin may record the meeting (the web app's Record button).
+                room_record: admin.then_some(true),
                 ..Default::default()
             },
             ..Default::default()
@@ -158,7 +160,7 @@ pub async fn join(app: &App, req: Request<Incoming>) -> Response<Body> {
     };
     json_response(
         StatusCode::OK,
-        &json!({"token": token, "url": url, "room": room, "identity": identity}),
+        &json!({"token": token, "url": url, "room": room, "identity": identity, "canRecord": admin}),
     )
 }
 

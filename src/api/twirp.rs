@@ -45,7 +45,10 @@ impl TwirpError {
             "unauthenticated" => StatusCode::UNAUTHORIZED,
             "permission_denied" => StatusCode::FORBIDDEN,
             "not_found" | "bad_route" => StatusCode::NOT_FOUND,
-            "invalid_argument" | "malformed" => StatusCode::BAD_REQUEST,
+            "invalid_argument" | "malformed" | "out_of_range" => StatusCode::BAD_REQUEST,
+            "failed_precondition" => StatusCode::PRECONDITION_FAILED,
+            "already_exists" | "aborted" => StatusCode::CONFLICT,
+            "unimplemented" => StatusCode::NOT_IMPLEMENTED,
             "resource_exhausted" => StatusCode::TOO_MANY_REQUESTS,
             "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -300,6 +303,11 @@ async fn create_room(cx: &Call) -> Result<Response<Body>, TwirpError> {
             departure_timeout: r.departure_timeout,
             metadata: r.metadata,
             agents: (!r.agents.is_empty()).then_some(r.agents),
+            egress: r
+                .egress
+                .as_ref()
+                .map(sfu::record::AutoRecord::from_config)
+                .unwrap_or_default(),
         },
         unix_ms: crate::clock::unix_millis() as i64,
     };
