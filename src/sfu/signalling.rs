@@ -263,6 +263,9 @@ impl Signalling<'_> {
             stereo: req.stereo,
             disable_red: req.disable_red,
             stream: req.stream.clone(),
+            // End-to-end encrypted media (livekit-client's E2EE): the SFU only forwards it, but
+            // the subscribers must know, or they would try to play the ciphertext.
+            encryption: req.encryption,
             mime_type: if kind == MediaKind::Audio {
                 "audio/opus".into()
             } else {
