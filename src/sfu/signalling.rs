@@ -269,7 +269,7 @@ impl Signalling<'_> {
             mime_type: if kind == MediaKind::Audio {
                 "audio/opus".into()
             } else {
-                String::new()
+                announced_video_mime(&req)
             },
             ..Default::default()
         };
@@ -481,4 +481,25 @@ impl Signalling<'_> {
             }
         }
     }
+}
+
+/// A video track's MIME type from the codec its publisher announces (`simulcast_codecs`, e.g.
+/// livekit-client's "vp8"), known codecs only, else empty (the first packet fills it in:
+/// `fanout::payload_params`). Subscribers need it at once: livekit-client sets up an E2EE
+/// track's decryption from `TrackInfo.mime_type` when it subscribes, and gives up without it.
+fn announced_video_mime(req: &lk::AddTrackRequest) -> String {
+    let codec = req
+        .simulcast_codecs
+        .first()
+        .map(|c| c.codec.to_ascii_lowercase())
+        .unwrap_or_default();
+    match codec.as_str() {
+        "vp8" => "video/VP8",
+        "vp9" => "video/VP9",
+        "h264" => "video/H264",
+        "h265" => "video/H265",
+        "av1" => "video/AV1",
+        _ => "",
+    }
+    .into()
 }

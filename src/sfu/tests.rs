@@ -1593,7 +1593,7 @@ fn add_track_is_capped_in_number_and_name_size() {
 }
 
 #[test]
-fn the_encryption_of_a_track_reaches_its_publisher_and_the_room() {
+fn the_encryption_and_codec_of_a_track_reach_its_publisher_and_the_room() {
     let mut w = two_in_a_room(Mode::V0);
     updates_of(&mut w.peers[1]);
     let gcm = lk::encryption::Type::Gcm as i32;
@@ -1605,6 +1605,11 @@ fn the_encryption_of_a_track_reaches_its_publisher_and_the_room() {
             name: "camera".into(),
             r#type: lk::TrackType::Video as i32,
             encryption: gcm,
+            simulcast_codecs: vec![lk::SimulcastCodec {
+                codec: "vp8".into(),
+                cid: "e2ee-cam".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
     );
@@ -1622,6 +1627,8 @@ fn the_encryption_of_a_track_reaches_its_publisher_and_the_room() {
         .find(|t| t.sid == published[0].sid)
         .expect("bob hears of the track");
     assert_eq!(track.encryption, gcm, "the subscriber's TrackInfo");
+    // Known before the first packet: livekit-client sets up decryption from it on subscribing.
+    assert_eq!(track.mime_type, "video/VP8");
 }
 
 #[test]

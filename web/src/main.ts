@@ -82,6 +82,8 @@ function route(): void {
 
 setLogLevel('warn');
 window.addEventListener('popstate', route);
+// A link that differs only after # (another key for the room on screen) opens afresh.
+window.addEventListener('hashchange', route);
 route();
 
 // The static shell works offline and the app can be installed (the service worker never

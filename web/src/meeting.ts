@@ -680,15 +680,17 @@ export function renderMeeting(nav: Nav, opts: MeetingOptions): void {
 
   // Publish what the pre-join page prepared (same devices, no second prompt).
   void (async () => {
+    // Not into a meeting that is over already (no key for an encrypted one, for example).
+    if (cleaned) return;
     try {
       if (opts.video) await me.publishTrack(opts.video, { source: Track.Source.Camera });
     } catch (e) {
-      toast(mediaProblem(e, 'camera'), 10000);
+      if (!cleaned) toast(mediaProblem(e, 'camera'), 10000);
     }
     try {
-      if (opts.audio) await me.publishTrack(opts.audio, { source: Track.Source.Microphone });
+      if (opts.audio && !cleaned) await me.publishTrack(opts.audio, { source: Track.Source.Microphone });
     } catch (e) {
-      toast(mediaProblem(e, 'microphone'), 10000);
+      if (!cleaned) toast(mediaProblem(e, 'microphone'), 10000);
     }
     scheduleSync();
   })();
