@@ -14,6 +14,11 @@
 //! passcode room (none, wrong, right) and an invite link (works, then revoked); a 64-character
 //! room name in the rooms panel. Its screenshots go to `<target>/webapp-screenshots/admin/`.
 //!
+//! A third run (`--scenario e2ee`, tests/webapp/e2ee.mjs) holds an end-to-end encrypted meeting:
+//! the key only in the link's fragment, video, audio and chat decrypted both ways, a simulcast
+//! layer switch on encrypted video, and a person without the key (then with a wrong one) told so.
+//! Its screenshots go to `<target>/webapp-screenshots/e2ee/`.
+//!
 //! Needs node, npm, Chromium and a built web app (scripts/install-deps.sh does all of it, with
 //! scripts/build-web.sh); their absence is a failure, not a skip. playwright-core and
 //! livekit-server-sdk come from tests/browser/node_modules (`npm ci` there when it is stale).
@@ -177,4 +182,44 @@ fn the_admin_page_runs_updates_key_rotation_and_guest_access_in_chromium() {
     eprintln!("webapp (admin): {count} screenshots in {}", shots.display());
     stop(agent);
     daemon.stop();
+}
+
+#[test]
+fn an_end_to_end_encrypted_meeting_decrypts_for_the_key_holders_only_in_chromium() {
+    if let Err(e) = prepare() {
+        panic!("web app test environment: {e}");
+    }
+    let _one = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_with(dir.path(), free_ports(), |_| {});
+    let shots = screenshot_dir(Some("e2ee"));
+    let mut cmd = Command::new("node");
+    cmd.arg(root().join("tests/webapp/run.mjs"))
+        .arg("--base")
+        .arg(d.url(""))
+        .arg("--out")
+        .arg(&shots)
+        .args(["--scenario", "e2ee"])
+        .env("CONFAB_SETUP_CODE", d.setup_code())
+        .env("NODE_EXTRA_CA_CERTS", d.ca())
+        .current_dir(root().join("tests/webapp"));
+    let log = dir.path().join("runner.log");
+    let (status, output) = run_runner(cmd, &log, RUNNER_LIMIT, "web app runner (e2ee)", &d);
+    let passed = status.success() && output.lines().any(|l| l.starts_with("webapp: PASS"));
+    if !passed {
+        panic!(
+            "web app runner (e2ee) failed ({status}):\n{output}\n\
+             --- confab stderr (last 200 lines) ---\n{}",
+            last_lines(&d.stderr(), 200)
+        );
+    }
+    println!("{output}");
+    let count = count_png(&shots);
+    assert!(
+        count >= 5,
+        "expected the e2ee screenshots in {}",
+        shots.display()
+    );
+    eprintln!("webapp (e2ee): {count} screenshots in {}", shots.display());
+    d.stop();
 }

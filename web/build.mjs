@@ -4,6 +4,8 @@
 //   dist/index.html             the single page (served at / and /r/<room>)
 //   dist/assets/app-<hash>.js   the app with livekit-client, bundled and minified by esbuild
 //   dist/assets/app-<hash>.css
+//   dist/assets/e2ee-worker-<hash>.js   livekit-client's E2EE worker (livekit-client/e2ee-worker),
+//                               a classic worker script the app starts for encrypted meetings
 //   dist/sw.js                  service worker for the static shell (never caches API calls)
 //   dist/manifest.webmanifest, dist/icon.svg, dist/icon-192.png, dist/icon-512.png
 //
@@ -29,6 +31,33 @@ const BUDGET_GZIP = 400 * 1024;
 const out = new Map();
 
 // ---------------------------------------------------------------------------------------------
+// livekit-client's E2EE worker: its own file (a worker cannot be inlined under the page's CSP,
+// which allows workers from 'self' only), bundled as a classic script (IIFE) so every browser
+// with E2EE support can start it with `new Worker(url)`. The app learns its hashed name below.
+
+const worker = await esbuild.build({
+  absWorkingDir: here,
+  entryPoints: { 'e2ee-worker': 'livekit-client/e2ee-worker' },
+  bundle: true,
+  minify: true,
+  format: 'iife',
+  target: ['es2020', 'chrome90', 'firefox90', 'safari15'],
+  outdir: 'dist/assets',
+  entryNames: '[name]-[hash]',
+  write: false,
+  legalComments: 'none',
+  logLevel: 'warning',
+  define: { 'process.env.NODE_ENV': '"production"' },
+});
+let workerJs;
+for (const f of worker.outputFiles) {
+  const rel = path.relative(dist, f.path).split(path.sep).join('/');
+  out.set(rel, Buffer.from(f.contents));
+  if (rel.endsWith('.js')) workerJs = rel;
+}
+if (!workerJs) throw new Error('esbuild made no E2EE worker');
+
+// ---------------------------------------------------------------------------------------------
 // The app: TypeScript + CSS, livekit-client bundled in.
 
 const app = await esbuild.build({
@@ -45,7 +74,7 @@ const app = await esbuild.build({
   metafile: true,
   legalComments: 'none',
   logLevel: 'warning',
-  define: { 'process.env.NODE_ENV': '"production"' },
+  define: { 'process.env.NODE_ENV': '"production"', E2EE_WORKER_URL: JSON.stringify(`/${workerJs}`) },
 });
 let appJs;
 let appCss;

@@ -29,10 +29,11 @@ pub fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
         .map(|(_, content_type, bytes)| (*content_type, *bytes))
 }
 
-/// `Cache-Control` for a path [`asset`] answered: content-hashed files under `/assets/` never
-/// change; the page, the service worker, the manifest and icons are revalidated every time.
+/// `Cache-Control` for a path [`asset`] answered: the files under `/assets/` (the app and the
+/// E2EE worker, `<name>-<content hash>.<ext>`) never change; the page, the service worker, the
+/// manifest and icons are revalidated every time.
 pub fn cache_control(path: &str) -> &'static str {
-    if path.starts_with("/assets/app-") {
+    if path.starts_with("/assets/") {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"

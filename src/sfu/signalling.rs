@@ -263,10 +263,13 @@ impl Signalling<'_> {
             stereo: req.stereo,
             disable_red: req.disable_red,
             stream: req.stream.clone(),
+            // End-to-end encrypted media (livekit-client's E2EE): the SFU only forwards it, but
+            // the subscribers must know, or they would try to play the ciphertext.
+            encryption: req.encryption,
             mime_type: if kind == MediaKind::Audio {
                 "audio/opus".into()
             } else {
-                String::new()
+                announced_video_mime(&req)
             },
             ..Default::default()
         };
@@ -478,4 +481,25 @@ impl Signalling<'_> {
             }
         }
     }
+}
+
+/// A video track's MIME type from the codec its publisher announces (`simulcast_codecs`, e.g.
+/// livekit-client's "vp8"), known codecs only, else empty (the first packet fills it in:
+/// `fanout::payload_params`). Subscribers need it at once: livekit-client sets up an E2EE
+/// track's decryption from `TrackInfo.mime_type` when it subscribes, and gives up without it.
+fn announced_video_mime(req: &lk::AddTrackRequest) -> String {
+    let codec = req
+        .simulcast_codecs
+        .first()
+        .map(|c| c.codec.to_ascii_lowercase())
+        .unwrap_or_default();
+    match codec.as_str() {
+        "vp8" => "video/VP8",
+        "vp9" => "video/VP9",
+        "h264" => "video/H264",
+        "h265" => "video/H265",
+        "av1" => "video/AV1",
+        _ => "",
+    }
+    .into()
 }

@@ -1597,6 +1597,45 @@ fn add_track_is_capped_in_number_and_name_size() {
 }
 
 #[test]
+fn the_encryption_and_codec_of_a_track_reach_its_publisher_and_the_room() {
+    let mut w = two_in_a_room(Mode::V0);
+    updates_of(&mut w.peers[1]);
+    let gcm = lk::encryption::Type::Gcm as i32;
+    signal(
+        &mut w,
+        0,
+        Req::AddTrack(lk::AddTrackRequest {
+            cid: "e2ee-cam".into(),
+            name: "camera".into(),
+            r#type: lk::TrackType::Video as i32,
+            encryption: gcm,
+            simulcast_codecs: vec![lk::SimulcastCodec {
+                codec: "vp8".into(),
+                cid: "e2ee-cam".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    );
+    let published = w.peers[0].take(|m| match m {
+        Resp::TrackPublished(t) => t.track.clone(),
+        _ => None,
+    });
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].encryption, gcm, "the publisher's TrackInfo");
+    // Bob learns it from the participant update, so his client knows to decrypt.
+    let seen = updates_of(&mut w.peers[1]);
+    let track = seen
+        .iter()
+        .flat_map(|p| p.tracks.iter())
+        .find(|t| t.sid == published[0].sid)
+        .expect("bob hears of the track");
+    assert_eq!(track.encryption, gcm, "the subscriber's TrackInfo");
+    // Known before the first packet: livekit-client sets up decryption from it on subscribing.
+    assert_eq!(track.mime_type, "video/VP8");
+}
+
+#[test]
 fn unsubscribing_unknown_tracks_keeps_nothing_and_big_frames_are_refused() {
     let mut w = two_in_a_room(Mode::V0);
     let (track, _) = w.publish(0, MediaKind::Audio);

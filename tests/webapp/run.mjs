@@ -24,6 +24,9 @@
 // is refused in words; login; Alice joins another room and the overview lists her there; "End
 // room" removes it from the overview and ends her meeting; five wrong passwords → "wait five
 // minutes".
+// --scenario e2ee (e2ee.mjs): an end-to-end encrypted meeting, its key only in the link's
+// fragment; video, audio, chat and a simulcast layer switch on encrypted media; someone without
+// the key, then with a wrong one, told so in words.
 // Exit status 0 pass, 1 fail, 2 usage. The last line is `webapp: PASS …` or `webapp: FAIL …`.
 
 import fs from 'node:fs';
@@ -45,8 +48,9 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const USAGE = `usage: node run.mjs --base https://HOST:PORT --out DIR [--api-key KEY] [--chromium PATH]
                    [--max-participants N] [--step-timeout S] [--deadline S] [--verbose]
   --max-participants  the server's room cap (CONFAB_MAX_PARTICIPANTS); 2 adds the "room full" check
-  --scenario          meeting (default: the meeting and the admin basics) or admin (updates, key
-                      rotation, guest access: admin.mjs; needs a device key and an update agent)`;
+  --scenario          meeting (default: the meeting and the admin basics), admin (updates, key
+                      rotation, guest access: admin.mjs; needs a device key and an update agent)
+                      or e2ee (end-to-end encrypted meetings: e2ee.mjs)`;
 
 let args;
 try {
@@ -320,6 +324,20 @@ if (args.scenario === 'admin') {
     finished = true;
     await cleanup();
     console.log(`webapp: PASS scenario=admin screenshots=${screenshots.length} dir=${outDir}`);
+    process.exit(0);
+  } catch (e) {
+    await fail(e instanceof Failure ? e.message : (e.stack ?? String(e)));
+  }
+} else if (args.scenario === 'e2ee') {
+  try {
+    browser = await chromium.launch({ executablePath: chromiumPath, headless: true, timeout: 30000, args: CHROMIUM_ARGS });
+    const { e2eeScenario } = await import('./e2ee.mjs');
+    await e2eeScenario({
+      base, open, step, shot, waitUntil, prejoinToMeeting, expectPreview, expectVideo, videoState, Failure, log, stepTimeoutMs,
+    });
+    finished = true;
+    await cleanup();
+    console.log(`webapp: PASS scenario=e2ee screenshots=${screenshots.length} dir=${outDir}`);
     process.exit(0);
   } catch (e) {
     await fail(e instanceof Failure ? e.message : (e.stack ?? String(e)));

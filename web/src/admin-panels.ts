@@ -12,7 +12,8 @@ export interface Answer<T> {
   error?: string;
 }
 
-export type Call = <T>(path: string, body?: unknown) => Promise<Answer<T>>;
+/** An /api/admin/ call: GET without a body, POST with one (or `method`, e.g. DELETE). */
+export type Call = <T>(path: string, body?: unknown, method?: 'DELETE') => Promise<Answer<T>>;
 
 export interface Panel {
   el: HTMLElement;

@@ -6,6 +6,7 @@
 // keeps the session in an HttpOnly cookie; every POST is JSON.
 
 import { accessPanel, keysPanel, updatePanel } from './admin-panels';
+import { recordingsPanel } from './admin-recordings';
 import { h, show, toast } from './dom';
 import type { Nav } from './main';
 
@@ -47,11 +48,11 @@ interface Answer<T> {
 
 const REFRESH_MS = 3000;
 
-async function call<T>(path: string, body?: unknown): Promise<Answer<T>> {
+async function call<T>(path: string, body?: unknown, method?: 'DELETE'): Promise<Answer<T>> {
   let res: Response;
   try {
     res = await fetch(`/api/admin/${path}`, {
-      method: body === undefined ? 'GET' : 'POST',
+      method: method ?? (body === undefined ? 'GET' : 'POST'),
       headers: body === undefined ? undefined : { 'Content-Type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
@@ -295,6 +296,7 @@ export function renderAdmin(nav: Nav): void {
     const keys = keysPanel(call, lost);
     const access = accessPanel(call, lost);
     const updates = updatePanel(call, lost);
+    const recordings = recordingsPanel(call, lost);
     let rounds = 0;
 
     const logout = h('button', {
@@ -331,6 +333,7 @@ export function renderAdmin(nav: Nav): void {
           h('div', { class: 'row spread' }, h('h2', { id: 'rooms-h', text: 'Rooms' }), roomCount),
           rooms,
         ),
+        recordings.el,
         updates.el,
         access.el,
         keys.el,
@@ -379,6 +382,7 @@ export function renderAdmin(nav: Nav): void {
 
     void keys.refresh();
     void access.refresh();
+    void recordings.refresh();
 
     const roomAction = async (room: string, action: 'end' | 'remove', body: unknown, done: string) => {
       const a = await call(`rooms/${encodeURIComponent(room)}/${action}`, body);
@@ -491,6 +495,8 @@ export function renderAdmin(nav: Nav): void {
       drawRooms(o.room_list ?? []);
       // The update agent is asked less often than the overview refreshes (every 30 s).
       if (rounds++ % 10 === 0) await updates.refresh();
+      // Durations of active recordings move on; every 15 s is enough.
+      if (rounds % 5 === 0) await recordings.refresh();
     };
 
     const loop = async () => {

@@ -1,11 +1,21 @@
 // The server's web app API: POST /api/join mints a token; GET /api/rooms/<room> says whether a
-// room is still there. Errors come back as sentences a person understands.
+// room is still there; POST /api/recording starts or stops recording a room (with the join
+// token, which carries roomRecord for the admin). Errors come back as sentences a person
+// understands.
 
 export interface JoinGrant {
   token: string;
   url: string;
   room: string;
   identity: string;
+  /** The person has the admin session: the token carries roomRecord, Record is offered. */
+  canRecord?: boolean;
+}
+
+/** POST /api/recording's answer. */
+export interface RecordingState {
+  recording: boolean;
+  egresses?: unknown[];
 }
 
 export interface RoomStatus {
@@ -116,5 +126,39 @@ export async function roomStatus(room: string, signal?: AbortSignal): Promise<Ro
     return (await res.json()) as RoomStatus;
   } catch {
     return null;
+  }
+}
+
+/** Starts (`record`) or stops recording `room`; `token` is the join token (roomRecord grant). */
+export async function setRecording(token: string, room: string, record: boolean): Promise<RecordingState> {
+  let res: Response;
+  try {
+    res = await fetch('/api/recording', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ room, record }),
+      cache: 'no-store',
+    });
+  } catch {
+    throw new Problem(UNREACHABLE, 'unreachable');
+  }
+  if (res.ok) {
+    const body = (await res.json().catch(() => null)) as RecordingState | null;
+    if (typeof body?.recording !== 'boolean') throw new Problem('The server gave an incomplete answer. Try again.');
+    return body;
+  }
+  const { text } = await errorBody(res);
+  const sentence = text ? text.charAt(0).toUpperCase() + text.slice(1) : undefined;
+  const what = record ? 'start' : 'stop';
+  switch (res.status) {
+    case 401:
+    case 403:
+      throw new Problem(`You may not record this meeting${text ? ` (${text})` : ''}. Recording needs the admin's session.`, 'refused');
+    case 409:
+      throw new Problem(`${sentence ?? 'Recording is not possible now'}.`, 'refused');
+    case 507:
+      throw new Problem(`Recording cannot ${what}: ${text ?? 'the server does not have enough free disk space'}. Free some space (delete old recordings on the admin page).`);
+    default:
+      throw new Problem(`Recording could not ${what} (error ${res.status}${text ? `: ${text}` : ''}). Try again.`);
   }
 }

@@ -2,6 +2,7 @@
 
 import { roomStatus } from './api';
 import { h, show, toast } from './dom';
+import { e2eeSupported, newPassphrase } from './e2ee';
 import { noHttps } from './errors';
 import type { Nav } from './main';
 import { ROOM_PATTERN, randomRoom, roomProblem } from './names';
@@ -32,6 +33,9 @@ export function renderHome(nav: Nav, opts: { notice?: string }): void {
     placeholder: 'e.g. standup',
     'aria-describedby': 'room-help room-error',
   });
+  const e2eeInput = h('input', { id: 'e2ee', type: 'checkbox', 'aria-describedby': 'e2ee-help', disabled: !e2eeSupported() });
+  /** A fresh passphrase when "End-to-end encrypted" is ticked (the room's link carries it). */
+  const newKey = () => (e2eeInput.checked ? { key: newPassphrase() } : {});
   const nameError = h('p', { id: 'name-error', class: 'field-error' });
   const roomError = h('p', { id: 'room-error', class: 'field-error' });
 
@@ -72,7 +76,7 @@ export function renderHome(nav: Nav, opts: { notice?: string }): void {
           fail(roomInput, roomError, problem);
           return;
         }
-        nav.prejoin(room);
+        nav.prejoin(room, newKey());
       },
     },
     h('div', { class: 'field' }, h('label', { for: 'name', text: 'Your name' }), nameInput, nameError),
@@ -90,13 +94,25 @@ export function renderHome(nav: Nav, opts: { notice?: string }): void {
     ),
     h(
       'div',
+      { class: 'field' },
+      h('label', { class: 'check' }, e2eeInput, 'End-to-end encrypted'),
+      h('p', {
+        id: 'e2ee-help',
+        class: 'hint',
+        text: e2eeSupported()
+          ? 'A new secret key goes into the room’s link, after #. Only people with the full link see and hear the meeting; the server cannot, and it cannot be recorded.'
+          : 'This browser cannot hold end-to-end encrypted meetings.',
+      }),
+    ),
+    h(
+      'div',
       { class: 'row' },
       h('button', { type: 'submit', class: 'primary', text: 'Join room' }),
       h('button', {
         type: 'button',
         text: 'New room',
         onclick: () => {
-          if (takeName()) nav.prejoin(randomRoom());
+          if (takeName()) nav.prejoin(randomRoom(), newKey());
         },
       }),
     ),

@@ -7,17 +7,22 @@ import './styles.css';
 import { setLogLevel } from 'livekit-client';
 
 import { renderAdmin } from './admin';
+import { keyHash } from './e2ee';
 import { renderHome } from './home';
 import { roomFromPath, roomPath } from './names';
 import { renderPrejoin } from './prejoin';
+import { keyFor, rememberKey } from './store';
 
 export type Cleanup = () => void;
 
 export interface Nav {
   /** Home page; `notice` is shown at the top (e.g. "You left standup."). */
   home(opts?: { notice?: string; push?: boolean }): void;
-  /** Pre-join page of `room` (its invite address). */
-  prejoin(room: string, opts?: { push?: boolean }): void;
+  /**
+   * Pre-join page of `room` (its invite address). `key`: a new end-to-end encrypted room's
+   * passphrase, which goes into the address's fragment (kept for the tab, never sent).
+   */
+  prejoin(room: string, opts?: { push?: boolean; key?: string }): void;
   /** Views call this to say what to undo when the page changes (stop the camera, leave). */
   setCleanup(fn: Cleanup): void;
 }
@@ -42,8 +47,12 @@ const nav: Nav = {
   },
   prejoin(room, opts = {}) {
     leaveView();
+    if (opts.key) rememberKey(room, opts.key);
+    const key = keyFor(room);
     const target = roomPath(room);
-    if (opts.push !== false && location.pathname !== target) history.pushState(null, '', target);
+    if (opts.push !== false && location.pathname !== target) {
+      history.pushState(null, '', key ? `${target}${keyHash(key)}` : target);
+    }
     renderPrejoin(nav, room);
   },
   setCleanup(fn) {
@@ -73,6 +82,8 @@ function route(): void {
 
 setLogLevel('warn');
 window.addEventListener('popstate', route);
+// A link that differs only after # (another key for the room on screen) opens afresh.
+window.addEventListener('hashchange', route);
 route();
 
 // The static shell works offline and the app can be installed (the service worker never

@@ -1,10 +1,13 @@
 // The meeting: a grid of participants (names, mute and camera state, active speaker, connection
-// quality), screen shares in the spotlight, controls (mic, camera, screen, devices, chat, leave),
-// the invite link, and the reconnecting state. Simulcast, dynacast and adaptive stream are on.
+// quality), screen shares in the spotlight, controls (mic, camera, screen, devices, chat, record,
+// leave), the invite link, and the reconnecting state. Simulcast, dynacast and adaptive stream
+// are on. An end-to-end encrypted meeting shows a lock (and who cannot be decrypted); a person
+// without the key is told to ask for the full link. "● Recording" shows while the room records.
 
 import {
   type AudioCaptureOptions,
   ConnectionQuality,
+  type E2EEManagerOptions,
   ConnectionState,
   DisconnectReason,
   type LocalAudioTrack,
@@ -20,9 +23,11 @@ import {
   VideoPresets,
 } from 'livekit-client';
 
+import { Problem, setRecording } from './api';
 import { Chat } from './chat';
 import { devicePicker } from './devices';
 import { copyText, h, icon, show, toast } from './dom';
+import { NO_KEY, WRONG_KEY } from './e2ee';
 import { leftBecause, mediaProblem } from './errors';
 import type { Nav } from './main';
 import { initials, inviteLink } from './names';
@@ -44,9 +49,11 @@ export function captureDefaults(d: DeviceChoice): { video: VideoCaptureOptions; 
   };
 }
 
-export function newRoom(d: DeviceChoice): Room {
+/** A room for the chosen devices; `encryption`: end to end (media and data channel). */
+export function newRoom(d: DeviceChoice, encryption?: E2EEManagerOptions): Room {
   const capture = captureDefaults(d);
   return new Room({
+    encryption,
     adaptiveStream: true,
     dynacast: true,
     videoCaptureDefaults: capture.video,
@@ -69,6 +76,8 @@ interface Tile {
   name: HTMLElement;
   micOff: HTMLElement;
   quality: HTMLElement;
+  /** Why this person's media is not (or cannot be) decrypted here; empty when all is well. */
+  flag: HTMLElement;
   track?: Track;
 }
 
@@ -80,14 +89,29 @@ const QUALITY_WORDS: Record<ConnectionQuality, string> = {
   [ConnectionQuality.Unknown]: 'unknown',
 };
 
-export function renderMeeting(
-  nav: Nav,
-  opts: { room: Room; roomName: string; video?: LocalVideoTrack; audio?: LocalAudioTrack },
-): void {
-  const { room, roomName } = opts;
+export interface MeetingOptions {
+  room: Room;
+  roomName: string;
+  video?: LocalVideoTrack;
+  audio?: LocalAudioTrack;
+  /** An end-to-end encrypted meeting: its passphrase (for the invite link) and the worker. */
+  e2ee?: { key: string; worker: Worker };
+  /** The join token: POST /api/recording is authorised with it. */
+  token: string;
+  /** The token carries roomRecord: the Record button is offered. */
+  canRecord: boolean;
+}
+
+/** A decryption failure of livekit-client's worker that means "a different key" (its reason first). */
+const isWrongKey = (e: Error) => /^InvalidKey\b/.test(e.message);
+
+export function renderMeeting(nav: Nav, opts: MeetingOptions): void {
+  const { room, roomName, e2ee } = opts;
   const me = room.localParticipant;
   let leaving = false;
   const tiles = new Map<string, Tile>();
+  /** Remote identities whose media this browser failed to decrypt (a different key). */
+  const wrongKey = new Set<string>();
 
   // ---- layout --------------------------------------------------------------------------------
   const grid = h('section', { class: 'grid', 'aria-label': 'Participants' });
@@ -114,6 +138,7 @@ export function renderMeeting(
   const devicesButton = control('Devices', () => openDevices(), { 'aria-haspopup': 'dialog' });
   const chatButton = control('Chat', () => chat.toggle(), { 'aria-pressed': 'false', 'aria-controls': 'chat' });
   const leaveButton = control('Leave', () => void leave(), { class: 'control danger' });
+  const recordButton = control('Record', () => void toggleRecording(), { 'aria-pressed': 'false', hidden: !opts.canRecord });
   devicesButton.innerHTML = `${icon.gear}<span>Devices</span>`;
   leaveButton.innerHTML = `${icon.leave}<span>Leave</span>`;
   const canShare = !!navigator.mediaDevices && 'getDisplayMedia' in navigator.mediaDevices;
@@ -138,6 +163,95 @@ export function renderMeeting(
     screenButton.title = screen ? 'Sharing your screen: press to stop' : 'Share your screen';
     screenButton.classList.toggle('on', screen);
   };
+  // ---- recording -----------------------------------------------------------------------------
+  // The badge lives in a polite live region that stays in the page, so "Recording" is announced
+  // when it starts for everyone (the server sets Room.active_recording).
+  const recLive = h('span', { class: 'rec-live', role: 'status', 'aria-live': 'polite' });
+  const recBadge = h('span', { class: 'rec-badge', title: 'This meeting is being recorded: everyone’s camera and microphone, one file each.' }, '● Recording');
+  let recBusy = false;
+  function paintRecording() {
+    const on = room.isRecording;
+    if (on !== recLive.contains(recBadge)) recLive.replaceChildren(...(on ? [recBadge] : []));
+    recordButton.setAttribute('aria-pressed', String(on));
+    recordButton.classList.toggle('on', on);
+    recordButton.innerHTML = `${icon.record}<span>${on ? 'Stop' : 'Record'}</span>`;
+    // Not `disabled`: the reason stays readable (tooltip, focus) and a press says it again.
+    recordButton.setAttribute('aria-disabled', String(!!e2ee || recBusy));
+    recordButton.title = e2ee
+      ? 'Recording is not possible: this meeting is end-to-end encrypted, so the server cannot see or hear it.'
+      : on
+        ? 'Recording everyone: press to stop'
+        : 'Record everyone in this meeting (one file each, on the server)';
+  }
+  async function toggleRecording() {
+    if (e2ee) {
+      toast('Recording is not possible: this meeting is end-to-end encrypted, so the server cannot see or hear it.', 8000);
+      return;
+    }
+    if (recBusy) return;
+    recBusy = true;
+    paintRecording();
+    const record = !room.isRecording;
+    try {
+      const st = await setRecording(opts.token, roomName, record);
+      toast(st.recording ? 'Recording started.' : 'Recording stopped.');
+    } catch (e) {
+      toast(e instanceof Problem ? e.message : `Recording did not ${record ? 'start' : 'stop'} (${String(e)}).`, 10000);
+    } finally {
+      recBusy = false;
+      paintRecording();
+    }
+  }
+
+  // ---- end-to-end encryption ---------------------------------------------------------------
+  const e2eeTip =
+    'End-to-end encrypted: video, sound and chat are encrypted in each browser with the key in the link (after #). ' +
+    'The server forwards them without being able to see or hear them, and cannot record them.';
+  const lockBadge = e2ee ? h('span', { class: 'e2ee-badge', tabindex: '0', role: 'img', title: e2eeTip }) : null;
+  function paintE2ee() {
+    if (!lockBadge) return;
+    const on = room.isE2EEEnabled;
+    lockBadge.dataset.state = on ? 'on' : 'starting';
+    lockBadge.setAttribute('aria-label', on ? e2eeTip : 'Turning on end-to-end encryption…');
+    lockBadge.innerHTML = `${icon.lock}<span>${on ? 'Encrypted' : 'Encrypting…'}</span>`;
+  }
+  /** Whether someone here publishes encrypted media (what a person without the key finds). */
+  const othersEncrypt = () =>
+    [...room.remoteParticipants.values()].some((p) => [...p.trackPublications.values()].some((pub) => pub.isEncrypted));
+  const hasMedia = (p: Participant) => p.trackPublications.size > 0;
+
+  /** Leaves and explains: no key (or the wrong one) for an encrypted meeting. */
+  function lockedOut(why: string) {
+    if (leaving || cleaned) return;
+    leaving = true;
+    void room.disconnect();
+    cleanupRoom();
+    show(
+      `Encrypted meeting ${roomName} · confab`,
+      h(
+        'section',
+        { class: 'panel ended-view' },
+        h('h1', {}, h('span', { html: icon.lock }), ' ', h('span', { class: 'room-chip', text: roomName }), ' is end-to-end encrypted'),
+        h('p', { role: 'alert', class: 'e2ee-problem', text: why }),
+        h(
+          'div',
+          { class: 'row' },
+          h('button', { type: 'button', class: 'primary', text: 'Home', onclick: () => nav.home() }),
+        ),
+      ),
+    );
+  }
+  /** After any change: a person without the key leaves; with the key, who fails to decrypt. */
+  function checkEncryption() {
+    if (!e2ee) {
+      if (othersEncrypt()) lockedOut(NO_KEY);
+      return;
+    }
+    const others = [...room.remoteParticipants.values()].filter(hasMedia);
+    // Everyone else fails: this browser is the one with the different key.
+    if (others.length >= 2 && others.every((p) => wrongKey.has(p.identity))) lockedOut(WRONG_KEY);
+  }
+
   function paintChatButton() {
     const unread = chat.unread;
     chatButton.setAttribute('aria-pressed', String(chat.open));
@@ -218,16 +332,18 @@ export function renderMeeting(
     const micOff = h('span', { class: 'mic-off', html: icon.micOff, title: 'Microphone off' });
     const name = h('span', { class: 'name' });
     const quality = h('span', { class: 'quality', role: 'img' }, h('i'), h('i'), h('i'));
+    const flag = h('p', { class: 'tile-flag', hidden: true });
     const el = h(
       'figure',
       { class: `tile ${source}${local ? ' local' : ''}`, 'data-key': key, 'data-source': source },
       video,
       avatar,
+      flag,
       h('figcaption', {}, micOff, name),
       source === 'camera' ? quality : null,
     );
     if (local && source === 'camera') video.classList.add('mirror');
-    return { el, video, avatar, name, micOff, quality };
+    return { el, video, avatar, name, micOff, quality, flag };
   };
 
   const setTrack = (t: Tile, track: Track | undefined) => {
@@ -278,11 +394,24 @@ export function renderMeeting(
       t.quality.dataset.q = q;
       t.quality.setAttribute('aria-label', `Connection ${q}`);
       t.quality.title = `Connection ${q}`;
+      // Encryption, per person: encrypted (data-encrypted), or why not, said on the tile.
+      const encrypted = local ? room.isE2EEEnabled : p.isEncrypted;
+      const flag = !e2ee || local || !hasMedia(p)
+        ? ''
+        : wrongKey.has(p.identity)
+          ? `Cannot decrypt ${displayName}: a different key. One of you needs the full link again.`
+          : !p.isEncrypted
+            ? 'Not encrypted: joined without the key'
+            : '';
+      t.el.dataset.encrypted = String(encrypted);
+      t.el.classList.toggle('undecryptable', wrongKey.has(p.identity));
+      t.flag.textContent = flag;
+      t.flag.hidden = !flag;
       t.el.setAttribute(
         'aria-label',
         `${local ? `${displayName} (you)` : displayName}: ` +
           `${t.track ? 'camera on' : 'camera off'}, ${micMuted ? 'microphone off' : 'microphone on'}` +
-          `${p.isSpeaking ? ', speaking' : ''}, connection ${q}`,
+          `${p.isSpeaking ? ', speaking' : ''}, connection ${q}${flag ? `, ${flag}` : ''}`,
       );
       cams.push(t);
 
@@ -325,6 +454,9 @@ export function renderMeeting(
     count.textContent = n === 1 ? 'Only you' : `${n} people`;
     layout();
     paintControls();
+    paintE2ee();
+    paintRecording();
+    checkEncryption();
   }
 
   /** Puts `els` into `parent` in order without re-inserting (a moved <video> would blink). */
@@ -427,6 +559,8 @@ export function renderMeeting(
     for (const el of audioBox.querySelectorAll('audio')) el.remove();
     opts.video?.stop();
     opts.audio?.stop();
+    // The E2EE worker is this meeting's own (livekit-client does not end it).
+    if (e2ee) window.setTimeout(() => e2ee.worker.terminate(), 1000);
   }
 
   // The router calls this when the page changes under us (back button): leave the room.
@@ -451,7 +585,22 @@ export function renderMeeting(
     })
     .on(RoomEvent.ParticipantDisconnected, (p: RemoteParticipant) => {
       toast(`${p.name || p.identity} left`);
+      wrongKey.delete(p.identity);
       scheduleSync();
+    })
+    .on(RoomEvent.RecordingStatusChanged, paintRecording)
+    .on(RoomEvent.ParticipantEncryptionStatusChanged, scheduleSync)
+    .on(RoomEvent.EncryptionError, (e: Error, p?: Participant) => {
+      // Without the key: livekit-client says an encrypted track arrived. With it: the worker
+      // could not decrypt someone (throttled, so this is cheap).
+      if (!e2ee) {
+        lockedOut(NO_KEY);
+        return;
+      }
+      if (p && p !== me && isWrongKey(e) && !wrongKey.has(p.identity)) {
+        wrongKey.add(p.identity);
+        scheduleSync();
+      }
     })
     .on(RoomEvent.TrackSubscribed, onSubscribed)
     .on(RoomEvent.TrackUnsubscribed, onUnsubscribed)
@@ -483,6 +632,8 @@ export function renderMeeting(
       'header',
       { class: 'topbar' },
       h('h1', { class: 'room-title' }, h('span', { class: 'visually-hidden', text: 'Meeting ' }), roomName),
+      lockBadge,
+      recLive,
       count,
       banner,
       startAudio,
@@ -492,7 +643,7 @@ export function renderMeeting(
           type: 'button',
           class: 'small',
           'aria-label': 'Copy invite link',
-          onclick: () => void copyText(inviteLink(roomName, inviteFor(roomName)), 'Invite link'),
+          onclick: () => void copyText(inviteLink(roomName, inviteFor(roomName), e2ee?.key), 'Invite link'),
         },
         h('span', { html: icon.link }),
         h('span', { text: 'Copy invite link' }),
@@ -507,6 +658,7 @@ export function renderMeeting(
       screenButton,
       devicesButton,
       chatButton,
+      recordButton,
       leaveButton,
     ),
     dialog,
@@ -528,15 +680,17 @@ export function renderMeeting(
 
   // Publish what the pre-join page prepared (same devices, no second prompt).
   void (async () => {
+    // Not into a meeting that is over already (no key for an encrypted one, for example).
+    if (cleaned) return;
     try {
       if (opts.video) await me.publishTrack(opts.video, { source: Track.Source.Camera });
     } catch (e) {
-      toast(mediaProblem(e, 'camera'), 10000);
+      if (!cleaned) toast(mediaProblem(e, 'camera'), 10000);
     }
     try {
-      if (opts.audio) await me.publishTrack(opts.audio, { source: Track.Source.Microphone });
+      if (opts.audio && !cleaned) await me.publishTrack(opts.audio, { source: Track.Source.Microphone });
     } catch (e) {
-      toast(mediaProblem(e, 'microphone'), 10000);
+      if (!cleaned) toast(mediaProblem(e, 'microphone'), 10000);
     }
     scheduleSync();
   })();

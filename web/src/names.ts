@@ -60,10 +60,14 @@ export function roomPath(room: string): string {
   return `/r/${encodeURIComponent(room)}`;
 }
 
-/** The link to share: with the invite token this tab joined with, if any (guest access off). */
-export function inviteLink(room: string, invite?: string): string {
+/**
+ * The link to share: with the invite token this tab joined with, if any (guest access off), and
+ * the key of an end-to-end encrypted room in the fragment (never sent to the server).
+ */
+export function inviteLink(room: string, invite?: string, key?: string): string {
   const query = invite ? `?invite=${encodeURIComponent(invite)}` : '';
-  return `${location.origin}${roomPath(room)}${query}`;
+  const fragment = key ? `#key=${key}` : '';
+  return `${location.origin}${roomPath(room)}${query}${fragment}`;
 }
 
 /** Initials for a tile without video: "Ada Lovelace" → "AL". */

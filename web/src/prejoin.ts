@@ -12,15 +12,50 @@ import {
 } from 'livekit-client';
 
 import { Problem, requestJoin, roomStatus } from './api';
+import { UNSUPPORTED, e2eeSupported, encryptionFor, keyFromHash, keyHash } from './e2ee';
 import { devicePicker } from './devices';
 import { copyText, h, icon, show } from './dom';
 import { connectProblem, mediaProblem, noHttps } from './errors';
 import type { Nav } from './main';
 import { inviteLink } from './names';
 import { captureDefaults, newRoom, renderMeeting } from './meeting';
-import { forgetInvite, getDevices, getName, inviteFor, rememberInvite, setDevices, setName, touchRecent } from './store';
+import {
+  forgetInvite,
+  forgetKey,
+  getDevices,
+  getName,
+  inviteFor,
+  keyFor,
+  rememberInvite,
+  rememberKey,
+  setDevices,
+  setName,
+  touchRecent,
+} from './store';
+
+/**
+ * The end-to-end encryption passphrase for `roomName`: from the address's #key=… (then kept for
+ * the tab), else the one this tab already had (put back into the address, so copying it from
+ * the address bar gives the full link). `problem`: a fragment key that cannot be one.
+ */
+function roomKey(roomName: string): { key?: string; problem?: string } {
+  const fromLink = keyFromHash(location.hash);
+  if (fromLink?.valid) {
+    rememberKey(roomName, fromLink.key);
+    return { key: fromLink.key };
+  }
+  if (fromLink) {
+    forgetKey(roomName);
+    return { problem: 'The key in this link (after #key=) is incomplete or damaged. Ask for the full link, including the part after #.' };
+  }
+  const kept = keyFor(roomName);
+  if (kept) history.replaceState(history.state, '', `${location.pathname}${location.search}${keyHash(kept)}`);
+  return { key: kept };
+}
 
 export function renderPrejoin(nav: Nav, roomName: string): void {
+  const { key, problem: keyProblem } = roomKey(roomName);
+  const canDecrypt = !key || e2eeSupported();
   const choice = getDevices();
   let camOn = choice.cameraOn !== false;
   let micOn = choice.micOn !== false;
@@ -225,7 +260,7 @@ export function renderPrejoin(nav: Nav, roomName: string): void {
     }
   });
   const joinError = h('div', { class: 'error', role: 'alert', hidden: true });
-  const joinButton = h('button', { type: 'submit', class: 'primary big', text: 'Join now' });
+  const joinButton = h('button', { type: 'submit', class: 'primary big', text: 'Join now', disabled: !canDecrypt });
 
   const join = async () => {
     const name = nameInput.value.trim();
@@ -239,9 +274,16 @@ export function renderPrejoin(nav: Nav, roomName: string): void {
     joinError.hidden = true;
     joinButton.disabled = true;
     joinButton.textContent = 'Joining…';
-    const room = newRoom(getDevices());
-    joining = room;
+    let room: Room | undefined;
+    let worker: Worker | undefined;
     try {
+      // An encrypted room: key and worker first, encryption on before connecting, so nothing
+      // leaves this browser in the clear. Only the room name and your name go to /api/join.
+      const encryption = key ? await encryptionFor(key) : undefined;
+      worker = encryption?.worker;
+      room = newRoom(getDevices(), encryption);
+      joining = room;
+      if (encryption) await room.setE2EEEnabled(true);
       const grant = await requestJoin(roomName, name, { passcode: passcodeInput.value.trim(), invite });
       await room.connect(grant.url, grant.token);
       if (!alive) {
@@ -253,9 +295,18 @@ export function renderPrejoin(nav: Nav, roomName: string): void {
       handedOver = true;
       joining = undefined;
       stopAll();
-      renderMeeting(nav, { room, roomName, video: camOn ? video : undefined, audio: micOn ? audio : undefined });
+      renderMeeting(nav, {
+        room,
+        roomName,
+        video: camOn ? video : undefined,
+        audio: micOn ? audio : undefined,
+        e2ee: key && worker ? { key, worker } : undefined,
+        token: grant.token,
+        canRecord: grant.canRecord === true,
+      });
     } catch (e) {
-      void room.disconnect();
+      void room?.disconnect().finally(() => worker?.terminate());
+      if (!room) worker?.terminate();
       joining = undefined;
       if (!alive) return;
       joinError.hidden = false;
@@ -289,6 +340,17 @@ export function renderPrejoin(nav: Nav, roomName: string): void {
       },
     },
     h('div', { class: 'field' }, h('label', { for: 'pre-name', text: 'Your name' }), nameInput, nameError),
+    key
+      ? h(
+          'p',
+          { class: 'notice e2ee-note', role: 'status' },
+          h('span', { html: icon.lock }),
+          canDecrypt
+            ? ' End-to-end encrypted: video, sound and chat are encrypted in each browser with the key in this link (after #), which the server never receives. Share the full link.'
+            : ` ${UNSUPPORTED}`,
+        )
+      : null,
+    keyProblem ? h('p', { class: 'error', role: 'alert', text: keyProblem }) : null,
     passcodeField,
     accessNote,
     camPick.field,
@@ -306,7 +368,7 @@ export function renderPrejoin(nav: Nav, roomName: string): void {
       {
         type: 'button',
         class: 'linkish',
-        onclick: () => void copyText(inviteLink(roomName, invite), 'Invite link'),
+        onclick: () => void copyText(inviteLink(roomName, invite, key), 'Invite link'),
       },
       h('span', { html: icon.link }),
       h('span', { text: 'Copy invite link' }),

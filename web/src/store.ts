@@ -118,3 +118,32 @@ export function forgetInvite(room: string): void {
     // nothing kept
   }
 }
+
+// The passphrase of an end-to-end encrypted room (from its link's #key=…) is kept for this tab
+// only, like invite tokens: "Rejoin" and "Copy invite link" keep working after Leave took the
+// address bar home, and nothing of it stays on disk (not in localStorage, not in recent rooms).
+const keyKey = (room: string) => `confab.key.${room}`;
+
+export function rememberKey(room: string, key: string): void {
+  try {
+    sessionStorage.setItem(keyKey(room), key);
+  } catch {
+    // private mode or storage full: the link in the address bar still works
+  }
+}
+
+export function keyFor(room: string): string | undefined {
+  try {
+    return sessionStorage.getItem(keyKey(room)) ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function forgetKey(room: string): void {
+  try {
+    sessionStorage.removeItem(keyKey(room));
+  } catch {
+    // nothing kept
+  }
+}
