@@ -24,6 +24,7 @@ pub mod ids;
 pub mod media;
 pub mod metrics;
 pub mod net;
+pub mod record;
 pub mod sfu;
 pub mod signal;
 pub mod state;
