@@ -114,7 +114,8 @@ impl Writer {
     }
 
     /// One frame at `ms` (not before the previous one) as a SimpleBlock. A cluster that closes
-    /// is appended to `out`. `cut` asks for a new cluster here (a video keyframe).
+    /// is appended to `out`. `cut` asks for a new cluster here (a video keyframe), unless the
+    /// open one starts at the same millisecond.
     pub fn block(
         &mut self,
         track: u8,
@@ -126,7 +127,7 @@ impl Writer {
     ) {
         let ms = ms.max(self.cluster_ms);
         if !self.cluster.is_empty()
-            && (cut
+            && ((cut && ms > self.cluster_ms)
                 || ms - self.cluster_ms >= CLUSTER_MS
                 || self.cluster.len() + data.len() > CLUSTER_BYTES)
         {
@@ -320,4 +321,4 @@ fn void(out: &mut Vec<u8>, total: usize) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

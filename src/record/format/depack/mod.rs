@@ -298,4 +298,4 @@ pub(super) fn write_leb128(out: &mut Vec<u8>, mut v: usize) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
