@@ -188,8 +188,9 @@ impl Depacketizer {
         out: &mut Vec<Frame>,
     ) -> Result<(), Error> {
         if self.cur.as_ref().is_some_and(|p| p.ts != ts) {
-            // The previous frame's last packet had no marker bit: it ended all the same.
-            self.end_frame(out)?;
+            // The previous frame's last packet had no marker bit: it ended all the same. If it
+            // was unfinished it is counted in `dropped`; this packet starts the next one.
+            let _ = self.end_frame(out);
         }
         if self.codec == Codec::Opus {
             if payload.is_empty() {

@@ -112,6 +112,19 @@ fn loss_drops_the_partial_frame() {
 }
 
 #[test]
+fn an_unfinished_fu_a_does_not_cost_the_next_frame() {
+    let mut d = Depacketizer::new(Codec::H264);
+    let (f, e) = run(
+        &mut d,
+        &[(1, false, vec![0x7c, 0x85, 1]), (2, true, vec![0x65, 0x88])],
+    );
+    assert_eq!(e, 0);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].rtp_ts, 2);
+    assert_eq!(d.dropped(), 1);
+}
+
+#[test]
 fn a_timestamp_change_ends_a_frame_without_marker() {
     let mut d = Depacketizer::new(Codec::Vp8);
     let (f, _) = run(
