@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 seconds="${1:-30}"
 shift || true
-all=(signal token join_request twirp manifest config rtp)
+all=(signal token join_request twirp manifest config rtp record)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
