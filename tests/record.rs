@@ -376,3 +376,83 @@ fn egress_client_records_a_participant_and_a_track_and_kill_9_leaves_a_playable_
         "{after}"
     );
 }
+
+fn free_bytes(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next()
+        .unwrap()
+}
+
+/// A tmpfs mounted at a path, unmounted on drop (root only).
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn below_the_disk_reserve_recordings_stop_cleanly_and_new_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("data");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=160m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        println!("SKIPPED: mounting a tmpfs needs root (CI runs as root); nothing was checked");
+        return;
+    }
+    let _tmpfs = Tmpfs(mnt.clone());
+    // A 48 MB reserve: recording starts; a file written beside it takes free space below it.
+    let d = start(dir.path(), &[("CONFAB_RECORDING_MIN_FREE_BYTES", "48000000")]);
+    let (_publisher, _video, _audio) = publish(&d, "full", "bob", 40);
+    let rec = egress(&d, &["participant", "full", "bob", "bob"]);
+    let id = rec["egressId"].as_str().unwrap().to_string();
+    wait_status(&d, "full", &id, "EGRESS_ACTIVE");
+    std::thread::sleep(Duration::from_secs(4));
+    let filler = mnt.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let free = free_bytes(&mnt);
+    assert!(free > 48_000_000, "{free} bytes free at the start");
+    for _ in 0..=(free - 40_000_000) >> 20 {
+        std::io::Write::write_all(&mut f, &chunk).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let done = wait_status(&d, "full", &id, "EGRESS_COMPLETE");
+    assert!(
+        done["details"]
+            .as_str()
+            .is_some_and(|s| s.contains("recording.min_free_bytes")),
+        "{done}"
+    );
+    // The file is whole: it decodes to its end.
+    let path = d.dir.join("data/recordings").join(done["fileResults"][0]["filename"].as_str().unwrap());
+    let errors = decode_errors(&path);
+    assert!(errors.trim().is_empty(), "{errors}");
+    assert!(last_packet_seconds(&path) >= 2.0);
+    let refused = egress(&d, &["participant", "full", "bob", "again"]);
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not enough free disk space")),
+        "{refused}"
+    );
+    // Space back: recording works again, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let again = egress(&d, &["participant", "full", "bob", "again"]);
+    assert!(again["egressId"].as_str().is_some(), "{again}");
+    println!("reserve: stopped with {:?}; refused with {:?}", done["details"], refused["error"]);
+}
