@@ -306,7 +306,7 @@ async fn create_room(cx: &Call) -> Result<Response<Body>, TwirpError> {
             egress: r
                 .egress
                 .as_ref()
-                .map(sfu::record::AutoRecord::from_config)
+                .map(sfu::room::AutoRecord::from_config)
                 .unwrap_or_default(),
         },
         unix_ms: crate::clock::unix_millis() as i64,

@@ -95,26 +95,12 @@ async fn serve(config: Config) -> ExitCode {
         notifier.clone(),
         Arc::new(agents.clone()),
     ]);
-    let recorder = match crate::record::Recorder::start(
-        &config.state_dir.join("recordings"),
-        config.recording.min_free_bytes,
-        store.clone() as Arc<dyn Store>,
-        events.clone(),
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            return startup_failed(format!(
-                "cannot open the recordings directory {}: {e}",
-                config.state_dir.join("recordings").display()
-            ))
-        }
-    };
-    let mut media = match start_media(&config, events, recorder.clone()) {
+    // The recorder first: the media threads hand it what they tap.
+    let (mut media, recorder) = match start_media(&config, events, store.clone()) {
         Ok(m) => m,
         Err(e) => return startup_failed(e),
     };
     metrics.set_media(media.handle.clone());
-    recorder.attach_media(media.handle.clone());
 
     let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeats());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
@@ -186,20 +172,42 @@ async fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The media threads and their sockets, as configured.
+/// The recorder, on `<state_dir>/recordings`.
+fn start_recorder(
+    config: &Config,
+    store: Arc<SledStore>,
+    events: crate::events::Bus,
+) -> Result<crate::record::Recorder, String> {
+    let dir = config.state_dir.join("recordings");
+    crate::record::Recorder::start(
+        &dir,
+        config.recording.min_free_bytes,
+        store as Arc<dyn Store>,
+        events,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot open the recordings directory {}: {e}",
+            dir.display()
+        )
+    })
+}
+
+/// The recorder, then the media threads and their sockets, as configured.
 fn start_media(
     config: &Config,
     events: crate::events::Bus,
-    recorder: crate::record::Recorder,
-) -> Result<MediaDriver, crate::media::MediaError> {
-    MediaDriver::start(
+    store: Arc<SledStore>,
+) -> Result<(MediaDriver, crate::record::Recorder), String> {
+    let recorder = start_recorder(config, store, events.clone())?;
+    let media = MediaDriver::start(
         &MediaPlan {
             bind: config.http.bind,
             udp_port: config.rtc.udp_port,
             tcp_port: config.rtc.tcp_port,
             threads: config.rtc.media_threads,
             events,
-            record: Some(Arc::new(recorder)),
+            record: Some(Arc::new(recorder.clone())),
         },
         crate::sfu::SfuConfig {
             max_participants: config.rtc.max_participants,
@@ -209,6 +217,9 @@ fn start_media(
             ..Default::default()
         },
     )
+    .map_err(|e| e.to_string())?;
+    recorder.attach_media(media.handle.clone());
+    Ok((media, recorder))
 }
 
 /// The admin's sessions, with the owner's preset applied and the setup code (if no password is

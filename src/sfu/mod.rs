@@ -1024,6 +1024,23 @@ impl Sfu {
         }
     }
 
+    /// An RTCP sender report from a publisher: for the recordings of its track (lip sync).
+    fn on_sender_report(&mut self, peer_id: PeerId, f: &str0m::media::SenderFeedback) {
+        let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
+            return;
+        };
+        let track = self.reg.parts.get(&pid).and_then(|p| {
+            p.tracks
+                .iter()
+                .filter_map(|t| self.reg.tracks.get(t))
+                .find(|t| t.mid == Some(f.mid))
+        });
+        if let Some(t) = track {
+            self.taps
+                .sender_report(pid, t, f.rid, &f.sender_info, &mut self.out);
+        }
+    }
+
     fn on_event(&mut self, now: Instant, peer_id: PeerId, e: Event) {
         match e {
             Event::Connected => {
@@ -1052,21 +1069,7 @@ impl Sfu {
                     .on_media_added(peer_id, m.mid, m.kind, m.direction, rids)
             }
             Event::RtpPacket(p) => self.forwarding().on_rtp_packet(now, peer_id, p),
-            Event::SenderFeedback(f) if !self.taps.is_empty() => {
-                let Some(pid) = self.peers.get(&peer_id).map(|p| p.owner) else {
-                    return;
-                };
-                let track = self.reg.parts.get(&pid).and_then(|p| {
-                    p.tracks
-                        .iter()
-                        .filter_map(|t| self.reg.tracks.get(t))
-                        .find(|t| t.mid == Some(f.mid))
-                });
-                if let Some(t) = track {
-                    self.taps
-                        .sender_report(pid, t, f.rid, &f.sender_info, &mut self.out);
-                }
-            }
+            Event::SenderFeedback(f) if !self.taps.is_empty() => self.on_sender_report(peer_id, &f),
             Event::MediaChanged(m) if !m.direction.is_receiving() => {
                 // A browser unpublishes by stopping its sender and offering again: the section
                 // stops sending to us. There is no signal message for it.

@@ -16,7 +16,7 @@ use str0m::format::{Codec, PayloadParams};
 use str0m::media::{MediaKind, Rid};
 use str0m::rtp::{RtpPacket, Ssrc};
 
-use super::room::PubTrack;
+use super::room::{AutoRecord, PubTrack};
 use super::{rtp, Output, Pid};
 
 /// What a recording records.
@@ -162,35 +162,6 @@ impl Tap {
                 t.info.encryption == 0 && (!screen || self.screen_share)
             }
         }
-    }
-}
-
-/// What a room records by itself.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AutoRecord {
-    /// Every participant, as it joins, with this `filepath` template.
-    pub participant: Option<String>,
-    /// Every published track, with this `filepath` template.
-    pub tracks: Option<String>,
-}
-
-impl AutoRecord {
-    /// A room's `RoomEgress` (token `roomConfig.egress`, `CreateRoom.egress`); the room
-    /// composite is not recorded (it needs a renderer).
-    pub fn from_config(e: &lk::RoomEgress) -> AutoRecord {
-        AutoRecord {
-            participant: e.participant.as_ref().map(|p| {
-                p.file_outputs
-                    .first()
-                    .map(|f| f.filepath.clone())
-                    .unwrap_or_default()
-            }),
-            tracks: e.tracks.as_ref().map(|t| t.filepath.clone()),
-        }
-    }
-
-    pub fn is_off(&self) -> bool {
-        self.participant.is_none() && self.tracks.is_none()
     }
 }
 

@@ -88,7 +88,7 @@ pub struct RoomSettings {
     /// Agents to dispatch when the room starts; `None`: automatic dispatch.
     pub agents: Option<Vec<lk::RoomAgentDispatch>>,
     /// What the room records by itself (`egress`: participants, tracks).
-    pub egress: super::record::AutoRecord,
+    pub egress: AutoRecord,
 }
 
 impl RoomSettings {
@@ -104,9 +104,38 @@ impl RoomSettings {
             egress: c
                 .egress
                 .as_ref()
-                .map(super::record::AutoRecord::from_config)
+                .map(AutoRecord::from_config)
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// What a room records by itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AutoRecord {
+    /// Every participant, as it joins, with this `filepath` template.
+    pub participant: Option<String>,
+    /// Every published track, with this `filepath` template.
+    pub tracks: Option<String>,
+}
+
+impl AutoRecord {
+    /// A room's `RoomEgress` (token `roomConfig.egress`, `CreateRoom.egress`); the room
+    /// composite is not recorded (it needs a renderer).
+    pub fn from_config(e: &lk::RoomEgress) -> AutoRecord {
+        AutoRecord {
+            participant: e.participant.as_ref().map(|p| {
+                p.file_outputs
+                    .first()
+                    .map(|f| f.filepath.clone())
+                    .unwrap_or_default()
+            }),
+            tracks: e.tracks.as_ref().map(|t| t.filepath.clone()),
+        }
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.participant.is_none() && self.tracks.is_none()
     }
 }
 
