@@ -2037,3 +2037,169 @@ fn keyframe_requests_to_publishers_are_counted() {
         "the PLI sent to alice is counted"
     );
 }
+
+fn room_recording_flags(p: &mut Peer) -> Vec<bool> {
+    p.take(|m| match m {
+        Resp::RoomUpdate(u) => u.room.as_ref().map(|r| r.active_recording),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_track_recording_starts_at_a_keyframe_it_asked_for_and_ends_when_its_publisher_leaves() {
+    use crate::sfu::{RecMsg, RecordTarget, Reply, Request};
+    let mut w = World::new();
+    let a = w.join("r", "alice", Mode::V0);
+    let b = w.join("r", "bob", Mode::V0);
+    w.run(Duration::from_millis(300));
+    let (sid, mid) = w.publish(a, MediaKind::Video);
+    w.run(Duration::from_millis(300));
+    w.send(a, mid, &[0x01, 1, 2, 3], 0);
+    w.run(Duration::from_millis(33));
+    let missing = w.sfu.handle(
+        w.now,
+        Request::Record {
+            room: "r".into(),
+            egress: "EG_x".into(),
+            target: RecordTarget::Track {
+                sid: "TR_nope".into(),
+            },
+        },
+    );
+    assert!(matches!(missing, Reply::Recording(Err(_))), "{missing:?}");
+    let before = w.peers[a].publisher.keyframe_requests;
+    let started = w.sfu.handle(
+        w.now,
+        Request::Record {
+            room: "r".into(),
+            egress: "EG_1".into(),
+            target: RecordTarget::Track { sid: sid.clone() },
+        },
+    );
+    assert!(
+        matches!(&started, Reply::Recording(Ok(s)) if s.identity == "alice"),
+        "{started:?}"
+    );
+    w.pump();
+    for n in 1..10u64 {
+        w.send(a, mid, &[0x01, n as u8, 2, 3], n * 3000);
+        w.run(Duration::from_millis(33));
+    }
+    assert!(
+        !w.recorded.iter().any(|m| matches!(m, RecMsg::Packet(_))),
+        "delta frames before the first keyframe are not recorded"
+    );
+    assert!(
+        w.peers[a].publisher.keyframe_requests > before,
+        "the recording asked alice for a keyframe"
+    );
+    assert_eq!(
+        room_recording_flags(&mut w.peers[b]),
+        vec![true],
+        "bob sees the room is recorded"
+    );
+    w.send(a, mid, &[0x00, 9, 9, 9], 10 * 3000);
+    for n in 11..15u64 {
+        w.run(Duration::from_millis(33));
+        w.send(a, mid, &[0x01, n as u8, 2, 3], n * 3000);
+    }
+    w.run(Duration::from_millis(100));
+    let mut packets = w.recorded.iter().filter_map(|m| match m {
+        RecMsg::Packet(p) => Some(p),
+        _ => None,
+    });
+    let first = packets
+        .next()
+        .expect("packets recorded from the keyframe on");
+    assert_eq!((first.payload[0] & 1, &*first.track), (0, sid.as_str()));
+    assert!(packets.count() >= 3, "the deltas after it too");
+    assert!(
+        matches!(w.recorded.first(), Some(RecMsg::Track { track, .. }) if **track == *sid),
+        "the track is announced before its first packet"
+    );
+    signal(&mut w, a, Req::Leave(lk::LeaveRequest::default()));
+    w.run(Duration::from_millis(50));
+    assert!(
+        matches!(w.recorded.last(), Some(RecMsg::Ended { egress, .. }) if &**egress == "EG_1"),
+        "the recording ends with its track: {:?}",
+        w.recorded.last()
+    );
+    assert_eq!(
+        room_recording_flags(&mut w.peers[b]),
+        vec![false],
+        "and the room is no longer recorded"
+    );
+}
+
+#[test]
+fn a_room_that_records_everyone_starts_a_recording_per_participant_and_refuses_encrypted_media() {
+    use crate::sfu::{RecMsg, RecordRefused, RecordTarget, Reply, Request};
+    let mut w = World::new();
+    let a = w.join("r", "alice", Mode::V1);
+    w.run(Duration::from_millis(300));
+    let on = w.sfu.handle(
+        w.now,
+        Request::RecordRoom {
+            room: "r".into(),
+            filepath: Some("{room_name}-{publisher_identity}".into()),
+        },
+    );
+    let Reply::RoomRecording(Ok(first)) = on else {
+        panic!("{on:?}");
+    };
+    assert_eq!(first.len(), 1, "alice is recorded");
+    let _b = w.join("r", "bob", Mode::V1);
+    w.run(Duration::from_millis(300));
+    let started: Vec<String> = w
+        .recorded
+        .iter()
+        .filter_map(|m| match m {
+            RecMsg::Started { identity, .. } => Some(identity.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec!["alice", "bob"], "bob too, as he joins");
+    let off = w.sfu.handle(
+        w.now,
+        Request::RecordRoom {
+            room: "r".into(),
+            filepath: None,
+        },
+    );
+    assert!(
+        matches!(&off, Reply::RoomRecording(Ok(v)) if v.len() == 2),
+        "{off:?}"
+    );
+    // An encrypted track cannot be recorded: refused with the reason.
+    let t = lk::AddTrackRequest {
+        cid: "enc".into(),
+        name: "cam".into(),
+        r#type: lk::TrackType::Video as i32,
+        encryption: lk::encryption::Type::Gcm as i32,
+        ..Default::default()
+    };
+    signal(&mut w, a, Req::AddTrack(t));
+    let info = w.sfu.handle(
+        w.now,
+        Request::GetParticipant {
+            room: "r".into(),
+            identity: "alice".into(),
+        },
+    );
+    let Reply::Participant(Some(p)) = info else {
+        panic!("{info:?}");
+    };
+    let sid = p.tracks[0].sid.clone();
+    let refused = w.sfu.handle(
+        w.now,
+        Request::Record {
+            room: "r".into(),
+            egress: "EG_2".into(),
+            target: RecordTarget::Track { sid },
+        },
+    );
+    assert!(
+        matches!(&refused, Reply::Recording(Err(RecordRefused::Encrypted(_)))),
+        "{refused:?}"
+    );
+}
