@@ -109,6 +109,11 @@ pub struct BenchArgs {
     /// elements (default: none asked; confab sends the best layer the bandwidth allows).
     #[arg(long, value_enum)]
     pub layer: Option<Layer>,
+    /// meeting, webinar: record this many participants of each room while measuring (LiveKit's
+    /// `StartParticipantEgress`, to files in the run's temporary state directory), to measure
+    /// what recording costs.
+    #[arg(long, default_value_t = 0)]
+    pub recordings: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -456,6 +461,54 @@ impl Server {
             },
         )
         .map_err(|e| e.to_string())
+    }
+
+    /// Starts `spec.recordings` participant recordings in each room (the first participants
+    /// to join it: `p1`, `p2`, … numbered across rooms in join order).
+    async fn record(&self, spec: &Spec) -> Result<(), String> {
+        let token = confab::auth::mint(
+            &self.keys,
+            &self.key,
+            &TokenRequest {
+                identity: "bench-recorder".into(),
+                ttl: Duration::from_secs(600),
+                video: VideoGrant {
+                    room_record: Some(true),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.https));
+        let per_room = spec.plans().0.len();
+        for r in 0..spec.rooms() {
+            for i in 0..spec.recordings.min(per_room) {
+                let identity = format!("p{}", r * per_room + i + 1);
+                let body = serde_json::json!({
+                    "room_name": spec.room_name(r),
+                    "identity": identity,
+                    "file_outputs": [{"filepath": format!("{{room_name}}-{identity}")}],
+                });
+                let (status, answer) = confab::http::client::post_json(
+                    &self.tls,
+                    addr,
+                    "localhost",
+                    "/twirp/livekit.Egress/StartParticipantEgress",
+                    &body,
+                    Some(&token),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                if !status.is_success() {
+                    return Err(format!(
+                        "StartParticipantEgress for {identity}: {status} {}",
+                        String::from_utf8_lossy(&answer)
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The bucket counts of the delay confab measured on forwarded packets (`/api/status`,
@@ -815,6 +868,8 @@ struct Spec {
     seconds: u64,
     churn_rate: f64,
     layer: Option<Layer>,
+    /// Participants recorded per room.
+    recordings: usize,
 }
 
 impl Spec {
@@ -829,7 +884,10 @@ impl Spec {
 
     /// `webinar 4`, `meeting 2×3`: as the report's first two columns say it.
     fn label(&self) -> String {
-        let scenario = format!("{:?}", self.scenario).to_lowercase();
+        let scenario = match self.recordings {
+            0 => format!("{:?}", self.scenario).to_lowercase(),
+            k => format!("{:?}+{k}rec", self.scenario).to_lowercase(),
+        };
         match self.rooms() {
             1 => format!("{scenario} {}", self.n),
             r => format!("{scenario} {r}×{}", self.n),
@@ -1028,6 +1086,13 @@ async fn run_one(target: Target, spec: Spec) -> Row {
     let expected = expected * spec.rooms() as u64;
     let mut crowd = Crowd::fill(&target, &stats, &spec, &plans).await;
     let receivers = settle(&stats, &spec, expected).await;
+    if let (Target::Confab(s), true) = (&target, spec.recordings > 0) {
+        if let Err(e) = s.record(&spec).await {
+            stats.error(format!("recording: {e}"));
+        }
+        // The recordings' files start (and their first keyframes arrive) before measuring.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
 
     let start = Reading::start(&target).await;
     let t0 = Instant::now();
@@ -1353,6 +1418,7 @@ fn run(args: BenchArgs) -> ExitCode {
                 seconds: args.seconds,
                 churn_rate: args.churn_rate,
                 layer: args.layer,
+                recordings: args.recordings,
             };
             match rt.block_on(setup.measure(spec)) {
                 Ok(row) => summary.add(row, args.require_media),

@@ -79,7 +79,14 @@ fn set_password(config: &Config, args: &SetPasswordArgs) -> Result<(), String> {
     let (ca, server_name) = super::health::trust(config, args.ca.as_deref());
     let (connector, runtime) = super::health::client_for(&ca)?;
     let body = json!({ "password": password, "code": code });
-    let request = client::post_json(&connector, addr, &server_name, "/api/admin/setup", &body);
+    let request = client::post_json(
+        &connector,
+        addr,
+        &server_name,
+        "/api/admin/setup",
+        &body,
+        None,
+    );
     let answer =
         runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), request).await });
     let (status, body) = match answer {

@@ -130,19 +130,24 @@ pub async fn get(
     send(&mut sender, req).await
 }
 
-/// `POST path` with a JSON body over HTTPS to `addr`, checking the certificate for
-/// `server_name`.
+/// `POST path` with a JSON body over HTTPS to `addr` (with a Bearer token if given), checking
+/// the certificate for `server_name`.
 pub async fn post_json(
     connector: &TlsConnector,
     addr: SocketAddr,
     server_name: &str,
     path: &str,
     json: &serde_json::Value,
+    bearer: Option<&str>,
 ) -> Result<(StatusCode, Bytes), ClientError> {
     let mut sender = connect(connector, &addr.ip().to_string(), addr.port(), server_name).await?;
-    let req = Request::post(path)
+    let mut req = Request::post(path)
         .header(hyper::header::HOST, server_name)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(token) = bearer {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req
         .body(Full::new(Bytes::from(json.to_string())))
         .map_err(|e| ClientError::Http(e.to_string()))?;
     send(&mut sender, req).await

@@ -95,7 +95,8 @@ struct Rec {
     tracks: Vec<RecTrack>,
     part: Option<Part>,
     parts: u32,
-    held: VecDeque<RecPacket>,
+    /// Packets (with their arrival) held until the file starts.
+    held: VecDeque<(u64, RecPacket)>,
     held_bytes: usize,
     first_track_at: Option<Instant>,
     /// The tracks changed since the part started: the next tick starts a new part.
@@ -330,6 +331,12 @@ impl Writer {
 
     fn packet(&mut self, p: RecPacket) {
         let arrival_us = self.epoch.elapsed().as_micros() as u64;
+        self.packet_at(p, arrival_us);
+    }
+
+    /// A packet that arrived at `arrival_us` (a held one keeps its arrival: the muxer aligns
+    /// tracks by it until sender reports arrive).
+    fn packet_at(&mut self, p: RecPacket, arrival_us: u64) {
         let Some(r) = self.recs.get_mut(&p.egress) else {
             return;
         };
@@ -352,10 +359,10 @@ impl Writer {
         // Held until the part starts (the oldest dropped beyond the bound).
         r.held_total += 1;
         r.held_bytes += p.payload.len();
-        r.held.push_back(p);
+        r.held.push_back((arrival_us, p));
         while r.held_bytes > HOLD_BYTES {
             match r.held.pop_front() {
-                Some(old) => r.held_bytes -= old.payload.len(),
+                Some((_, old)) => r.held_bytes -= old.payload.len(),
                 None => break,
             }
         }
@@ -493,10 +500,12 @@ impl Writer {
             store::save(self.shared.store.as_ref(), &r.info);
             self.shared.webhook(crate::events::EGRESS_UPDATED, &r.info);
         }
-        let held: Vec<RecPacket> = r.held.drain(..).collect();
+        let held: Vec<(u64, RecPacket)> = r.held.drain(..).collect();
         r.held_bytes = 0;
-        for p in held {
-            self.packet(p);
+        // Counted when they arrived.
+        r.received = r.received.saturating_sub(held.len() as u64);
+        for (at, p) in held {
+            self.packet_at(p, at);
         }
         Ok(())
     }
