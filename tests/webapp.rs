@@ -266,6 +266,9 @@ fn the_admin_records_a_meeting_and_manages_the_files_in_chromium() {
         "expected the recording screenshots in {}",
         shots.display()
     );
-    eprintln!("webapp (record): {count} screenshots in {}", shots.display());
+    eprintln!(
+        "webapp (record): {count} screenshots in {}",
+        shots.display()
+    );
     d.stop();
 }
