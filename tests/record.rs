@@ -415,7 +415,10 @@ fn below_the_disk_reserve_recordings_stop_cleanly_and_new_ones_are_refused() {
     }
     let _tmpfs = Tmpfs(mnt.clone());
     // A 48 MB reserve: recording starts; a file written beside it takes free space below it.
-    let d = start(dir.path(), &[("CONFAB_RECORDING_MIN_FREE_BYTES", "48000000")]);
+    let d = start(
+        dir.path(),
+        &[("CONFAB_RECORDING_MIN_FREE_BYTES", "48000000")],
+    );
     let (_publisher, _video, _audio) = publish(&d, "full", "bob", 40);
     let rec = egress(&d, &["participant", "full", "bob", "bob"]);
     let id = rec["egressId"].as_str().unwrap().to_string();
@@ -439,7 +442,10 @@ fn below_the_disk_reserve_recordings_stop_cleanly_and_new_ones_are_refused() {
         "{done}"
     );
     // The file is whole: it decodes to its end.
-    let path = d.dir.join("data/recordings").join(done["fileResults"][0]["filename"].as_str().unwrap());
+    let path = d
+        .dir
+        .join("data/recordings")
+        .join(done["fileResults"][0]["filename"].as_str().unwrap());
     let errors = decode_errors(&path);
     assert!(errors.trim().is_empty(), "{errors}");
     assert!(last_packet_seconds(&path) >= 2.0);
@@ -454,5 +460,8 @@ fn below_the_disk_reserve_recordings_stop_cleanly_and_new_ones_are_refused() {
     std::fs::remove_file(&filler).unwrap();
     let again = egress(&d, &["participant", "full", "bob", "again"]);
     assert!(again["egressId"].as_str().is_some(), "{again}");
-    println!("reserve: stopped with {:?}; refused with {:?}", done["details"], refused["error"]);
+    println!(
+        "reserve: stopped with {:?}; refused with {:?}",
+        done["details"], refused["error"]
+    );
 }
