@@ -19,6 +19,12 @@
 //! layer switch on encrypted video, and a person without the key (then with a wrong one) told so.
 //! Its screenshots go to `<target>/webapp-screenshots/e2ee/`.
 //!
+//! A fourth run (`--scenario record`, tests/webapp/record.mjs) records a meeting from the web app:
+//! the admin (logged in, same browser) has Record, another person does not; both see "● Recording"
+//! while it runs and not after Stop; the admin's Recordings panel lists one finished file per
+//! person (duration, size), a Download gives a WebM/Matroska file of the listed size, and Delete
+//! removes one. Its screenshots go to `<target>/webapp-screenshots/record/`.
+//!
 //! Needs node, npm, Chromium and a built web app (scripts/install-deps.sh does all of it, with
 //! scripts/build-web.sh); their absence is a failure, not a skip. playwright-core and
 //! livekit-server-sdk come from tests/browser/node_modules (`npm ci` there when it is stale).
@@ -221,5 +227,48 @@ fn an_end_to_end_encrypted_meeting_decrypts_for_the_key_holders_only_in_chromium
         shots.display()
     );
     eprintln!("webapp (e2ee): {count} screenshots in {}", shots.display());
+    d.stop();
+}
+
+#[test]
+fn the_admin_records_a_meeting_and_manages_the_files_in_chromium() {
+    if let Err(e) = prepare() {
+        panic!("web app test environment: {e}");
+    }
+    let _one = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_with(dir.path(), free_ports(), |_| {});
+    let shots = screenshot_dir(Some("record"));
+    let mut cmd = Command::new("node");
+    cmd.arg(root().join("tests/webapp/run.mjs"))
+        .arg("--base")
+        .arg(d.url(""))
+        .arg("--out")
+        .arg(&shots)
+        .args(["--scenario", "record"])
+        .env("CONFAB_SETUP_CODE", d.setup_code())
+        .env("NODE_EXTRA_CA_CERTS", d.ca())
+        .current_dir(root().join("tests/webapp"));
+    let log = dir.path().join("runner.log");
+    let (status, output) = run_runner(cmd, &log, RUNNER_LIMIT, "web app runner (record)", &d);
+    let passed = status.success() && output.lines().any(|l| l.starts_with("webapp: PASS"));
+    if !passed {
+        panic!(
+            "web app runner (record) failed ({status}):\n{output}\n\
+             --- confab stderr (last 200 lines) ---\n{}",
+            last_lines(&d.stderr(), 200)
+        );
+    }
+    println!("{output}");
+    let count = count_png(&shots);
+    assert!(
+        count >= 6,
+        "expected the recording screenshots in {}",
+        shots.display()
+    );
+    eprintln!(
+        "webapp (record): {count} screenshots in {}",
+        shots.display()
+    );
     d.stop();
 }

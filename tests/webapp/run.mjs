@@ -27,6 +27,9 @@
 // --scenario e2ee (e2ee.mjs): an end-to-end encrypted meeting, its key only in the link's
 // fragment; video, audio, chat and a simulcast layer switch on encrypted media; someone without
 // the key, then with a wrong one, told so in words.
+// --scenario record (record.mjs): the admin records a two-person meeting from its Record button
+// (both see "● Recording", then it goes), then finds, downloads and deletes the files in the
+// admin's Recordings panel.
 // Exit status 0 pass, 1 fail, 2 usage. The last line is `webapp: PASS …` or `webapp: FAIL …`.
 
 import fs from 'node:fs';
@@ -50,7 +53,8 @@ const USAGE = `usage: node run.mjs --base https://HOST:PORT --out DIR [--api-key
   --max-participants  the server's room cap (CONFAB_MAX_PARTICIPANTS); 2 adds the "room full" check
   --scenario          meeting (default: the meeting and the admin basics), admin (updates, key
                       rotation, guest access: admin.mjs; needs a device key and an update agent)
-                      or e2ee (end-to-end encrypted meetings: e2ee.mjs)`;
+                      e2ee (end-to-end encrypted meetings: e2ee.mjs) or record (the Record
+                      button and the admin's Recordings panel: record.mjs)`;
 
 let args;
 try {
@@ -338,6 +342,20 @@ if (args.scenario === 'admin') {
     finished = true;
     await cleanup();
     console.log(`webapp: PASS scenario=e2ee screenshots=${screenshots.length} dir=${outDir}`);
+    process.exit(0);
+  } catch (e) {
+    await fail(e instanceof Failure ? e.message : (e.stack ?? String(e)));
+  }
+} else if (args.scenario === 'record') {
+  try {
+    browser = await chromium.launch({ executablePath: chromiumPath, headless: true, timeout: 30000, args: CHROMIUM_ARGS });
+    const { recordScenario } = await import('./record.mjs');
+    await recordScenario({
+      base, open, step, shot, waitUntil, prejoinToMeeting, expectPreview, expectVideo, Failure, log, stepTimeoutMs, setupCode,
+    });
+    finished = true;
+    await cleanup();
+    console.log(`webapp: PASS scenario=record screenshots=${screenshots.length} dir=${outDir}`);
     process.exit(0);
   } catch (e) {
     await fail(e instanceof Failure ? e.message : (e.stack ?? String(e)));
