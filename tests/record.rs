@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::media::{decode_errors, ffprobe, num};
 use common::{free_ports, Daemon};
 use serde_json::Value;
 
@@ -133,28 +134,6 @@ fn wait_status(d: &Daemon, room: &str, id: &str, status: &str) -> Value {
     }
 }
 
-fn ffprobe(path: &Path) -> Value {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe (Debian's ffmpeg, scripts/install-deps.sh)");
-    assert!(
-        out.status.success(),
-        "ffprobe {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// The time of the last packet in a file (a killed recording has no Duration in its header).
 fn last_packet_seconds(path: &Path) -> f64 {
     let out = Command::new("ffprobe")
@@ -173,29 +152,6 @@ fn last_packet_seconds(path: &Path) -> f64 {
         .lines()
         .filter_map(|l| l.trim().trim_end_matches(',').parse::<f64>().ok())
         .fold(0.0, f64::max)
-}
-
-/// Decodes the whole file; the decoder's complaints.
-fn decode_errors(path: &Path) -> String {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffmpeg could not read {}",
-        path.display()
-    );
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-fn num(v: &Value) -> f64 {
-    v.as_str()
-        .and_then(|s| s.parse().ok())
-        .or_else(|| v.as_f64())
-        .unwrap_or(0.0)
 }
 
 /// The streams of a file by codec name: (codec, start time s, duration s).

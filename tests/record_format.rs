@@ -6,12 +6,15 @@
 //! A codec whose encoder (or RTP packetizer) the installed ffmpeg lacks is skipped with the
 //! reason printed.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::media::{decode_errors, ffprobe, num};
 use confab::record::format::{Codec, Muxer, TrackSpec};
 
 const SECONDS: f64 = 3.0;
@@ -214,41 +217,11 @@ fn record(sources: &[Source], got: Vec<Datagram>, drop: Option<usize>, file: &Pa
         m.push(*track, seq, ts, marker, payload, us).unwrap();
     }
     let (_, stats) = m.finish_seekable().unwrap();
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        probe.status.success(),
-        "ffprobe: {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
     Run {
         stats,
-        probe: serde_json::from_slice(&probe.stdout).unwrap(),
-        decode_errors: String::from_utf8_lossy(&decode.stderr).into_owned(),
+        probe: ffprobe(file),
+        decode_errors: decode_errors(file),
     }
-}
-
-fn num(v: &serde_json::Value) -> f64 {
-    v.as_str()
-        .and_then(|s| s.parse().ok())
-        .or_else(|| v.as_f64())
-        .unwrap_or(f64::NAN)
 }
 
 fn check(run: &Run, codecs: &[&str], format: &str) {

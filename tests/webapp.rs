@@ -190,31 +190,33 @@ fn the_admin_page_runs_updates_key_rotation_and_guest_access_in_chromium() {
     daemon.stop();
 }
 
-#[test]
-fn an_end_to_end_encrypted_meeting_decrypts_for_the_key_holders_only_in_chromium() {
+/// Runs `run.mjs --scenario NAME` against a fresh daemon: it must print `webapp: PASS` and leave
+/// at least `min_shots` screenshots.
+fn scenario(name: &str, min_shots: usize) {
     if let Err(e) = prepare() {
         panic!("web app test environment: {e}");
     }
     let _one = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut d = Daemon::start_with(dir.path(), free_ports(), |_| {});
-    let shots = screenshot_dir(Some("e2ee"));
+    let shots = screenshot_dir(Some(name));
     let mut cmd = Command::new("node");
     cmd.arg(root().join("tests/webapp/run.mjs"))
         .arg("--base")
         .arg(d.url(""))
         .arg("--out")
         .arg(&shots)
-        .args(["--scenario", "e2ee"])
+        .args(["--scenario", name])
         .env("CONFAB_SETUP_CODE", d.setup_code())
         .env("NODE_EXTRA_CA_CERTS", d.ca())
         .current_dir(root().join("tests/webapp"));
     let log = dir.path().join("runner.log");
-    let (status, output) = run_runner(cmd, &log, RUNNER_LIMIT, "web app runner (e2ee)", &d);
+    let what = format!("web app runner ({name})");
+    let (status, output) = run_runner(cmd, &log, RUNNER_LIMIT, &what, &d);
     let passed = status.success() && output.lines().any(|l| l.starts_with("webapp: PASS"));
     if !passed {
         panic!(
-            "web app runner (e2ee) failed ({status}):\n{output}\n\
+            "{what} failed ({status}):\n{output}\n\
              --- confab stderr (last 200 lines) ---\n{}",
             last_lines(&d.stderr(), 200)
         );
@@ -222,53 +224,23 @@ fn an_end_to_end_encrypted_meeting_decrypts_for_the_key_holders_only_in_chromium
     println!("{output}");
     let count = count_png(&shots);
     assert!(
-        count >= 5,
-        "expected the e2ee screenshots in {}",
+        count >= min_shots,
+        "expected the {name} screenshots in {}",
         shots.display()
     );
-    eprintln!("webapp (e2ee): {count} screenshots in {}", shots.display());
+    eprintln!(
+        "webapp ({name}): {count} screenshots in {}",
+        shots.display()
+    );
     d.stop();
 }
 
 #[test]
+fn an_end_to_end_encrypted_meeting_decrypts_for_the_key_holders_only_in_chromium() {
+    scenario("e2ee", 5);
+}
+
+#[test]
 fn the_admin_records_a_meeting_and_manages_the_files_in_chromium() {
-    if let Err(e) = prepare() {
-        panic!("web app test environment: {e}");
-    }
-    let _one = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start_with(dir.path(), free_ports(), |_| {});
-    let shots = screenshot_dir(Some("record"));
-    let mut cmd = Command::new("node");
-    cmd.arg(root().join("tests/webapp/run.mjs"))
-        .arg("--base")
-        .arg(d.url(""))
-        .arg("--out")
-        .arg(&shots)
-        .args(["--scenario", "record"])
-        .env("CONFAB_SETUP_CODE", d.setup_code())
-        .env("NODE_EXTRA_CA_CERTS", d.ca())
-        .current_dir(root().join("tests/webapp"));
-    let log = dir.path().join("runner.log");
-    let (status, output) = run_runner(cmd, &log, RUNNER_LIMIT, "web app runner (record)", &d);
-    let passed = status.success() && output.lines().any(|l| l.starts_with("webapp: PASS"));
-    if !passed {
-        panic!(
-            "web app runner (record) failed ({status}):\n{output}\n\
-             --- confab stderr (last 200 lines) ---\n{}",
-            last_lines(&d.stderr(), 200)
-        );
-    }
-    println!("{output}");
-    let count = count_png(&shots);
-    assert!(
-        count >= 6,
-        "expected the recording screenshots in {}",
-        shots.display()
-    );
-    eprintln!(
-        "webapp (record): {count} screenshots in {}",
-        shots.display()
-    );
-    d.stop();
+    scenario("record", 6);
 }
