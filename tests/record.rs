@@ -52,11 +52,28 @@ impl Drop for Publisher {
     }
 }
 
-/// Starts the publisher and waits for its tracks: (publisher, video sid, audio sid).
+/// Starts the publisher (VP8) and waits for its tracks: (publisher, video sid, audio sid).
 fn publish(d: &Daemon, room: &str, identity: &str, seconds: u32) -> (Publisher, String, String) {
+    publish_codec(d, room, identity, seconds, "vp8")
+}
+
+fn publish_codec(
+    d: &Daemon,
+    room: &str,
+    identity: &str,
+    seconds: u32,
+    codec: &str,
+) -> (Publisher, String, String) {
     let mut child = Command::new(python())
         .arg(root().join("tests/record/publish.py"))
-        .args([room, identity, "--seconds", &seconds.to_string()])
+        .args([
+            room,
+            identity,
+            "--seconds",
+            &seconds.to_string(),
+            "--codec",
+            codec,
+        ])
         .env("LIVEKIT_URL", format!("wss://localhost:{}", d.https))
         .env("LIVEKIT_API_KEY", KEY)
         .env("LIVEKIT_API_SECRET", SECRET)
@@ -222,6 +239,7 @@ fn egress_client_records_a_participant_and_a_track_and_kill_9_leaves_a_playable_
     let dir = tempfile::tempdir().unwrap();
     let mut d = start(dir.path(), &[]);
     let (_publisher, video, _audio) = publish(&d, "rec", "alice", 60);
+    let (_hana, _, _) = publish_codec(&d, "rec", "hana", 30, "h264");
 
     let part = egress(
         &d,
@@ -238,6 +256,9 @@ fn egress_client_records_a_participant_and_a_track_and_kill_9_leaves_a_playable_
         "{part}"
     );
     let track = egress(&d, &["track", "rec", &video, "tracks/{track_id}.webm"]);
+    // An H.264 publisher: Matroska, even when the name asks for MP4 (`details` says so).
+    let h264 = egress(&d, &["participant", "rec", "hana", "hana.mp4"]);
+    let hid = h264["egressId"].as_str().unwrap().to_string();
     assert!(
         track["egressId"].as_str().unwrap().starts_with("EG_"),
         "{track}"
@@ -249,7 +270,7 @@ fn egress_client_records_a_participant_and_a_track_and_kill_9_leaves_a_playable_
     wait_status(&d, "rec", &pid, "EGRESS_ACTIVE");
     wait_status(&d, "rec", &tid, "EGRESS_ACTIVE");
     let active = egress(&d, &["list", "rec", "active"]);
-    assert_eq!(active.as_array().unwrap().len(), 2, "{active}");
+    assert_eq!(active.as_array().unwrap().len(), 3, "{active}");
     // What cannot be done says so, and names the alternative.
     let composite = egress(&d, &["composite", "rec"]);
     assert!(
@@ -275,7 +296,9 @@ fn egress_client_records_a_participant_and_a_track_and_kill_9_leaves_a_playable_
     let stopped = egress(&d, &["stop", &pid]);
     assert_eq!(stopped["status"], "EGRESS_ENDING", "{stopped}");
     egress(&d, &["stop", &tid]);
+    egress(&d, &["stop", &hid]);
     let p = wait_status(&d, "rec", &pid, "EGRESS_COMPLETE");
+    let h = wait_status(&d, "rec", &hid, "EGRESS_COMPLETE");
     let t = wait_status(&d, "rec", &tid, "EGRESS_COMPLETE");
     let again = egress(&d, &["stop", &pid]);
     assert!(
@@ -291,6 +314,12 @@ fn egress_client_records_a_participant_and_a_track_and_kill_9_leaves_a_playable_
         pfile.display()
     );
     check_file(&d, &t, &["vp8"]);
+    let hfile = check_file(&d, &h, &["h264", "opus"]);
+    assert_eq!(hfile.extension().unwrap(), "mkv");
+    assert!(
+        h["details"].as_str().is_some_and(|s| s.contains("not mp4")),
+        "{h}"
+    );
     assert!(egress(&d, &["list", "rec", "active"])
         .as_array()
         .unwrap()

@@ -190,6 +190,29 @@ export async function recordScenario(t) {
       );
     }
     log(`  ${r.download}: ${got.length} bytes, ${got.type}, starts ${hex}`);
+    // Chromium plays the file: a <video> on the download decodes frames of the right size and
+    // its clock moves.
+    const played = await admin.page.evaluate(async (url) => {
+      const v = document.createElement('video');
+      v.muted = true;
+      v.src = url;
+      document.body.appendChild(v);
+      try {
+        await v.play();
+        const t0 = v.currentTime;
+        await new Promise((ok) => setTimeout(ok, 1500));
+        const q = v.getVideoPlaybackQuality();
+        return { width: v.videoWidth, advanced: v.currentTime - t0, frames: q.totalVideoFrames, error: v.error?.message ?? null };
+      } catch (e) {
+        return { error: String(e), width: v.videoWidth, advanced: 0, frames: 0 };
+      } finally {
+        v.remove();
+      }
+    }, r.download);
+    if (played.error || played.width <= 0 || played.advanced < 0.5 || played.frames < 10) {
+      throw new Failure(`Chromium does not play ${r.download}: ${JSON.stringify(played)}`);
+    }
+    log(`  Chromium plays it: ${played.width} px wide, ${played.frames} frames in 1.5 s`);
   });
 
   await step('Record: Delete in the panel removes one recording', async () => {

@@ -74,6 +74,9 @@ struct Track {
     sr_applied: bool,
     /// The latest packet's arrival and RTP ts (to place a sender report on the arrival clock).
     last_packet: Option<(u64, u32)>,
+    /// The file time of the track's last block: a block never repeats it (two frames rounded
+    /// to one millisecond, or pulled together by a sender report, are 1 ms apart).
+    last_block_ms: Option<u64>,
 }
 
 struct Pending {
@@ -133,6 +136,7 @@ impl<W: Write> Muxer<W> {
                 sr: None,
                 sr_applied: false,
                 last_packet: None,
+                last_block_ms: None,
             })
             .collect();
         Ok(Muxer {
@@ -425,8 +429,15 @@ impl<W: Write> Muxer<W> {
             return Ok(());
         }
         t.write_broken = false;
+        let last_block = t.last_block_ms;
         let origin = *self.origin_us.get_or_insert(at);
-        let ms = u64::try_from(at.saturating_sub(origin) / 1000).unwrap_or(0);
+        let mut ms = u64::try_from(at.saturating_sub(origin) / 1000).unwrap_or(0);
+        if let Some(last) = last_block.filter(|l| ms <= *l) {
+            ms = last + 1;
+        }
+        if let Some(t) = self.tracks.get_mut(p.track) {
+            t.last_block_ms = Some(ms);
+        }
         let mut buf = std::mem::take(&mut self.buf);
         if let Some(w) = &mut self.writer {
             w.block(
