@@ -19,6 +19,9 @@ use common::media::{decode_errors, ffprobe, num};
 use common::{free_ports, Daemon};
 use serde_json::Value;
 
+/// One test at a time: each runs libwebrtc publishers, which share two cores in CI.
+static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const KEY: &str = "APIrecord";
 const SECRET: &str = "record-test-secret-record-test-secret-012";
 
@@ -236,6 +239,7 @@ fn check_file(d: &Daemon, info: &Value, want: &[&str]) -> PathBuf {
 
 #[test]
 fn egress_client_records_a_participant_and_a_track_and_kill_9_leaves_a_playable_file() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut d = start(dir.path(), &[]);
     let (_publisher, video, _audio) = publish(&d, "rec", "alice", 60);
@@ -386,6 +390,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn below_the_disk_reserve_recordings_stop_cleanly_and_new_ones_are_refused() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("data");
     std::fs::create_dir_all(&mnt).unwrap();

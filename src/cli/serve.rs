@@ -127,7 +127,7 @@ async fn serve(config: Config) -> ExitCode {
         agents: Some(agents),
         metrics: Some(metrics),
         metrics_open: config.metrics.open,
-        recorder: Some(recorder),
+        recorder: Some(recorder.clone()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(
@@ -160,7 +160,7 @@ async fn serve(config: Config) -> ExitCode {
     if let Some(w) = watchdog {
         w.abort();
     }
-    media.stop();
+    stop_media(&mut media, &recorder);
     notifier.flush(Duration::from_secs(5)).await;
     match store.flush() {
         Ok(()) => info!("state flushed; goodbye"),
@@ -170,6 +170,13 @@ async fn serve(config: Config) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Stops the media threads, then finishes the recordings they fed (before the webhooks are
+/// flushed, so their `egress_ended` go out).
+fn stop_media(media: &mut MediaDriver, recorder: &crate::record::Recorder) {
+    media.stop();
+    recorder.finish(Duration::from_secs(5));
 }
 
 /// The recorder, on `<state_dir>/recordings`.

@@ -177,6 +177,15 @@ impl Recorder {
         let _ = self.media.set(media);
     }
 
+    /// At shutdown, after the media threads stopped: finishes every running recording
+    /// (COMPLETE, its file whole and synced), waiting at most `limit`.
+    pub fn finish(&self, limit: std::time::Duration) {
+        let (done, finished) = std::sync::mpsc::channel();
+        if self.tx.send(Msg::Finish(done)).is_ok() && finished.recv_timeout(limit).is_err() {
+            warn!("recordings were not finished in time; they will be marked ABORTED");
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

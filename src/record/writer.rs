@@ -61,6 +61,8 @@ pub enum Msg {
         egress: Arc<str>,
         reason: String,
     },
+    /// The server stops: every recording is finished (COMPLETE, files whole), then `done`.
+    Finish(std::sync::mpsc::Sender<()>),
 }
 
 pub struct Start {
@@ -196,6 +198,13 @@ impl Writer {
                 }
             }
             Msg::Stop { egress, reason } => self.end(&egress, &reason, true),
+            Msg::Finish(done) => {
+                let all: Vec<Arc<str>> = self.recs.keys().cloned().collect();
+                for e in all {
+                    self.end(&e, "confab stopped", false);
+                }
+                let _ = done.send(());
+            }
         }
     }
 

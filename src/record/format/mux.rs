@@ -375,6 +375,9 @@ impl<W: Write> Muxer<W> {
                 if !(ready || force || over || behind >= HEADER_HOLD_US) {
                     return Ok(());
                 }
+                if ready {
+                    self.start_at_first_keyframe();
+                }
                 self.write_header()?;
             }
             if !(force || over || behind >= INTERLEAVE_US) {
@@ -387,6 +390,29 @@ impl<W: Write> Muxer<W> {
             self.write_frame(at, p)?;
         }
         Ok(())
+    }
+
+    /// The file starts with its video: what the other tracks sent before the first video
+    /// keyframe held is dropped (audio and video then start within a frame of each other).
+    fn start_at_first_keyframe(&mut self) {
+        let tracks = &self.tracks;
+        let first = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                p.keyframe && tracks.get(p.track).is_some_and(|t| t.spec.codec.is_video())
+            })
+            .map(|((at, _), _)| *at)
+            .min();
+        let Some(start) = first else {
+            return;
+        };
+        let keep = self.pending.split_off(&(start, 0));
+        let before = std::mem::replace(&mut self.pending, keep);
+        for p in before.values() {
+            self.pending_bytes -= p.data.len();
+            self.stats.frames_dropped += 1;
+        }
     }
 
     fn write_header(&mut self) -> io::Result<()> {

@@ -315,3 +315,20 @@ fn hostile_input_never_panics() {
     assert_eq!(file.len() as u64, stats.bytes_written);
     parse(&file);
 }
+
+#[test]
+fn audio_before_the_first_video_keyframe_is_left_out_so_both_start_together() {
+    // Audio from 0 ms; video's first frames are deltas, its first keyframe comes at 1 s.
+    let video = vp8(1, 60, 30, 0, 0, 0);
+    let pkts = by_arrival([opus(0, 100, 0, 0, 0), video[20..].to_vec()].concat());
+    let (p, _) = record(vec![OPUS, VP8], &pkts);
+    let (audio, video) = (track_blocks(&p, 1), track_blocks(&p, 2));
+    assert!(video[0].1, "video starts at a keyframe");
+    let gap = audio[0].0.abs_diff(video[0].0);
+    assert!(
+        gap <= 20,
+        "audio starts {gap} ms from video: {:?} {:?}",
+        audio[0],
+        video[0]
+    );
+}
