@@ -30,6 +30,7 @@ pub mod signal;
 pub mod state;
 pub mod systemd;
 pub mod tls;
+pub mod turn;
 pub mod update;
 pub mod version;
 pub mod webhook;

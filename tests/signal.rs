@@ -2196,3 +2196,282 @@ async fn agent_dispatch_requests_are_checked_and_a_missing_room_is_created() {
     s.assert_ready();
     s.stop();
 }
+
+// ------------------------------------------------------------------------------------ TURN
+
+mod turn_client {
+    //! A TURN client built from `turn-types`' message writer: just enough to allocate, ask
+    //! for permissions and be refused.
+    use std::net::SocketAddr;
+
+    use turn_types::attribute::{RequestedTransport, XorPeerAddress, XorRelayedAddress};
+    use turn_types::message::{ALLOCATE, CREATE_PERMISSION, REFRESH};
+    use turn_types::stun::attribute::{ErrorCode, Nonce, Realm, Username};
+    use turn_types::stun::message::{
+        IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass,
+        MessageIntegrityCredentials, MessageWriteExt, MessageWriteVec, Method,
+    };
+    use turn_types::stun::prelude::*;
+
+    pub struct Creds {
+        pub username: String,
+        pub password: String,
+        pub nonce: String,
+    }
+
+    pub enum Attr {
+        Transport,
+        Peer(SocketAddr),
+        Lifetime(u32),
+    }
+
+    pub fn request(method: Method, creds: Option<&Creds>, attrs: &[Attr]) -> Vec<u8> {
+        let mut b = Message::builder_request(method, MessageWriteVec::new());
+        let tid = b.transaction_id();
+        for a in attrs {
+            match a {
+                Attr::Transport => b
+                    .add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                    .unwrap(),
+                Attr::Peer(p) => b.add_attribute(&XorPeerAddress::new(*p, tid)).unwrap(),
+                Attr::Lifetime(s) => b
+                    .add_attribute(&turn_types::attribute::Lifetime::new(*s))
+                    .unwrap(),
+            }
+        }
+        if let Some(c) = creds {
+            b.add_attribute(&Username::new(&c.username).unwrap())
+                .unwrap();
+            b.add_attribute(&Realm::new("confab").unwrap()).unwrap();
+            b.add_attribute(&Nonce::new(&c.nonce).unwrap()).unwrap();
+            let key: MessageIntegrityCredentials = LongTermKeyCredentials::new(
+                c.username.clone(),
+                c.password.clone(),
+                "confab".into(),
+            )
+            .into();
+            b.add_message_integrity(&key, IntegrityAlgorithm::Sha1)
+                .unwrap();
+        }
+        b.add_fingerprint().unwrap();
+        b.finish()
+    }
+
+    pub fn allocate(creds: Option<&Creds>) -> Vec<u8> {
+        request(ALLOCATE, creds, &[Attr::Transport])
+    }
+
+    pub fn permission(creds: &Creds, peer: SocketAddr) -> Vec<u8> {
+        request(CREATE_PERMISSION, Some(creds), &[Attr::Peer(peer)])
+    }
+
+    pub fn delete(creds: &Creds) -> Vec<u8> {
+        request(REFRESH, Some(creds), &[Attr::Lifetime(0)])
+    }
+
+    /// (error code or None for success, nonce, relayed address) of an answer.
+    pub fn answer(bytes: &[u8]) -> (Option<u16>, Option<String>, Option<SocketAddr>) {
+        let msg = Message::from_bytes(bytes).expect("a STUN answer");
+        let code = match msg.class() {
+            MessageClass::Error => Some(msg.attribute::<ErrorCode>().unwrap().code()),
+            _ => None,
+        };
+        let nonce = msg.attribute::<Nonce>().ok().map(|n| n.nonce().to_string());
+        let relayed = msg
+            .attribute::<XorRelayedAddress>()
+            .ok()
+            .map(|r| r.addr(msg.transaction_id()));
+        (code, nonce, relayed)
+    }
+}
+
+/// A daemon with TURN on its own UDP and TLS ports: (server, TURN UDP port, TURN TLS port).
+fn turn_server() -> (Server, u16, u16) {
+    let (udp, tls) = common::free_turn_ports();
+    let s = Server::start_with(|c| {
+        c.env("CONFAB_TURN_UDP_PORT", udp.to_string())
+            .env("CONFAB_TURN_TLS_PORT", tls.to_string())
+            .env("CONFAB_TURN_DOMAIN", "127.0.0.1");
+    });
+    (s, udp, tls)
+}
+
+/// One request, one answer over UDP.
+fn turn_udp(sock: &UdpSocket, port: u16, req: &[u8]) -> Vec<u8> {
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.send_to(req, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = sock.recv_from(&mut buf).expect("a TURN answer");
+    buf[..n].to_vec()
+}
+
+/// Credentials from a join response: (username, password), after checking its URLs.
+fn turn_creds(join: &lk::JoinResponse, udp: u16, tls: u16) -> (String, String) {
+    let [ice] = &join.ice_servers[..] else {
+        panic!("one ICE server expected: {:?}", join.ice_servers);
+    };
+    assert_eq!(
+        ice.urls,
+        vec![
+            format!("turn:127.0.0.1:{udp}?transport=udp"),
+            format!("turns:127.0.0.1:{tls}?transport=tcp"),
+        ]
+    );
+    (ice.username.clone(), ice.credential.clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turn_allocates_with_join_credentials_only_and_relays_only_to_media_ports() {
+    use turn_client::{allocate, answer, permission, Creds};
+    let (s, udp, tls) = turn_server();
+    let (_alice, join) = s.join("alice").await;
+    let (username, password) = turn_creds(&join, udp, tls);
+    assert!(username.ends_with(":alice"), "{username}");
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (code, nonce, _) = answer(&turn_udp(&sock, udp, &allocate(None)));
+    assert_eq!(
+        code,
+        Some(401),
+        "an allocation without credentials is challenged"
+    );
+    let nonce = nonce.unwrap();
+    // Forged: the right username with a guessed password; a later expiry with the password.
+    let (expiry, _) = username.split_once(':').unwrap();
+    let later = format!("{}:alice", expiry.parse::<u64>().unwrap() + 86_400);
+    for (u, p) in [(&username, "guess"), (&later, password.as_str())] {
+        let forged = Creds {
+            username: u.clone(),
+            password: p.into(),
+            nonce: nonce.clone(),
+        };
+        let (code, _, _) = answer(&turn_udp(&sock, udp, &allocate(Some(&forged))));
+        assert_eq!(code, Some(401), "forged credentials {u}:{p} refused");
+    }
+    let creds = Creds {
+        username,
+        password,
+        nonce,
+    };
+    let (code, _, relayed) = answer(&turn_udp(&sock, udp, &allocate(Some(&creds))));
+    assert_eq!(code, None, "allocated with the join's credentials");
+    assert_eq!(relayed.unwrap().ip().to_string(), "127.0.0.1");
+    // Relays to elsewhere are refused; to the media port, allowed.
+    for foreign in ["192.0.2.1:9", "10.1.2.3:7882"] {
+        let (code, _, _) = answer(&turn_udp(
+            &sock,
+            udp,
+            &permission(&creds, foreign.parse().unwrap()),
+        ));
+        assert_eq!(code, Some(403), "a relay to {foreign} refused");
+    }
+    let media = format!("127.0.0.1:{}", s.d.udp).parse().unwrap();
+    let (code, _, _) = answer(&turn_udp(&sock, udp, &permission(&creds, media)));
+    assert_eq!(code, None, "a relay to confab's media port allowed");
+
+    // TURN over TLS, on its own port and on the HTTPS port: challenged the same way.
+    for port in [tls, s.d.https] {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut stream = s.tls.connect(name, tcp).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(&allocate(None)).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let (code, nonce, _) = answer(&buf[..n]);
+        assert_eq!(
+            (code, nonce.is_some()),
+            (Some(401), true),
+            "TURN over TLS on port {port}"
+        );
+    }
+    // The HTTPS port still serves HTTP.
+    assert_eq!(s.d.get("/api/health/live").0, "200");
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turn_allocation_floods_are_capped_and_cost_little() {
+    use turn_client::{allocate, answer, delete, Creds};
+    let (s, udp, tls) = turn_server();
+    let mut users = Vec::new();
+    let mut sessions = Vec::new();
+    for i in 0..5 {
+        let (session, join) = s.join(&format!("flood{i}")).await;
+        sessions.push(session);
+        users.push(turn_creds(&join, udp, tls));
+    }
+    // One client address (127.0.0.1), many source ports: 16 per user, 64 in all from it.
+    let rss_before = rss_kib(&s);
+    let mut held = Vec::new();
+    let mut refused = std::collections::BTreeMap::<u16, usize>::new();
+    let start = Instant::now();
+    for (username, password) in &users {
+        for _ in 0..20 {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let (_, nonce, _) = answer(&turn_udp(&sock, udp, &allocate(None)));
+            let c = Creds {
+                username: username.clone(),
+                password: password.clone(),
+                nonce: nonce.unwrap(),
+            };
+            match answer(&turn_udp(&sock, udp, &allocate(Some(&c)))) {
+                (None, _, Some(_)) => held.push((sock, c)),
+                (Some(code), _, _) => *refused.entry(code).or_default() += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(held.len(), 64, "the per-address cap: {refused:?}");
+    assert_eq!(refused.get(&486), Some(&36), "{refused:?}");
+    let rss_after = rss_kib(&s);
+    let per_allocation = rss_after.saturating_sub(rss_before) as f64 / held.len() as f64;
+    eprintln!(
+        "turn: 100 allocation attempts (64 held, 36 refused 486) in {:.0} ms: {:.0} attempts/s; \
+         RSS {} → {} KiB: {per_allocation:.1} KiB per allocation",
+        elapsed.as_secs_f64() * 1000.0,
+        100.0 / elapsed.as_secs_f64(),
+        rss_before,
+        rss_after
+    );
+    // Allocate and delete as fast as one client can, for two seconds.
+    let (sock, c) = held.pop().unwrap();
+    let (code, _, _) = answer(&turn_udp(&sock, udp, &delete(&c)));
+    assert_eq!(code, None);
+    let mut cycles = 0u32;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let (code, _, _) = answer(&turn_udp(&sock, udp, &allocate(Some(&c))));
+        assert_eq!(code, None, "allocate #{cycles}");
+        let (code, _, _) = answer(&turn_udp(&sock, udp, &delete(&c)));
+        assert_eq!(code, None, "delete #{cycles}");
+        cycles += 1;
+    }
+    eprintln!(
+        "turn: {:.0} allocate+delete cycles/s from one client (debug build)",
+        f64::from(cycles) / start.elapsed().as_secs_f64()
+    );
+    // The flood left the server serving: a new participant still joins.
+    let (_late, join) = s.join("late").await;
+    assert_eq!(join.ice_servers.len(), 1);
+    s.assert_ready();
+    drop(held);
+    drop(sessions);
+    s.stop();
+}
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(s: &Server) -> u64 {
+    let pid = s.d.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}

@@ -68,6 +68,9 @@ pub struct AppInner {
     /// Recordings (Twirp `livekit.Egress`, the web app's Record, the admin's list; absent in
     /// tests of the plain routes).
     pub recorder: Option<crate::record::Recorder>,
+    /// The embedded TURN server, whose credentials joins are given (absent when off, and in
+    /// tests of the plain routes).
+    pub turn: Option<Arc<crate::turn::Service>>,
 }
 
 /// The signalling upgrade's view of the server (`signal` does not depend on `api`).
@@ -83,6 +86,16 @@ impl crate::signal::Gate for App {
     }
     fn keys(&self) -> Arc<ApiKeys> {
         App::keys(self)
+    }
+    fn ice_servers(
+        &self,
+        identity: &str,
+        req: &Request<hyper::body::Incoming>,
+    ) -> Vec<livekit_protocol::IceServer> {
+        let (Some(turn), Some(host)) = (&self.0.turn, crate::signal::request_host(req)) else {
+            return Vec::new();
+        };
+        turn.ice_servers(identity, &host)
     }
 }
 

@@ -94,6 +94,7 @@ pub async fn serve(
     limits: Arc<ConnLimits>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    turn: Option<Arc<crate::turn::Service>>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
@@ -107,15 +108,27 @@ pub async fn serve(
                     let Some(slot) = admit(&limits, &app, peer) else { continue };
                     let watcher = graceful.watcher();
                     let (acceptor, builders, app) = (acceptor.clone(), builders.clone(), app.clone());
+                    let turn = turn.clone();
                     tokio::spawn(async move {
+                        let local = stream.local_addr().ok();
                         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => return debug!(%peer, "TLS handshake timed out"),
                         };
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        let builder = if h2 { &builders.h2 } else { &builders.h1 };
-                        serve_connection(tls, peer, app, builder, watcher, true, slot).await;
+                        if h2 {
+                            return serve_connection(tls, peer, app, &builders.h2, watcher, true, slot).await;
+                        }
+                        // TURN over TLS shares this port: told apart by its first bytes.
+                        let Some(first) = sniff(tls).await else { return };
+                        match (turn, local) {
+                            (Some(turn), Some(local)) if first.is_turn() => {
+                                let (stream, bytes) = first.into_parts();
+                                turn.serve_stream(stream, peer, local, bytes).await;
+                            }
+                            _ => serve_connection(first, peer, app, &builders.h1, watcher, true, slot).await,
+                        }
                     });
                 }
                 Err(e) => accept_error(e).await,
@@ -146,6 +159,94 @@ pub async fn serve(
         .is_err()
     {
         warn!("grace period over; closing the remaining connections");
+    }
+}
+
+/// A stream whose first bytes were read to tell TURN from HTTP, and are read again first.
+struct Sniffed<S> {
+    first: Vec<u8>,
+    pos: usize,
+    inner: S,
+    alpn_turn: bool,
+}
+
+impl<S> Sniffed<S> {
+    fn is_turn(&self) -> bool {
+        self.alpn_turn || crate::turn::looks_like_turn(&self.first)
+    }
+
+    fn into_parts(self) -> (S, Vec<u8>) {
+        (self.inner, self.first[self.pos..].to_vec())
+    }
+}
+
+/// Reads the first bytes of a TLS connection (within the header timeout); `None` when it
+/// closed or sent nothing in time.
+async fn sniff(
+    mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) -> Option<Sniffed<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    use tokio::io::AsyncReadExt;
+    let alpn_turn = tls.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_TURN);
+    let mut first = vec![0u8; 4096];
+    let n = match tokio::time::timeout(HEADER_TIMEOUT, tls.read(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return None,
+    };
+    first.truncate(n);
+    Some(Sniffed {
+        first,
+        pos: 0,
+        inner: tls,
+        alpn_turn,
+    })
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Sniffed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.pos < self.first.len() {
+            let n = buf.remaining().min(self.first.len() - self.pos);
+            let start = self.pos;
+            buf.put_slice(&self.first[start..start + n]);
+            self.pos += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Sniffed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

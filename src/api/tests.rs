@@ -37,6 +37,7 @@ fn app(heartbeat: Heartbeat) -> (App, tempfile::TempDir) {
         agents: None,
         metrics: None,
         recorder: None,
+        turn: None,
         metrics_open: false,
     });
     (app, dir)

@@ -95,12 +95,16 @@ async fn serve(config: Config) -> ExitCode {
         notifier.clone(),
         Arc::new(agents.clone()),
     ]);
-    // The recorder first: the media threads hand it what they tap.
-    let (mut media, recorder) = match start_media(&config, events, store.clone()) {
-        Ok(m) => m,
-        Err(e) => return startup_failed(e),
-    };
+    // The recorder first: the media threads hand it what they tap; TURN relays to their ports.
+    let (mut media, recorder, turn) =
+        match start_media(&config, events, store.clone(), &tls.server_config) {
+            Ok(m) => m,
+            Err(e) => return startup_failed(e),
+        };
     metrics.set_media(media.handle.clone());
+    if let Some(t) = &turn {
+        metrics.register_collector(Box::new(crate::turn::TurnMetrics(t.clone())));
+    }
 
     let readiness = Readiness::new(store.clone() as Arc<dyn Store>, media.heartbeats());
     readiness.tls_loaded.store(true, Ordering::Relaxed);
@@ -128,6 +132,7 @@ async fn serve(config: Config) -> ExitCode {
         metrics: Some(metrics),
         metrics_open: config.metrics.open,
         recorder: Some(recorder.clone()),
+        turn: turn.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(
@@ -140,6 +145,7 @@ async fn serve(config: Config) -> ExitCode {
         ),
         stop_rx,
         config.http.shutdown_grace,
+        turn.clone(),
     ));
     let watchdog = systemd::spawn_watchdog(media.heartbeats());
     let status_task = tokio::spawn(status_loop(app.clone(), store.clone()));
@@ -162,14 +168,51 @@ async fn serve(config: Config) -> ExitCode {
     }
     stop_media(&mut media, &recorder);
     notifier.flush(Duration::from_secs(5)).await;
+    flush_state(&store)
+}
+
+/// The state database written out at shutdown: the exit code.
+fn flush_state(store: &SledStore) -> ExitCode {
     match store.flush() {
-        Ok(()) => info!("state flushed; goodbye"),
+        Ok(()) => {
+            info!("state flushed; goodbye");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             error!(error = %e, "could not flush state at shutdown");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
     }
-    ExitCode::SUCCESS
+}
+
+/// The TURN server (unless `turn.enabled = false`), relaying to the media threads' ports.
+fn start_turn(
+    config: &Config,
+    media: &MediaDriver,
+    tls: &Arc<rustls::ServerConfig>,
+) -> Result<Option<Arc<crate::turn::Service>>, String> {
+    if !config.turn.enabled {
+        info!("TURN is off (turn.enabled = false)");
+        return Ok(None);
+    }
+    let mut peers: Vec<std::net::SocketAddr> = Vec::new();
+    for shard in &media.shards {
+        peers.extend(&shard.udp_addrs);
+        // The public address of a host behind 1:1 NAT is a candidate too.
+        if let (Some(ip), Some(a)) = (config.rtc.node_ip, shard.udp_addrs.first()) {
+            peers.push(std::net::SocketAddr::new(ip, a.port()));
+        }
+    }
+    let service = crate::turn::Service::start(crate::turn::Plan {
+        config: &config.turn,
+        addresses: crate::media::local_addresses(config.http.bind),
+        bind: config.http.bind,
+        https_port: config.http.https_port,
+        media: peers,
+        tls: Some(tls.clone()),
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(Some(Arc::new(service)))
 }
 
 /// Stops the media threads, then finishes the recordings they fed (before the webhooks are
@@ -200,12 +243,19 @@ fn start_recorder(
     })
 }
 
-/// The recorder, then the media threads and their sockets, as configured.
+/// The recorder, then the media threads and their sockets, then TURN, as configured.
+type Media = (
+    MediaDriver,
+    crate::record::Recorder,
+    Option<Arc<crate::turn::Service>>,
+);
+
 fn start_media(
     config: &Config,
     events: crate::events::Bus,
     store: Arc<SledStore>,
-) -> Result<(MediaDriver, crate::record::Recorder), String> {
+    tls: &Arc<rustls::ServerConfig>,
+) -> Result<Media, String> {
     let recorder = start_recorder(config, store, events.clone())?;
     let media = MediaDriver::start(
         &MediaPlan {
@@ -226,7 +276,8 @@ fn start_media(
     )
     .map_err(|e| e.to_string())?;
     recorder.attach_media(media.handle.clone());
-    Ok((media, recorder))
+    let turn = start_turn(config, &media, tls)?;
+    Ok((media, recorder, turn))
 }
 
 /// The admin's sessions, with the owner's preset applied and the setup code (if no password is

@@ -49,6 +49,7 @@ pub struct Config {
     pub webhook: WebhookConfig,
     pub metrics: MetricsConfig,
     pub recording: RecordingConfig,
+    pub turn: TurnConfig,
     /// Where the settings came from (files and environment variables), for the startup log.
     pub sources: Vec<String>,
 }
@@ -122,6 +123,41 @@ impl Default for RecordingConfig {
     fn default() -> Self {
         RecordingConfig {
             min_free_bytes: DEFAULT_RECORDING_MIN_FREE,
+        }
+    }
+}
+
+/// The embedded TURN server (LiveKit's `turn.*` names; `docs/self-hosting.md`, "Firewalls").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnConfig {
+    pub enabled: bool,
+    /// TURN over UDP; `None`: off (`turn.udp_port = 0`).
+    pub udp_port: Option<u16>,
+    /// TURN over TLS (plain TCP with `external_tls`); `None`: off. The HTTPS port always
+    /// accepts TURN over TLS as well.
+    pub tls_port: Option<u16>,
+    /// The host name clients are given for the TURN servers (the certificate must name it for
+    /// TLS); unset: the host the client used to reach confab.
+    pub domain: Option<String>,
+    /// TLS ends at a load balancer in front of `tls_port`, which forwards plain TCP here.
+    pub external_tls: bool,
+    /// Whether a port was set explicitly (then failing to bind it stops start-up; the defaults
+    /// are skipped with a warning).
+    pub ports_configured: bool,
+}
+
+pub const DEFAULT_TURN_UDP_PORT: u16 = 3478;
+pub const DEFAULT_TURN_TLS_PORT: u16 = 5349;
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            enabled: true,
+            udp_port: Some(DEFAULT_TURN_UDP_PORT),
+            tls_port: Some(DEFAULT_TURN_TLS_PORT),
+            domain: None,
+            external_tls: false,
+            ports_configured: false,
         }
     }
 }
@@ -374,11 +410,14 @@ impl Config {
                 .unwrap_or(DEFAULT_RECORDING_MIN_FREE),
         };
 
+        let turn = Config::read_turn(r);
+
         Config {
             update,
             webhook,
             metrics,
             recording,
+            turn,
             state_dir,
             log_level: log_level.unwrap_or_else(|| "info".to_string()),
             public_url,
@@ -407,6 +446,28 @@ impl Config {
                 token_ttl: token_ttl.unwrap_or(DEFAULT_TOKEN_TTL),
             },
             sources: r.sources(),
+        }
+    }
+
+    /// The `[turn]` table.
+    fn read_turn(r: &mut Reader) -> TurnConfig {
+        let enabled = r.bool("turn.enabled", &["CONFAB_TURN_ENABLED"]);
+        let udp = r.port("turn.udp_port", &["CONFAB_TURN_UDP_PORT"], true);
+        let tls = r.port("turn.tls_port", &["CONFAB_TURN_TLS_PORT"], true);
+        let domain = r.word("turn.domain", &["CONFAB_TURN_DOMAIN"]);
+        let external_tls = r.bool("turn.external_tls", &["CONFAB_TURN_EXTERNAL_TLS"]);
+        let port = |p: Option<u16>, default: u16| match p {
+            Some(0) => None,
+            Some(p) => Some(p),
+            None => Some(default),
+        };
+        TurnConfig {
+            enabled: enabled.unwrap_or(true),
+            udp_port: port(udp, DEFAULT_TURN_UDP_PORT),
+            tls_port: port(tls, DEFAULT_TURN_TLS_PORT),
+            domain,
+            external_tls: external_tls.unwrap_or(false),
+            ports_configured: udp.is_some() || tls.is_some(),
         }
     }
 

@@ -57,6 +57,11 @@ const CONFAB_VARS: &[&str] = &[
     "CONFAB_WEBHOOK_API_KEY",
     "CONFAB_METRICS_OPEN",
     "CONFAB_RECORDING_MIN_FREE_BYTES",
+    "CONFAB_TURN_ENABLED",
+    "CONFAB_TURN_UDP_PORT",
+    "CONFAB_TURN_TLS_PORT",
+    "CONFAB_TURN_DOMAIN",
+    "CONFAB_TURN_EXTERNAL_TLS",
 ];
 
 /// Build-time inputs of `build.rs`; `cargo run` also passes them to the program. Not settings.

@@ -498,7 +498,7 @@ pub struct MediaDriver {
 
 /// The local addresses to receive media on: `bind` itself, or every usable interface address
 /// when `bind` is a wildcard (loopback included, link-local IPv6 left out: it needs a scope).
-fn local_addresses(bind: IpAddr) -> Vec<IpAddr> {
+pub fn local_addresses(bind: IpAddr) -> Vec<IpAddr> {
     if !bind.is_unspecified() {
         return vec![bind];
     }

@@ -143,6 +143,9 @@ pub struct JoinParams {
     pub kind: lk::participant_info::Kind,
     /// The token's `roomConfig`: applies if this join creates the room.
     pub room_settings: RoomSettings,
+    /// TURN servers and credentials for this participant (the embedded TURN server's), handed
+    /// over in the join (and reconnect) response.
+    pub ice_servers: Vec<lk::IceServer>,
 }
 
 #[cfg(test)]
@@ -163,6 +166,7 @@ impl JoinParams {
             resume_sid: None,
             kind: lk::participant_info::Kind::Standard,
             room_settings: RoomSettings::default(),
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -495,7 +499,8 @@ impl Sfu {
             room.empty_since = None;
         }
         info!(room = %p.room, identity = %p.identity, %sid, mode = ?p.mode, "participant joined");
-        let join = self.join_response(pid);
+        let mut join = self.join_response(pid);
+        join.ice_servers = p.ice_servers;
         self.signal(pid, Resp::Join(join));
         self.broadcast_participant(pid);
         self.subscriptions().subscribe_to_published(pid);
@@ -529,6 +534,7 @@ impl Sfu {
         info!(identity = %part.identity, %sid, "participant resumed its session");
         let resp = lk::ReconnectResponse {
             server_info: Some(self.server_info()),
+            ice_servers: p.ice_servers.clone(),
             ..Default::default()
         };
         self.signal(pid, Resp::Reconnect(resp));

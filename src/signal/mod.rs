@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
+use livekit_protocol as lk;
 
 use crate::auth::{self, ApiKeys, Claims};
 use crate::sfu::limits;
@@ -30,6 +31,34 @@ pub trait Gate: Sync {
     fn token_refused(&self, client: IpAddr, what: &str, reason: &str);
     /// The API keys now.
     fn keys(&self) -> Arc<ApiKeys>;
+    /// The TURN servers (with fresh credentials) for `identity`, joining through `req`.
+    fn ice_servers(&self, _identity: &str, _req: &Request<Incoming>) -> Vec<lk::IceServer> {
+        Vec::new()
+    }
+}
+
+/// The host (without port) a request was addressed to: HTTP/2's authority or HTTP/1's `Host`.
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })?;
+    let host = match authority.rsplit_once(':') {
+        // `[::1]:443` or `host:443`; a bare `[::1]` has its colons inside the brackets.
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => authority.as_str(),
+    };
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    ok.then(|| host.to_string())
 }
 
 /// A token that may join: who, and which room.

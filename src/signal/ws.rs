@@ -105,7 +105,8 @@ pub async fn upgrade<G: Gate>(
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return text_response(StatusCode::BAD_REQUEST, "not a WebSocket handshake");
     };
-    let params = join_params(&grant, &join_req, mode);
+    let mut params = join_params(&grant, &join_req, mode);
+    params.ice_servers = gate.ice_servers(&grant.identity, &req);
     let conn = media.new_conn_id();
     let (tx, rx) = session_channel();
     let joined = match join(&media, params, conn, tx).await {
@@ -233,6 +234,7 @@ fn join_params(grant: &JoinGrant, join_req: &lk::JoinRequest, mode: Mode) -> Joi
             .flatten()
             .map(|c| crate::sfu::RoomSettings::from_config(&c))
             .unwrap_or_default(),
+        ice_servers: Vec::new(),
     }
 }
 

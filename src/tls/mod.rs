@@ -4,6 +4,9 @@
 
 mod local_ca;
 
+/// The ALPN protocol name of TURN over TLS (RFC 7443).
+pub const ALPN_TURN: &[u8] = b"stun.turn";
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -88,7 +91,9 @@ fn server_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/2, HTTP/1.1, and TURN over TLS on the same port (RFC 7443's ALPN name; most TURN
+    // clients offer none and are told apart by their first bytes).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ALPN_TURN.to_vec()];
     Ok(Arc::new(config))
 }
 

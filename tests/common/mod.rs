@@ -17,6 +17,16 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_confab");
 /// Four distinct free ports (https, http, udp, tcp) on 127.0.0.1. The daemon runs one media
 /// thread per core by default, thread `i` on `udp + i` and `tcp + i`: those are free too (up to
 /// one per core), and the TCP range holds neither the https nor the http port.
+/// A free UDP port and a free TCP port on loopback (for TURN's listeners).
+pub fn free_turn_ports() -> (u16, u16) {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        udp.local_addr().unwrap().port(),
+        tcp.local_addr().unwrap().port(),
+    )
+}
+
 pub fn free_ports() -> [u16; 4] {
     let n = media_threads() as u16;
     loop {
@@ -75,6 +85,11 @@ pub fn base_command(dir: &Path, ports: [u16; 4]) -> Command {
         .env("CONFAB_HTTP_PORT", ports[1].to_string())
         .env("CONFAB_UDP_PORT", ports[2].to_string())
         .env("CONFAB_TCP_PORT", ports[3].to_string())
+        // TURN's own ports off (tests run many daemons at once; the defaults 3478/5349 would be
+        // taken by the first): TURN over TLS on the HTTPS port stays. tests/turn.rs and the
+        // TURN tests in tests/signal.rs give it ports of their own.
+        .env("CONFAB_TURN_UDP_PORT", "0")
+        .env("CONFAB_TURN_TLS_PORT", "0")
         .env("CONFAB_LOG_LEVEL", "info")
         .current_dir(dir);
     cmd
