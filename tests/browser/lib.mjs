@@ -378,7 +378,13 @@ export class PageParticipant {
     return this.page.evaluate(([u, t, o]) => window.confab.join(u, t, o), [
       wsUrl,
       token,
-      { forceV0: mode === 'v0', websocketTimeout: 15000, peerConnectionTimeout: 15000 },
+      {
+        forceV0: mode === 'v0',
+        websocketTimeout: 15000,
+        peerConnectionTimeout: 15000,
+        // room.connect's rtcConfig, when the scenario gives one (relay.mjs).
+        rtcConfig: this.rtcConfig,
+      },
     ]);
   }
 

@@ -2,7 +2,7 @@
 // Browser test for confab: the official livekit-client in real Chromium (playwright-core), plus the
 // official livekit-server-sdk for tokens and the RoomService API.
 //
-//   node run.mjs --mode v1|v0 --url wss://localhost:7880 --api-key KEY [--api-secret SECRET]
+//   node run.mjs --mode v1|v0|relay --url wss://localhost:7880 --api-key KEY [--api-secret SECRET]
 //                [--ca /path/to/ca.crt | --insecure] [--chromium /usr/bin/chromium]
 //                [--step-timeout 20] [--deadline 240] [--verbose]
 //
@@ -17,11 +17,14 @@ import {
   Failure, PageParticipant, Session, loadModules, log, parseCommandLine, serverOptions, show,
   sleep, tokenMinter, trustCa, usage, waitUntil as poll, withTimeout,
 } from './lib.mjs';
+import { relayScenario } from './relay.mjs';
 
-const USAGE = `usage: node run.mjs --mode v1|v0 --url wss://HOST:PORT --api-key KEY [--api-secret SECRET]
+const USAGE = `usage: node run.mjs --mode v1|v0|relay --url wss://HOST:PORT --api-key KEY [--api-secret SECRET]
                    [--ca CA.crt | --insecure] [--chromium PATH] [--step-timeout S] [--deadline S] [--verbose]
   --mode          v1: livekit-client's default (/rtc/v1, one PeerConnection);
-                  v0: forced with RoomOptions.singlePeerConnection = false (/rtc, two PeerConnections)
+                  v0: forced with RoomOptions.singlePeerConnection = false (/rtc, two PeerConnections);
+                  relay: a two-party call over /rtc/v1 with ICE limited to the server's TURN relay
+                  (iceTransportPolicy 'relay'; relay.mjs)
   --url           the server's WebSocket URL (env LIVEKIT_URL)
   --api-key       API key (env LIVEKIT_API_KEY); --api-secret or env LIVEKIT_API_SECRET
   --ca            CA certificate the server's TLS chains to (env CONFAB_CA); Node trusts it through
@@ -37,7 +40,11 @@ const args = parseCommandLine('run.mjs', USAGE, {
   'step-timeout': { type: 'string', default: '20' },
   deadline: { type: 'string', default: '240' },
 });
-const { mode, wsUrl, httpUrl, apiKey, apiSecret, caPath, chromiumPath } = serverOptions(args);
+// The scenario; --mode relay signals as v1 does (lib.mjs knows only the signalling modes).
+const scenario = args.mode;
+const { mode, wsUrl, httpUrl, apiKey, apiSecret, caPath, chromiumPath } = serverOptions(
+  scenario === 'relay' ? { ...args, mode: 'v1' } : args,
+);
 const stepTimeoutMs = Number(args['step-timeout']) * 1000;
 const deadlineMs = Number(args.deadline) * 1000;
 if (!(stepTimeoutMs > 0) || !(deadlineMs > 0)) usage('--step-timeout and --deadline take positive seconds');
@@ -298,19 +305,19 @@ const session = new Session({
   closeTimeoutMs: 10000,
   deadlineMs,
   failHeader: (message) => `FAILED in ${currentStep}:\n    ${message}`,
-  failLine: (message) => `browser: FAIL mode=${mode} ${currentStep}: ${message.split('\n')[0]}`,
+  failLine: (message) => `browser: FAIL mode=${scenario} ${currentStep}: ${message.split('\n')[0]}`,
 });
 process.on('exit', (code) => {
   if (!session.finished && code === 0) {
-    console.log(`browser: FAIL mode=${mode} ${currentStep}: the runner stopped before finishing`);
+    console.log(`browser: FAIL mode=${scenario} ${currentStep}: the runner stopped before finishing`);
     process.exitCode = 1;
   }
 });
 
 async function main() {
   const { chromium, AccessToken, RoomServiceClient } = await loadModules(chromiumPath);
-  const room = `browser-${mode}-${randomBytes(4).toString('hex')}`;
-  log(`mode ${mode}: server ${wsUrl}, room ${room}, chromium ${chromiumPath}`);
+  const room = `browser-${scenario}-${randomBytes(4).toString('hex')}`;
+  log(`mode ${scenario}: server ${wsUrl}, room ${room}, chromium ${chromiumPath}`);
 
   const mint = tokenMinter(AccessToken, { apiKey, apiSecret, room, ttl: '10m' });
 
@@ -318,7 +325,16 @@ async function main() {
     await session.launch(chromium, chromiumPath);
     log(`  Chromium ${session.browser.version()}, page server ${session.base}`);
   });
-  const open = (identity) => session.open(Participant, identity);
+  const open = (identity, opts) => session.open(Participant, identity, opts);
+  const pass = async (firstFrame) => {
+    session.finished = true;
+    await session.cleanup();
+    console.log(`browser: PASS mode=${scenario} join_to_first_frame_ms=${firstFrame}`);
+    process.exit(0);
+  };
+  if (scenario === 'relay') {
+    await pass(await relayScenario({ step, open, mint, waitUntil, expectRemotes, expectVideo, expectAudio, log }));
+  }
 
   const alice = await step('alice opens the page (livekit-client loads)', async () => {
     const p = await open('alice');
@@ -475,10 +491,7 @@ async function main() {
       `(connect ${bob.joinResult.connectMs} ms); carol (late joiner) ${infos.carol.joinToFirstFrameMs} ms; ` +
       `alice (waited for bob) ${infos.alice.joinToFirstFrameMs} ms`,
   );
-  session.finished = true;
-  await session.cleanup();
-  console.log(`browser: PASS mode=${mode} join_to_first_frame_ms=${firstFrame}`);
-  process.exit(0);
+  await pass(firstFrame);
 }
 
 main().catch((e) => session.fail(e instanceof Failure ? e.message : (e?.stack ?? String(e))));

@@ -4,7 +4,7 @@
 //
 // window.confab = {
 //   version,                               livekit-client version string
-//   join(url, token, {forceV0, websocketTimeout, peerConnectionTimeout})
+//   join(url, token, {forceV0, websocketTimeout, peerConnectionTimeout, rtcConfig})
 //                                          -> {ok, connectMs, signalPath, ...} | {ok: false, error}
 //   publish({camera, mic})                 fake camera and/or microphone -> local publications
 //   sendData({reliable, text | bytes, topic})
@@ -226,6 +226,8 @@ window.confab = {
         autoSubscribe: true,
         websocketTimeout: opts.websocketTimeout ?? 15000,
         peerConnectionTimeout: opts.peerConnectionTimeout ?? 15000,
+        // An app's RTCConfiguration (e.g. iceTransportPolicy 'relay'), as apps pass it.
+        ...(opts.rtcConfig ? { rtcConfig: opts.rtcConfig } : {}),
       });
     } catch (e) {
       const error = describeError(e);
