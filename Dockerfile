@@ -65,8 +65,8 @@ ENV CONFAB_STATE_DIR=/data \
     CONFAB_BOOTLOADER=none
 # HTTPS + WebSocket signalling, plain-HTTP redirect and /ca.crt, ICE-TCP, media: one ICE-TCP and
 # one UDP port per media thread (CONFAB_MEDIA_THREADS, default one per core: 7881 + i, 7882 + i);
-# listed here for the first thread. The compose files use host networking.
-EXPOSE 7880/tcp 7879/tcp 7881/tcp 7882/udp
+# listed here for the first thread; TURN over UDP and TLS. The compose files use host networking.
+EXPOSE 7880/tcp 7879/tcp 7881/tcp 7882/udp 3478/udp 5349/tcp
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
     CMD ["/usr/bin/confab", "health", "--quiet", "--timeout", "8"]
 STOPSIGNAL SIGTERM

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 seconds="${1:-30}"
 shift || true
-all=(signal token join_request twirp manifest config rtp record)
+all=(signal token join_request twirp manifest config rtp record turn)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 

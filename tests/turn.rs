@@ -42,8 +42,9 @@ fn metrics(d: &Daemon) -> String {
 #[test]
 fn two_native_sdk_peers_hold_a_call_through_the_relay_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let (udp, tls) = free_turn_ports();
-    let mut d = Daemon::start_with(dir.path(), free_ports(), |c| {
+    let ports = free_ports();
+    let (udp, tls) = free_turn_ports(ports);
+    let mut d = Daemon::start_with(dir.path(), ports, |c| {
         c.env("LIVEKIT_API_KEY", KEY)
             .env("LIVEKIT_API_SECRET", SECRET)
             .env("CONFAB_TURN_UDP_PORT", udp.to_string())

@@ -29,6 +29,7 @@ fn params(identity: &str, mode: Mode) -> JoinParams {
         resume_sid: None,
         kind: lk::participant_info::Kind::Standard,
         room_settings: Default::default(),
+        ice_servers: Vec::new(),
     }
 }
 

@@ -591,6 +591,17 @@ impl Config {
         (media_threads, media_threads_auto)
     }
 
+    /// `off`, or the TURN listeners: `udp:3478,tls:5349`.
+    fn turn_summary(&self) -> String {
+        let t = &self.turn;
+        if !t.enabled {
+            return "off".into();
+        }
+        let port = |p: Option<u16>| p.map_or_else(|| "off".to_string(), |p| p.to_string());
+        let tls = if t.external_tls { "tcp" } else { "tls" };
+        format!("udp:{},{tls}:{}", port(t.udp_port), port(t.tls_port))
+    }
+
     /// The effective configuration as one log-friendly line, secrets left out.
     pub fn summary(&self) -> String {
         let tls = match &self.http.tls {
@@ -600,7 +611,7 @@ impl Config {
         let keys: Vec<&str> = self.auth.keys.keys().map(String::as_str).collect();
         format!(
             "state_dir={} log_level={} public_url={} bind={} https_port={} http_port={} tls={} \
-             udp_port={} tcp_port={} media_threads={}{} max_participants={} max_rooms={} empty_timeout={}s api_keys=[{}] token_ttl={}s webhook_urls={} metrics_open={} update_url={} update_check={} board={} bootloader={} sources=[{}]",
+             udp_port={} tcp_port={} media_threads={}{} max_participants={} max_rooms={} empty_timeout={}s api_keys=[{}] token_ttl={}s webhook_urls={} metrics_open={} turn={} update_url={} update_check={} board={} bootloader={} sources=[{}]",
             self.state_dir.display(),
             self.log_level,
             self.public_url.as_deref().unwrap_or("-"),
@@ -629,6 +640,7 @@ impl Config {
             self.auth.token_ttl.as_secs(),
             self.webhook.urls.len(),
             self.metrics.open,
+            self.turn_summary(),
             self.update.url.as_deref().unwrap_or("-"),
             self.update.check,
             self.update.board,

@@ -383,6 +383,7 @@ fn metrics_are_closed_unless_opened() {
     let c = Config::from_layers(&[], &e).unwrap();
     assert!(c.metrics.open);
     assert!(c.summary().contains("metrics_open=true"));
+
     let bad = Config::from_layers(
         &[layer("confab.toml", "[metrics]\nopen = \"yes\"\n")],
         &Env::new(),
@@ -395,4 +396,40 @@ fn metrics_are_closed_unless_opened() {
     )
     .unwrap_err();
     assert!(typo.to_string().contains("unknown setting"), "{typo}");
+}
+
+#[test]
+fn turn_is_on_by_default_and_its_ports_can_be_moved_or_turned_off() {
+    let c = Config::from_layers(&[], &Env::new()).unwrap();
+    assert_eq!(c.turn, crate::config::TurnConfig::default());
+    assert!(c.turn.enabled && !c.turn.ports_configured);
+    assert!(
+        c.summary().contains("turn=udp:3478,tls:5349"),
+        "{}",
+        c.summary()
+    );
+    let file = layer(
+        "confab.toml",
+        "[turn]\nudp_port = 0\ntls_port = 443\ndomain = \"meet.example.org\"\nexternal_tls = true\n",
+    );
+    let c = Config::from_layers(&[file], &Env::new()).unwrap();
+    assert_eq!(c.turn.udp_port, None, "0 turns UDP off");
+    assert_eq!(c.turn.tls_port, Some(443));
+    assert_eq!(c.turn.domain.as_deref(), Some("meet.example.org"));
+    assert!(c.turn.external_tls && c.turn.ports_configured);
+    assert!(
+        c.summary().contains("turn=udp:off,tcp:443"),
+        "{}",
+        c.summary()
+    );
+    let e = env(&[("CONFAB_TURN_ENABLED", "false")]);
+    let c = Config::from_layers(&[], &e).unwrap();
+    assert!(!c.turn.enabled);
+    assert!(c.summary().contains("turn=off"));
+    let bad = Config::from_layers(
+        &[layer("confab.toml", "[turn]\nudp_port = 70000\n")],
+        &Env::new(),
+    );
+    let e = bad.unwrap_err().to_string();
+    assert!(e.contains("turn.udp_port"), "{e}");
 }

@@ -60,8 +60,11 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             total: 2000,
-            per_user: 16,
-            per_address: 64,
+            // A participant takes about 4 per peer connection (UDP and TLS, one per local
+            // interface of the client), 8 with two peer connections.
+            per_user: 32,
+            // Generous: an office behind one NAT address is many participants.
+            per_address: 256,
             // 20 Mbit/s: a camera, a screen share and a meeting's worth of received video.
             bytes_per_second: 2_500_000,
             default_lifetime: Duration::from_secs(600),

@@ -17,14 +17,25 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_confab");
 /// Four distinct free ports (https, http, udp, tcp) on 127.0.0.1. The daemon runs one media
 /// thread per core by default, thread `i` on `udp + i` and `tcp + i`: those are free too (up to
 /// one per core), and the TCP range holds neither the https nor the http port.
-/// A free UDP port and a free TCP port on loopback (for TURN's listeners).
-pub fn free_turn_ports() -> (u16, u16) {
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    (
-        udp.local_addr().unwrap().port(),
-        tcp.local_addr().unwrap().port(),
-    )
+/// A free UDP port and a free TCP port on 127.0.0.1 for TURN's listeners, clear of a daemon's
+/// `ports` (from [`free_ports`]) and of the media threads' ports beside them.
+pub fn free_turn_ports(ports: [u16; 4]) -> (u16, u16) {
+    let n = media_threads() as u32;
+    let taken = |p: u16| {
+        let in_media = |base: u16| (base as u32..base as u32 + n).contains(&(p as u32));
+        p == ports[0] || p == ports[1] || in_media(ports[2]) || in_media(ports[3])
+    };
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (u, t) = (
+            udp.local_addr().unwrap().port(),
+            tcp.local_addr().unwrap().port(),
+        );
+        if !taken(u) && !taken(t) && u != t {
+            return (u, t);
+        }
+    }
 }
 
 pub fn free_ports() -> [u16; 4] {
