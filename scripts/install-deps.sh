@@ -23,6 +23,9 @@ command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 # Recordings (tests/record*.rs) are checked with Debian's ffmpeg/ffprobe, which also makes the
 # real VP8/VP9/H.264/Opus RTP streams the format tests record.
 command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+# U-Boot's environment tools: the u-boot backend's images are checked against them
+command -v mkenvimage >/dev/null || need_apt+=(u-boot-tools)
+command -v fw_printenv >/dev/null || need_apt+=(libubootenv-tool)
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=scripts/node-env.sh
 . "$root/scripts/node-env.sh"

@@ -214,6 +214,8 @@ pub enum BootloaderKind {
     None,
     SystemdBoot,
     RpiTryboot,
+    /// U-Boot boot counting in the U-Boot environment on `boot_dir`.
+    Uboot,
     /// A named fake over plain files, for tests.
     Fake,
 }
@@ -224,6 +226,7 @@ impl BootloaderKind {
             BootloaderKind::None => "none",
             BootloaderKind::SystemdBoot => "systemd-boot",
             BootloaderKind::RpiTryboot => "rpi-tryboot",
+            BootloaderKind::Uboot => "u-boot",
             BootloaderKind::Fake => "fake",
         }
     }
@@ -488,6 +491,7 @@ impl Config {
                 ("none", BootloaderKind::None),
                 ("systemd-boot", BootloaderKind::SystemdBoot),
                 ("rpi-tryboot", BootloaderKind::RpiTryboot),
+                ("u-boot", BootloaderKind::Uboot),
                 ("fake", BootloaderKind::Fake),
             ],
         );

@@ -20,6 +20,7 @@ use self::state::{AgentState, CheckRecord, InstallRecord};
 use super::bootloader::fake::FakeBootloader;
 use super::bootloader::rpi_tryboot::RpiTryboot;
 use super::bootloader::systemd_boot::SystemdBoot;
+use super::bootloader::uboot::Uboot;
 use super::bootloader::{BootError, Bootloader};
 use super::install::{InstallPlan, PlanError, Step};
 use super::manifest::Manifest;
@@ -125,6 +126,7 @@ pub fn open_bootloader(config: &Config) -> Result<Option<Box<dyn Bootloader>>, U
         BootloaderKind::None => None,
         BootloaderKind::SystemdBoot => Some(Box::new(SystemdBoot::new(u.esp_dir.clone()))),
         BootloaderKind::RpiTryboot => Some(Box::new(RpiTryboot::new(u.boot_dir.clone()))),
+        BootloaderKind::Uboot => Some(Box::new(Uboot::new(u.boot_dir.clone()))),
         BootloaderKind::Fake => Some(Box::new(FakeBootloader::open(&u.esp_dir)?)),
     })
 }

@@ -1,6 +1,7 @@
 //! Bootloader backends behind one trait, chosen once at start: `systemd_boot` (UEFI: BLS entries
 //! with boot counting), `rpi_tryboot` (Raspberry Pi firmware: `autoboot.txt` + one-shot tryboot
-//! flag), and `fake` (plain files, for tests — a named fake, not a bootloader).
+//! flag), `uboot` (U-Boot: boot counting in the U-Boot environment), and `fake` (plain files,
+//! for tests — a named fake, not a bootloader).
 //!
 //! Contract every backend keeps, so that a power cut at any moment leaves a bootable device:
 //! - `mark_bad(target)` happens before a single byte of the target slot is written, and after it
@@ -16,6 +17,8 @@
 pub mod fake;
 pub mod rpi_tryboot;
 pub mod systemd_boot;
+pub mod uboot;
+pub mod uboot_env;
 
 use std::path::{Path, PathBuf};
 

@@ -30,8 +30,8 @@
 //! Caveat (design/facts.md): arming tryboot goes through the Raspberry Pi kernel's firmware
 //! driver (mailbox tag 0x38064, sent by its reboot notifier for `reboot "0 tryboot"`). Debian's
 //! mainline kernel most likely lacks it, so there the reboot would silently not try the new slot.
-//! With Debian's kernel a U-Boot backend (`rpi-uboot`, boot counter in the U-Boot env) is needed
-//! instead; it is not implemented here.
+//! With Debian's kernel the U-Boot backend (`uboot.rs`, a boot counter in the U-Boot
+//! environment) is the way instead.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
