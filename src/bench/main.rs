@@ -357,6 +357,8 @@ impl Server {
             .env("CONFAB_HTTP_PORT", http.to_string())
             .env("CONFAB_UDP_PORT", udp.to_string())
             .env("CONFAB_TCP_PORT", tcp.to_string())
+            // The generator's clients use host candidates only; TURN's ports stay free.
+            .env("CONFAB_TURN_ENABLED", "false")
             .env(
                 "CONFAB_MAX_PARTICIPANTS",
                 max_participants.max(10).to_string(),

@@ -31,6 +31,8 @@ const CLIENT_QUEUE: usize = 512;
 const MAX_STREAMS: usize = 1024;
 const MAX_STREAMS_PER_ADDRESS: usize = 32;
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+/// A relay socket's receive buffer (a longer datagram is cut, and then fails SRTP's check).
+const RELAY_BUFFER: usize = 4096;
 
 struct Conn {
     tx: mpsc::Sender<Vec<u8>>,
@@ -168,7 +170,9 @@ impl Shared {
 
 /// Peer → client: every datagram a relay socket receives.
 async fn relay_reader(shared: Arc<Shared>, socket: Arc<UdpSocket>, relay: SocketAddr) {
-    let mut buf = vec![0u8; 65_536];
+    // Peers are confab's media ports, whose datagrams fit a path MTU; one buffer per
+    // allocation, so it is kept small.
+    let mut buf = vec![0u8; RELAY_BUFFER];
     loop {
         let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
             return;
