@@ -26,6 +26,12 @@ command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 # U-Boot's environment tools: the u-boot backend's images are checked against them
 command -v mkenvimage >/dev/null || need_apt+=(u-boot-tools)
 command -v fw_printenv >/dev/null || need_apt+=(libubootenv-tool)
+# tests/uboot_script.rs: the U-Boot boot script run by Debian's U-Boot for QEMU on a FAT disk
+command -v mkfs.vfat >/dev/null || need_apt+=(dosfstools)
+command -v mcopy >/dev/null || need_apt+=(mtools)
+command -v sfdisk >/dev/null || need_apt+=(fdisk)
+command -v qemu-system-aarch64 >/dev/null || need_apt+=(qemu-system-arm)
+[ -f /usr/lib/u-boot/qemu_arm64/u-boot.bin ] || need_apt+=(u-boot-qemu)
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=scripts/node-env.sh
 . "$root/scripts/node-env.sh"
