@@ -165,7 +165,9 @@ fn update_settings_parse_and_reject_bad_values() {
     ]);
     let text = Config::from_layers(&[], &e).unwrap_err().to_string();
     assert!(
-        text.contains("CONFAB_BOOTLOADER: expected one of none, systemd-boot, rpi-tryboot, u-boot, fake"),
+        text.contains(
+            "CONFAB_BOOTLOADER: expected one of none, systemd-boot, rpi-tryboot, u-boot, fake"
+        ),
         "{text}"
     );
     assert!(text.contains("CONFAB_BOARD: expected letters"), "{text}");
