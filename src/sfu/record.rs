@@ -63,6 +63,8 @@ pub struct RecPacket {
     pub ts: u32,
     pub marker: bool,
     pub payload: Vec<u8>,
+    /// When the SFU received it (the recorder takes packets in batches, so it cannot tell).
+    pub at: Instant,
 }
 
 /// What the SFU tells the record service.
@@ -358,6 +360,7 @@ impl Taps {
                 ts: pkt.header.timestamp,
                 marker: pkt.header.marker,
                 payload: pkt.payload.to_vec(),
+                at: now,
             })))]);
         }
         want
