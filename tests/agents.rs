@@ -25,12 +25,6 @@ use serde_json::Value;
 const KEY: &str = "APIagents";
 const SECRET: &str = "agent-test-secret-agent-test-secret-0123";
 
-fn python() -> PathBuf {
-    std::env::var_os("CONFAB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/confab/python/bin/python"))
-}
-
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/agents")
@@ -54,7 +48,7 @@ struct Worker {
 
 impl Worker {
     fn start(d: &Daemon, agent_name: &str, http_port: u16, log: PathBuf) -> Worker {
-        let mut cmd = Command::new(python());
+        let mut cmd = Command::new(common::python());
         cmd.arg(script("agent.py")).arg("start");
         livekit_env(&mut cmd, d);
         cmd.env("AGENT_NAME", agent_name)
@@ -114,7 +108,7 @@ impl Drop for Worker {
 /// Runs `client.py` with `args`; its JSON lines arrive on the channel as they are printed. Its
 /// stderr (the SDK's own log) goes to `client.log` in the daemon's directory.
 fn client(d: &Daemon, args: &[&str]) -> (Child, mpsc::Receiver<Value>) {
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(common::python());
     cmd.arg(script("client.py")).args(args);
     livekit_env(&mut cmd, d);
     let log = std::fs::OpenOptions::new()

@@ -25,12 +25,6 @@ static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const KEY: &str = "APIrecord";
 const SECRET: &str = "record-test-secret-record-test-secret-012";
 
-fn python() -> PathBuf {
-    std::env::var_os("CONFAB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/confab/python/bin/python"))
-}
-
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -67,7 +61,7 @@ fn publish_codec(
     seconds: u32,
     codec: &str,
 ) -> (Publisher, String, String) {
-    let mut child = Command::new(python())
+    let mut child = Command::new(common::python())
         .arg(root().join("tests/record/publish.py"))
         .args([
             room,

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::{free_ports, free_turn_ports, Daemon};
@@ -18,12 +17,6 @@ use serde_json::Value;
 
 const KEY: &str = "APIturn";
 const SECRET: &str = "turn-test-secret-turn-test-secret-0123456";
-
-fn python() -> PathBuf {
-    std::env::var_os("CONFAB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/confab/python/bin/python"))
-}
 
 /// A `/metrics` sample's value (0 when absent).
 fn sample(text: &str, name: &str) -> f64 {
@@ -58,7 +51,7 @@ fn two_native_sdk_peers_hold_a_call_through_the_relay_alone() {
         0.0,
         "{before}"
     );
-    let out = Command::new(python())
+    let out = Command::new(common::python())
         .arg(common::node::root().join("tests/turn/call.py"))
         .args(["relayed", "--frames", "60", "--timeout", "60"])
         .env("LIVEKIT_URL", format!("wss://localhost:{}", d.https))

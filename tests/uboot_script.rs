@@ -216,6 +216,21 @@ impl Disk {
             .collect()
     }
 
+    /// The file holding the newest readable copy.
+    fn newest_path(&self) -> PathBuf {
+        let newest = uboot_env::seq(&self.newest());
+        ENV_FILES
+            .iter()
+            .map(|f| self.boot_dir().join(f))
+            .find(|p| {
+                std::fs::read(p)
+                    .ok()
+                    .and_then(|b| uboot_env::parse(&b).ok())
+                    .is_some_and(|v| uboot_env::seq(&v) == newest)
+            })
+            .unwrap()
+    }
+
     fn newest(&self) -> Vars {
         self.copies()
             .into_iter()
@@ -280,17 +295,7 @@ fn a_committed_trial_boots_without_counting_and_a_torn_copy_is_passed_over() {
     }
     // The commit's copy torn (a power cut while it was written): the copy before it (B on
     // trial, one try taken) is current again, and U-Boot counts on from there.
-    let newest = uboot_env::seq(&disk.newest());
-    let torn = ENV_FILES
-        .iter()
-        .map(|f| disk.boot_dir().join(f))
-        .find(|p| {
-            std::fs::read(p)
-                .ok()
-                .and_then(|b| uboot_env::parse(&b).ok())
-                .is_some_and(|v| uboot_env::seq(&v) == newest)
-        })
-        .unwrap();
+    let torn = disk.newest_path();
     // Its first blocks rewritten, the rest not yet (the size stays: U-Boot's fatwrite and a
     // torn sector look like this), and, in a second round below, cut short.
     let mut bytes = std::fs::read(&torn).unwrap();
@@ -307,17 +312,7 @@ fn a_committed_trial_boots_without_counting_and_a_torn_copy_is_passed_over() {
     );
     // A copy cut short is passed over too (its CRC could still match what memory held).
     disk.backend(Slot::B).commit(Slot::B).unwrap();
-    let newest = uboot_env::seq(&disk.newest());
-    let short = ENV_FILES
-        .iter()
-        .map(|f| disk.boot_dir().join(f))
-        .find(|p| {
-            std::fs::read(p)
-                .ok()
-                .and_then(|b| uboot_env::parse(&b).ok())
-                .is_some_and(|v| uboot_env::seq(&v) == newest)
-        })
-        .unwrap();
+    let short = disk.newest_path();
     let bytes = std::fs::read(&short).unwrap();
     std::fs::write(&short, &bytes[..bytes.len() / 3]).unwrap();
     let (slot, lines) = disk.boot();

@@ -36,13 +36,6 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> PathBuf {
-    std::env::var_os("CONFAB_PYTHON").map_or_else(
-        || PathBuf::from("/var/cache/confab/python/bin/python"),
-        PathBuf::from,
-    )
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -73,7 +66,7 @@ impl Receiver {
     }
 
     fn python(dir: &Path, name: &str, fail_first: u32) -> Receiver {
-        let py = python();
+        let py = common::python();
         assert!(
             py.exists(),
             "no Python with livekit-api at {} (scripts/install-deps.sh, or set CONFAB_PYTHON)",

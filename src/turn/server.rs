@@ -704,6 +704,22 @@ impl Server {
         }
     }
 
+    /// Whether `len` bytes between the allocation of `tuple` and `peer` may pass (a media
+    /// port, a permission, within the bandwidth cap); counted either way.
+    fn passes(&mut self, now: Instant, tuple: Tuple, peer: SocketAddr, len: usize) -> bool {
+        let rate = self.limits.bytes_per_second;
+        let allowed = self.policy.allows(peer);
+        let ok = self.allocs.get_mut(&tuple).is_some_and(|a| {
+            allowed && a.permitted(now, peer.ip()) && a.bucket.take(now, rate, len)
+        });
+        if ok {
+            self.stats.relayed_bytes += len as u64;
+        } else {
+            self.stats.dropped_bytes += len as u64;
+        }
+        ok
+    }
+
     /// Client → peer through the allocation, if permitted, allowed and within the cap.
     fn relay_out(
         &mut self,
@@ -713,17 +729,12 @@ impl Server {
         data: &[u8],
         out: &mut Vec<Out>,
     ) {
-        let rate = self.limits.bytes_per_second;
-        let allowed = self.policy.allows(peer);
-        let Some(a) = self.allocs.get_mut(&tuple) else {
-            self.stats.dropped_bytes += data.len() as u64;
-            return;
-        };
-        if !allowed || !a.permitted(now, peer.ip()) || !a.bucket.take(now, rate, data.len()) {
-            self.stats.dropped_bytes += data.len() as u64;
+        if !self.passes(now, tuple, peer, data.len()) {
             return;
         }
-        self.stats.relayed_bytes += data.len() as u64;
+        let Some(a) = self.allocs.get(&tuple) else {
+            return;
+        };
         out.push(Out::Peer {
             relay: a.relay,
             peer,
@@ -741,19 +752,15 @@ impl Server {
         data: &[u8],
         out: &mut Vec<Out>,
     ) {
-        let rate = self.limits.bytes_per_second;
-        let allowed = self.policy.allows(peer);
         let Some(tuple) = self.by_relay.get(&relay).copied() else {
             return;
         };
-        let Some(a) = self.allocs.get_mut(&tuple) else {
-            return;
-        };
-        if !allowed || !a.permitted(now, peer.ip()) || !a.bucket.take(now, rate, data.len()) {
-            self.stats.dropped_bytes += data.len() as u64;
+        if !self.passes(now, tuple, peer, data.len()) {
             return;
         }
-        self.stats.relayed_bytes += data.len() as u64;
+        let Some(a) = self.allocs.get(&tuple) else {
+            return;
+        };
         let bytes = match a.channel_of.get(&peer) {
             Some(n) if a.channels.get(n).is_some_and(|(_, t)| *t > now) => {
                 channel_frame(*n, data, tuple.transport)

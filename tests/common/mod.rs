@@ -17,6 +17,14 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_confab");
 /// Four distinct free ports (https, http, udp, tcp) on 127.0.0.1. The daemon runs one media
 /// thread per core by default, thread `i` on `udp + i` and `tcp + i`: those are free too (up to
 /// one per core), and the TCP range holds neither the https nor the http port.
+/// The Python with LiveKit's pinned packages (tests/python/requirements.txt; put there by
+/// scripts/install-deps.sh), or `CONFAB_PYTHON`.
+pub fn python() -> PathBuf {
+    std::env::var_os("CONFAB_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/confab/python/bin/python"))
+}
+
 /// A free UDP port and a free TCP port on 127.0.0.1 for TURN's listeners, clear of a daemon's
 /// `ports` (from [`free_ports`]) and of the media threads' ports beside them.
 pub fn free_turn_ports(ports: [u16; 4]) -> (u16, u16) {
