@@ -216,6 +216,19 @@ impl Disk {
             .collect()
     }
 
+    /// Boots, and U-Boot must take one of B's trial tries (`why` says what it means if not).
+    fn boots_b_on_trial(&self, why: &str) {
+        let (slot, lines) = self.boot();
+        let console = lines.join("\n");
+        assert_eq!(slot, Slot::B, "{why}: {console}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("tries left after this one")),
+            "{why}: {console}"
+        );
+    }
+
     /// The file holding the newest readable copy.
     fn newest_path(&self) -> PathBuf {
         let newest = uboot_env::seq(&self.newest());
@@ -301,27 +314,11 @@ fn a_committed_trial_boots_without_counting_and_a_torn_copy_is_passed_over() {
     let mut bytes = std::fs::read(&torn).unwrap();
     bytes[4..64].copy_from_slice(&[0x5a; 60]);
     std::fs::write(&torn, &bytes).unwrap();
-    let (slot, lines) = disk.boot();
-    assert_eq!(slot, Slot::B, "{}", lines.join("\n"));
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("tries left after this one")),
-        "the older copy had B on trial: {}",
-        lines.join("\n")
-    );
+    disk.boots_b_on_trial("the older copy had B on trial");
     // A copy cut short is passed over too (its CRC could still match what memory held).
     disk.backend(Slot::B).commit(Slot::B).unwrap();
     let short = disk.newest_path();
     let bytes = std::fs::read(&short).unwrap();
     std::fs::write(&short, &bytes[..bytes.len() / 3]).unwrap();
-    let (slot, lines) = disk.boot();
-    assert_eq!(slot, Slot::B, "{}", lines.join("\n"));
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("tries left after this one")),
-        "a short copy was taken: {}",
-        lines.join("\n")
-    );
+    disk.boots_b_on_trial("a short copy was taken");
 }

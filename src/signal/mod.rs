@@ -37,28 +37,20 @@ pub trait Gate: Sync {
     }
 }
 
-/// The host (without port) a request was addressed to: HTTP/2's authority or HTTP/1's `Host`.
+/// The host (without port) a request was addressed to: HTTP/2's authority or HTTP/1's `Host`,
+/// as the `http` crate parses an authority (an IPv6 literal keeps its brackets).
 pub fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(hyper::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })?;
-    let host = match authority.rsplit_once(':') {
-        // `[::1]:443` or `host:443`; a bare `[::1]` has its colons inside the brackets.
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => authority.as_str(),
+    let authority = match req.uri().authority() {
+        Some(a) => a.clone(),
+        None => req
+            .headers()
+            .get(hyper::header::HOST)?
+            .to_str()
+            .ok()?
+            .parse::<hyper::http::uri::Authority>()
+            .ok()?,
     };
-    let ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
-    ok.then(|| host.to_string())
+    Some(authority.host().to_string()).filter(|h| !h.is_empty())
 }
 
 /// A token that may join: who, and which room.
@@ -183,6 +175,26 @@ mod tests {
                 .into_iter()
                 .collect(),
         )
+    }
+
+    #[test]
+    fn the_request_host_is_the_authority_without_its_port() {
+        let host = |h: &str| {
+            let req = Request::get("/rtc").header("host", h).body(()).unwrap();
+            request_host(&req)
+        };
+        assert_eq!(host("confab.local:7880").as_deref(), Some("confab.local"));
+        assert_eq!(host("confab.local").as_deref(), Some("confab.local"));
+        assert_eq!(host("[::1]:7880").as_deref(), Some("[::1]"));
+        assert_eq!(host("192.0.2.7:443").as_deref(), Some("192.0.2.7"));
+        for bad in ["", "a b:1"] {
+            assert_eq!(host(bad), None, "{bad:?}");
+        }
+        // HTTP/2: the authority of the request's URI.
+        let req = Request::get("https://meet.example.org:8443/rtc")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("meet.example.org"));
     }
 
     fn token(identity: &str, video: VideoGrant) -> String {

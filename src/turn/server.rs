@@ -482,16 +482,17 @@ impl Server {
                 return Err(error(msg, code, Some(&authed)));
             }
         }
-        self.within_quota(tuple, &authed, msg)?;
+        // The identity the per-user cap counts (authenticated usernames always split).
+        let identity = creds::split(&authed.username)
+            .map(|(_, i)| i.to_string())
+            .unwrap_or_default();
+        self.within_quota(tuple, &identity, &authed, msg)?;
         let relay = relays.open(tuple.server.ip()).map_err(|e| {
             tracing::warn!(error = %e, "TURN: cannot open a relay socket");
             error(msg, ErrorCode::INSUFFICIENT_CAPACITY, Some(&authed))
         })?;
         let lifetime = self.lifetime(msg, self.limits.default_lifetime);
         let answer = allocated(msg, &authed, relay, tuple.client, lifetime);
-        let identity = creds::split(&authed.username)
-            .map(|(_, i)| i.to_string())
-            .unwrap_or_default();
         *self.per_user.entry(identity.clone()).or_default() += 1;
         *self.per_address.entry(tuple.client.ip()).or_default() += 1;
         self.by_relay.insert(relay, tuple);
@@ -521,10 +522,10 @@ impl Server {
     fn within_quota(
         &mut self,
         tuple: Tuple,
+        identity: &str,
         authed: &Authed,
         msg: &Message,
     ) -> Result<(), Vec<u8>> {
-        let identity = creds::split(&authed.username).map_or("", |(_, i)| i);
         let user = self.per_user.get(identity).copied().unwrap_or(0);
         let address = self
             .per_address
@@ -603,16 +604,27 @@ impl Server {
             return Err(error(msg, code, Some(authed)));
         }
         if let Some(p) = peers.iter().find(|p| !self.policy.allows_ip(p.ip())) {
-            self.stats.refused_peers += 1;
-            tracing::info!(client = %tuple.client, peer = %p, "TURN: relay to a foreign address refused");
-            return Err(error_reason(
-                msg,
-                ErrorCode::FORBIDDEN,
-                "this relay reaches only this server's media ports",
-                Some(authed),
-            ));
+            return Err(self.foreign_peer(tuple, *p, msg, authed));
         }
         Ok(peers)
+    }
+
+    /// 403 for a relay to anything but confab's media ports (counted and logged).
+    fn foreign_peer(
+        &mut self,
+        tuple: Tuple,
+        peer: SocketAddr,
+        msg: &Message,
+        authed: &Authed,
+    ) -> Vec<u8> {
+        self.stats.refused_peers += 1;
+        tracing::info!(client = %tuple.client, %peer, "TURN: relay to a foreign address refused");
+        error_reason(
+            msg,
+            ErrorCode::FORBIDDEN,
+            "this relay reaches only this server's media ports",
+            Some(authed),
+        )
     }
 
     fn create_permission(&mut self, now: Instant, tuple: Tuple, msg: &Message) -> Answer {
@@ -648,13 +660,7 @@ impl Server {
             return Err(bad(&authed));
         };
         if !self.policy.allows(peer) {
-            self.stats.refused_peers += 1;
-            return Err(error_reason(
-                msg,
-                ErrorCode::FORBIDDEN,
-                "this relay reaches only this server's media ports",
-                Some(&authed),
-            ));
+            return Err(self.foreign_peer(tuple, peer, msg, &authed));
         }
         let a = self.own(tuple, msg, &authed)?;
         let taken = a.channels.get(&number).is_some_and(|(p, _)| *p != peer);
