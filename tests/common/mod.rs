@@ -14,9 +14,6 @@ pub mod release;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_confab");
 
-/// Four distinct free ports (https, http, udp, tcp) on 127.0.0.1. The daemon runs one media
-/// thread per core by default, thread `i` on `udp + i` and `tcp + i`: those are free too (up to
-/// one per core), and the TCP range holds neither the https nor the http port.
 /// The Python with LiveKit's pinned packages (tests/python/requirements.txt; put there by
 /// scripts/install-deps.sh), or `CONFAB_PYTHON`.
 pub fn python() -> PathBuf {
@@ -40,10 +37,28 @@ pub fn free_turn_ports(ports: [u16; 4]) -> (u16, u16) {
             udp.local_addr().unwrap().port(),
             tcp.local_addr().unwrap().port(),
         );
-        if !taken(u) && !taken(t) && u != t {
+        if !taken(u) && !taken(t) && u != t && claim(&[u, t]) {
             return (u, t);
         }
     }
+}
+
+/// Four distinct free ports (https, http, udp, tcp) on 127.0.0.1. The daemon runs one media
+/// thread per core by default, thread `i` on `udp + i` and `tcp + i`: those are free too (up to
+/// one per core), and the TCP range holds neither the https nor the http port.
+/// Ports already handed to a daemon by this test binary (with their media ranges): tests run
+/// in parallel, and the OS may hand a just-released port to the next `bind(0)`.
+static CLAIMED: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Claims every one of `ports` for this test binary, or none if one was claimed before.
+fn claim(ports: &[u16]) -> bool {
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    if ports.iter().any(|p| claimed.contains(p)) {
+        return false;
+    }
+    claimed.extend(ports);
+    true
 }
 
 pub fn free_ports() -> [u16; 4] {
@@ -72,7 +87,9 @@ pub fn free_ports() -> [u16; 4] {
             UdpSocket::bind(("127.0.0.1", p[2] + i)).is_ok()
                 && TcpListener::bind(("127.0.0.1", p[3] + i)).is_ok()
         });
-        if rest_free {
+        let media = (0..n).flat_map(|i| [p[2] + i, p[3] + i]);
+        let all: Vec<u16> = [p[0], p[1]].into_iter().chain(media).collect();
+        if rest_free && claim(&all) {
             return p;
         }
     }
