@@ -66,6 +66,17 @@ const MAGIC: [u8; 2] = [0xc0, 0xfa];
 const VIDEO_STAMP_AT: usize = 10;
 const STAMP_LEN: usize = 18;
 
+/// What a participant's task is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Go on publishing and receiving.
+    Run,
+    /// Say goodbye (LiveKit's `LeaveRequest`) and close the connection.
+    Leave,
+    /// Fall silent: stop sending and reading, keep every socket open.
+    Vanish,
+}
+
 /// The signalling connection: LiveKit over WebSocket, or channels to the in-process baseline.
 pub enum Link {
     Ws(Box<WebSocketStream<TlsStream<TcpStream>>>),
@@ -223,7 +234,7 @@ impl Participant {
     }
 
     /// Runs until `stop` turns true (then leaves) or the server ends the session.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+    pub async fn run(mut self, mut stop: watch::Receiver<Stop>) -> Result<(), String> {
         self.started = Instant::now();
         self.announce().await?;
         let mut buf_p = vec![0u8; 2048];
@@ -232,7 +243,7 @@ impl Participant {
         let mut next_video = next_audio;
         let mut next_ping = next_audio + PING_EVERY;
         let result = loop {
-            if *stop.borrow() {
+            if *stop.borrow() != Stop::Run {
                 break Ok(());
             }
             self.drain(true);
@@ -305,6 +316,12 @@ impl Participant {
             }
         };
         self.finish();
+        if *stop.borrow() == Stop::Vanish {
+            // Gone without a word, as a laptop whose network dropped: no leave, no close, no
+            // UDP; the sockets stay open and unread until the run drops this participant.
+            while stop.changed().await.is_ok() {}
+            return result;
+        }
         let _ = self
             .link
             .send(Req::Leave(lk::LeaveRequest {

@@ -33,7 +33,7 @@ use lk::signal_response::Message as Resp;
 use prost::Message as _;
 use tokio::sync::watch;
 
-use client::{Link, Participant, Plan};
+use client::{Link, Participant, Plan, Stop};
 use confab::auth::{ApiKeys, TokenRequest, VideoGrant};
 use confab::config::Secret;
 
@@ -87,6 +87,12 @@ pub struct BenchArgs {
     /// churn: participants leaving (and as many joining) per second.
     #[arg(long, default_value_t = 2.0)]
     pub churn_rate: f64,
+    /// churn: every K-th participant to leave vanishes instead: no leave request, no close, no
+    /// packets, its sockets open and unread (a laptop whose network dropped). After the window
+    /// the run waits for confab's timeouts and reports the participants it still holds that
+    /// are not in the room any more (stuck).
+    #[arg(long, default_value_t = 0)]
+    pub vanish_every: usize,
     /// The confab binary to measure (default: the `confab` next to this executable).
     #[arg(long)]
     pub confab: Option<PathBuf>,
@@ -513,6 +519,45 @@ impl Server {
         Ok(())
     }
 
+    /// How many participants confab holds in `room` (LiveKit's `RoomService.ListParticipants`).
+    async fn participants(&self, room: &str) -> Result<usize, String> {
+        let token = confab::auth::mint(
+            &self.keys,
+            &self.key,
+            &TokenRequest {
+                identity: "bench-admin".into(),
+                ttl: Duration::from_secs(60),
+                video: VideoGrant {
+                    room_admin: Some(true),
+                    room: Some(room.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.https));
+        let (status, answer) = confab::http::client::post_json(
+            &self.tls,
+            addr,
+            "localhost",
+            "/twirp/livekit.RoomService/ListParticipants",
+            &serde_json::json!({ "room": room }),
+            Some(&token),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!(
+                "ListParticipants {room}: {status} {}",
+                String::from_utf8_lossy(&answer)
+            ));
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&answer).map_err(|e| format!("ListParticipants: {e}"))?;
+        Ok(json["participants"].as_array().map_or(0, Vec::len))
+    }
+
     /// The bucket counts of the delay confab measured on forwarded packets (`/api/status`,
     /// `forward_delay_us` and `forward_delay_audio_us`).
     async fn forward_delay(&self) -> Result<DelayCounts, String> {
@@ -739,6 +784,13 @@ pub struct Row {
     /// The generator's own CPU use (% of one core): near 100 % it, not the server, is the
     /// bottleneck, and the delays it reports include its own queueing.
     pub generator_cpu_percent: f64,
+    /// churn: participants that left, those of them that vanished without a word
+    /// (`--vanish-every`), and how many confab still held after its timeouts (and how long it
+    /// took to drop the rest).
+    pub left: usize,
+    pub vanished: usize,
+    pub stuck: Option<u64>,
+    pub stuck_wait_s: Option<f64>,
     pub errors: Vec<String>,
 }
 
@@ -823,7 +875,7 @@ impl Row {
 }
 
 struct Member {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
@@ -846,13 +898,13 @@ async fn spawn_member(
         IpAddr::V4(Ipv4Addr::LOCALHOST),
     )
     .await?;
-    let (stop, rx) = watch::channel(false);
+    let (stop, rx) = watch::channel(Stop::Run);
     let task = tokio::spawn(p.run(rx));
     Ok(Member { stop, task })
 }
 
 async fn end_member(m: Member, stats: &Stats) {
-    let _ = m.stop.send(true);
+    let _ = m.stop.send(Stop::Leave);
     match tokio::time::timeout(Duration::from_secs(5), m.task).await {
         Ok(Ok(Err(e))) => stats.error(e),
         Ok(Err(e)) => stats.error(format!("participant task: {e}")),
@@ -872,6 +924,8 @@ struct Spec {
     layer: Option<Layer>,
     /// Participants recorded per room.
     recordings: usize,
+    /// churn: every K-th leaver vanishes without a word (0: none).
+    vanish_every: usize,
 }
 
 impl Spec {
@@ -882,6 +936,17 @@ impl Spec {
         } else {
             self.rooms.max(1)
         }
+    }
+
+    /// confab's participant cap per room for this run: the room, two spare, and the vanished
+    /// participants it still holds until its timeouts drop them (about 40 s each).
+    fn room_capacity(&self) -> usize {
+        let ghosts = if self.scenario == Scenario::Churn && self.vanish_every > 0 {
+            (self.churn_rate / self.vanish_every as f64 * GHOST_GRACE.as_secs_f64()).ceil() as usize
+        } else {
+            0
+        };
+        self.n + 2 + ghosts
     }
 
     /// `webinar 4`, `meeting 2×3`: as the report's first two columns say it.
@@ -942,6 +1007,10 @@ struct Crowd {
     members: std::collections::VecDeque<(Member, usize)>,
     /// Participants joined so far (names them: `p1`, `p2`, …).
     joined: usize,
+    /// Participants that left so far, and those of them that vanished without a word (their
+    /// tasks hold their sockets open, unread, until the run ends).
+    left: usize,
+    ghosts: Vec<Member>,
 }
 
 impl Crowd {
@@ -967,6 +1036,8 @@ impl Crowd {
         let mut crowd = Crowd {
             members: std::collections::VecDeque::new(),
             joined: 0,
+            left: 0,
+            ghosts: Vec::new(),
         };
         for r in 0..spec.rooms() {
             for plan in plans {
@@ -997,7 +1068,13 @@ impl Crowd {
             next += every;
             let mut r = 0;
             if let Some((old, room)) = self.members.pop_front() {
-                end_member(old, stats).await;
+                self.left += 1;
+                if spec.vanish_every > 0 && self.left % spec.vanish_every == 0 {
+                    let _ = old.stop.send(Stop::Vanish);
+                    self.ghosts.push(old);
+                } else {
+                    end_member(old, stats).await;
+                }
                 r = room;
             }
             self.join(target, stats, spec, r, spec.av()).await;
@@ -1008,6 +1085,49 @@ impl Crowd {
         for (m, _) in self.members {
             end_member(m, stats).await;
         }
+        // Dropping a ghost's stop sender ends its task, which closes its sockets.
+        drop(self.ghosts);
+    }
+
+    /// How many participants of each room are still in it, by name.
+    fn present(&self, rooms: usize) -> Vec<usize> {
+        let mut v = vec![0; rooms];
+        for (_, r) in &self.members {
+            if let Some(n) = v.get_mut(*r) {
+                *n += 1;
+            }
+        }
+        v
+    }
+}
+
+/// How long after the window the run waits for confab to drop vanished participants: its
+/// signalling idle timeout (20 s) and departure timeout (20 s), and some slack.
+const GHOST_GRACE: Duration = Duration::from_secs(60);
+
+/// churn: waits (up to [`GHOST_GRACE`]) until confab holds no more participants in each room
+/// than are really there; returns how many it still holds beyond that (stuck: left or vanished,
+/// yet still in the room) and how long the wait took. `None` for the other scenarios.
+async fn stuck_after_grace(
+    server: &Server,
+    crowd: &Crowd,
+    spec: &Spec,
+) -> Result<Option<(u64, Duration)>, String> {
+    if spec.scenario != Scenario::Churn {
+        return Ok(None);
+    }
+    let present = crowd.present(spec.rooms());
+    let started = Instant::now();
+    loop {
+        let mut extra = 0u64;
+        for (r, live) in present.iter().enumerate() {
+            let held = server.participants(&spec.room_name(r)).await?;
+            extra += held.saturating_sub(*live) as u64;
+        }
+        if extra == 0 || started.elapsed() >= GHOST_GRACE {
+            return Ok(Some((extra, started.elapsed())));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -1078,6 +1198,11 @@ struct Window {
     rss: Option<u64>,
     receivers: u64,
     expected: u64,
+    /// churn: participants that vanished, and (when any did) those confab still held after
+    /// its timeouts, with how long it took to drop the others.
+    left: usize,
+    vanished: usize,
+    stuck: Option<(u64, Duration)>,
 }
 
 /// Runs one scenario at one size against `target` and measures it.
@@ -1115,6 +1240,16 @@ async fn run_one(target: Target, spec: Spec) -> Row {
     );
     let end = Reading::end(&target).await;
     let rss = target.rss_kib();
+    let (left, vanished) = (crowd.left, crowd.ghosts.len());
+    let stuck = match &target {
+        Target::Confab(s) => stuck_after_grace(s, &crowd, &spec)
+            .await
+            .unwrap_or_else(|e| {
+                stats.error(format!("counting stuck participants: {e}"));
+                None
+            }),
+        Target::Baseline(_) => None,
+    };
     crowd.leave(&stats).await;
     match target {
         Target::Confab(s) => s.stop(),
@@ -1128,6 +1263,9 @@ async fn run_one(target: Target, spec: Spec) -> Row {
         rss,
         receivers,
         expected,
+        left,
+        vanished,
+        stuck,
     };
     report(&spec, &stats, window)
 }
@@ -1225,6 +1363,10 @@ fn report(spec: &Spec, stats: &Stats, mut w: Window) -> Row {
             None
         },
         generator_cpu_percent: generator / secs * 100.0,
+        left: w.left,
+        vanished: w.vanished,
+        stuck: w.stuck.map(|(n, _)| n),
+        stuck_wait_s: w.stuck.map(|(_, d)| d.as_secs_f64()),
         errors: stats.errors.lock().map(|v| v.clone()).unwrap_or_default(),
     }
 }
@@ -1287,7 +1429,7 @@ impl Setup {
         let target = if spec.scenario == Scenario::Baseline {
             Target::Baseline(baseline::Baseline::start(self.server_core)?)
         } else {
-            Target::Confab(Server::start(&self.exe, &self.placement, spec.n + 2).await?)
+            Target::Confab(Server::start(&self.exe, &self.placement, spec.room_capacity()).await?)
         };
         Ok(run_one(target, spec).await)
     }
@@ -1338,6 +1480,13 @@ impl Summary {
             println!("{}", Row::header());
         }
         println!("{}", row.line());
+        if let (Some(stuck), Some(wait)) = (row.stuck, row.stuck_wait_s) {
+            println!(
+                "  {} {}: {} left, {} of them vanished without leaving; {stuck} still held {wait:.1} s after the window (stuck)",
+                row.name, row.size, row.left, row.vanished
+            );
+            self.failed |= stuck > 0;
+        }
         for e in row.errors.iter().take(5) {
             eprintln!("  {}: {e}", row.name);
         }
@@ -1421,6 +1570,7 @@ fn run(args: BenchArgs) -> ExitCode {
                 churn_rate: args.churn_rate,
                 layer: args.layer,
                 recordings: args.recordings,
+                vanish_every: args.vanish_every,
             };
             match rt.block_on(setup.measure(spec)) {
                 Ok(row) => summary.add(row, args.require_media),
