@@ -5,9 +5,14 @@
 //! every write it acknowledged (200) must be there. A write in flight when it died may or may not
 //! have landed; nothing else may differ.
 //!
-//! `CONFAB_CRASH_ROUNDS` sets the number of rounds (default 8, for CI);
-//! `scripts/crash-campaign.sh` runs it big on a release build. The last line printed is
-//! `crash: N rounds, W acknowledged writes (…), 0 lost`.
+//! The same for the update agent's writes (`update_apply_survives_kill_9_at_random_moments`):
+//! `confab update apply` on a fake A/B device (slots are files, the fake bootloader's state a
+//! JSON file; the agent's code is the device's) is killed at a random moment of the install —
+//! mid-download, mid-verify, while the bootloader state or the agent's state file is written.
+//!
+//! `CONFAB_CRASH_ROUNDS` sets the number of rounds of each (default 8, for CI);
+//! `scripts/crash-campaign.sh` runs them big on a release build. The last lines printed are
+//! `crash: N rounds, W acknowledged writes (…), 0 lost` and `crash-update: N rounds …`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -295,8 +300,8 @@ fn send(c: &Client, w: &Write) -> (u16, Value) {
     }
 }
 
-#[test]
-fn acknowledged_writes_survive_kill_9_at_random_moments() {
+/// `CONFAB_CRASH_ROUNDS` (default 8) and `CONFAB_CRASH_SEED` (default: from the clock).
+fn rounds_and_seed() -> (u64, u64) {
     let rounds: u64 = std::env::var("CONFAB_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -311,6 +316,12 @@ fn acknowledged_writes_survive_kill_9_at_random_moments() {
                 .as_nanos() as u64
                 | 1
         });
+    (rounds, seed)
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_at_random_moments() {
+    let (rounds, seed) = rounds_and_seed();
     eprintln!("crash: {rounds} rounds, seed {seed} (CONFAB_CRASH_SEED to replay)");
     let dir = tempfile::tempdir().unwrap();
     let model = Arc::new(Mutex::new(Model::default()));
@@ -396,5 +407,222 @@ fn acknowledged_writes_survive_kill_9_at_random_moments() {
         m.acked > rounds,
         "too few writes to prove anything: {}",
         m.acked
+    );
+}
+
+/// A fake A/B device booted from slot A, and two signed releases for it (`dir/rel-0`,
+/// `dir/rel-1`: different 16 MiB root images and boot files), so that a slot half rewritten
+/// with one over the other is told from a whole one.
+struct UpdateDevice {
+    dir: tempfile::TempDir,
+    /// Per release: version, root image, boot file.
+    releases: Vec<(String, Vec<u8>, Vec<u8>)>,
+    pubkey: PathBuf,
+}
+
+const SLOT_BYTES: usize = 24 << 20;
+
+impl UpdateDevice {
+    fn new(seed: u64) -> UpdateDevice {
+        use common::release::{ok, script};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        ok(std::process::Command::new(script())
+            .arg("--generate-key")
+            .arg(d.join("keys")));
+        let mut rng = Rng(seed | 1);
+        let mut releases = Vec::new();
+        for n in 0..2 {
+            let version = format!("99.0.{n}");
+            let image: Vec<u8> = (0..16 << 20).map(|_| rng.next() as u8).collect();
+            let kernel: Vec<u8> = (0..256 << 10).map(|_| rng.next() as u8).collect();
+            let (img, linux) = (
+                d.join(format!("root-{n}.img")),
+                d.join(format!("linux-{n}")),
+            );
+            std::fs::create_dir_all(&linux).unwrap();
+            std::fs::write(&img, &image).unwrap();
+            std::fs::write(linux.join("linux"), &kernel).unwrap();
+            ok(std::process::Command::new(script()).args([
+                "--key",
+                d.join("keys/confab.key").to_str().unwrap(),
+                "--board",
+                "test-board",
+                "--version",
+                &version,
+                "--image",
+                img.to_str().unwrap(),
+                "--boot-file",
+                linux.join("linux").to_str().unwrap(),
+                "--out",
+                d.join(format!("rel-{n}")).to_str().unwrap(),
+            ]));
+            releases.push((version, image, kernel));
+        }
+        confab::update::bootloader::fake::FakeBootloader::create(
+            &d.join("boot"),
+            confab::update::Slot::A,
+            confab::version::VERSION,
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.join("slots")).unwrap();
+        for slot in ["root-a", "root-b"] {
+            std::fs::write(d.join("slots").join(slot), vec![0u8; SLOT_BYTES]).unwrap();
+        }
+        UpdateDevice {
+            pubkey: d.join("keys/confab.pub"),
+            dir,
+            releases,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let d = self.dir.path();
+        let mut cmd = common::base_command(d, free_ports());
+        common::release::update_env(&mut cmd, d, &d.join("rel-0"), &self.pubkey);
+        cmd.env("CONFAB_UPDATE_STATE_FILE", d.join("update-state.json"))
+            .env("CONFAB_DISABLE_UPDATE_CHECK", "true")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    /// `confab update apply --no-reboot` of release `n` (a downgrade allowed: the two take
+    /// turns), killed after `kill_after` (None: left to finish). Whether it finished (exit 0)
+    /// before the kill.
+    fn apply(&self, n: usize, kill_after: Option<Duration>) -> bool {
+        let from = self.dir.path().join(format!("rel-{n}"));
+        let mut child = self
+            .command(&[
+                "update",
+                "apply",
+                "--no-reboot",
+                "--allow-downgrade",
+                "--from",
+            ])
+            .arg(&from)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(120);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                assert!(status.success(), "update apply failed ({status}): {err}");
+                return true;
+            }
+            if kill_after.is_some_and(|k| started.elapsed() >= k) {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                return false;
+            }
+            assert!(Instant::now() < deadline, "update apply did not finish");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// What the device would boot now (on a copy of the bootloader's state, which a boot
+    /// changes), and whether that slot holds exactly the signed image and boot file of the
+    /// version the bootloader has for it (slot A: the running system, never written).
+    fn next_boot_is_whole(&self) -> (confab::update::Slot, bool) {
+        use confab::update::bootloader::fake::FakeBootloader;
+        use confab::update::bootloader::Bootloader;
+        use confab::update::Slot;
+        let d = self.dir.path();
+        let copy = d.join("boot-copy");
+        let _ = std::fs::remove_dir_all(&copy);
+        std::fs::create_dir_all(&copy).unwrap();
+        for entry in std::fs::read_dir(d.join("boot")).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+            }
+        }
+        let slot = FakeBootloader::simulate_boot(&copy).expect("the device must boot a slot");
+        if slot == Slot::A {
+            return (slot, true);
+        }
+        let boot = FakeBootloader::open(&d.join("boot")).unwrap();
+        let version = boot.version(Slot::B).unwrap().unwrap_or_default();
+        let Some((_, image, kernel)) = self.releases.iter().find(|r| r.0 == version) else {
+            return (slot, false);
+        };
+        let bytes = std::fs::read(d.join("slots/root-b")).unwrap();
+        let dir = boot.boot_files_dir(Slot::B).unwrap();
+        let installed = std::fs::read(dir.join("linux")).unwrap_or_default();
+        (
+            slot,
+            bytes[..image.len()] == image[..] && installed == *kernel,
+        )
+    }
+
+    /// `confab update status --json` reads the agent's state file; its last install.
+    fn last_install(&self) -> Option<String> {
+        let out = self
+            .command(&["update", "status", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "update status after kill -9: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["state"]["last_install"]["version"]
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+#[test]
+fn update_apply_survives_kill_9_at_random_moments() {
+    use confab::update::Slot;
+    let (rounds, seed) = rounds_and_seed();
+    let mut rng = Rng(seed ^ 0x5eed);
+    let dev = UpdateDevice::new(seed);
+    // One install left to finish: how long one takes, and what a finished one leaves.
+    let t = Instant::now();
+    assert!(dev.apply(0, None));
+    let full = t.elapsed();
+    assert_eq!(dev.next_boot_is_whole(), (Slot::B, true));
+    assert_eq!(dev.last_install().as_deref(), Some("99.0.0"));
+    eprintln!("crash-update: {rounds} rounds, seed {seed}; an install takes {full:?}");
+    let (mut finished, mut old_slot, mut new_slot) = (0, 0, 0);
+    for round in 0..rounds {
+        let n = (round % 2 + 1) as usize % 2;
+        let at = full.mul_f64(rng.below(1300) as f64 / 1000.0);
+        let done = dev.apply(n, Some(at));
+        let (slot, whole) = dev.next_boot_is_whole();
+        assert!(
+            whole,
+            "round {round} (seed {seed}, killed after {at:?}): the next boot is slot {slot}, \
+             whose image or kernel is not the signed one of its version"
+        );
+        if done {
+            finished += 1;
+            assert_eq!(
+                slot,
+                Slot::B,
+                "round {round}: a finished install is not armed"
+            );
+            assert_eq!(dev.last_install(), Some(dev.releases[n].0.clone()));
+        }
+        // The state file reads (old or new, never torn).
+        let _ = dev.last_install();
+        match slot {
+            Slot::A => old_slot += 1,
+            Slot::B => new_slot += 1,
+        }
+    }
+    // After all that, an install runs to the end and arms the new slot.
+    assert!(dev.apply(1, None));
+    assert_eq!(dev.next_boot_is_whole(), (Slot::B, true));
+    eprintln!(
+        "crash-update: {rounds} rounds: {finished} finished before the kill; after the kill the \
+         device would boot the old slot {old_slot} times and the new, whole slot {new_slot} \
+         times; 0 unbootable, 0 torn"
     );
 }
